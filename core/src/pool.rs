@@ -1,0 +1,219 @@
+//! Fixed-size chunk pool: a lock-free free list plus per-chunk reference counts.
+//!
+//! The free list is a Treiber stack whose head packs a 32-bit chunk index with a
+//! 32-bit version counter that every successful CAS increments, so a head that
+//! was popped and pushed back in between (ABA) no longer compares equal. Each
+//! chunk's metadata ([`ChunkMeta`]) holds the link to the next free chunk and
+//! the reference count.
+//!
+//! Guarantees:
+//! - a chunk is handed out by [`Pool::alloc`] to one caller at a time;
+//! - a chunk returns to the free list exactly when its last reference is
+//!   released ([`Pool::release`]);
+//! - with `n` references from [`Pool::retain`] on top of the allocation, the
+//!   chunk is freed by the `n + 1`-th release, whoever does it.
+
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::{Corrupt, MAX_RETRIES};
+
+/// Index meaning "no chunk" (end of the free list).
+pub const NIL: u32 = u32::MAX;
+
+/// Per-chunk bookkeeping. The runtime places it at the start of the chunk's own
+/// block, so a chunk's refcount never shares a cache line with another chunk's.
+#[repr(C)]
+pub struct ChunkMeta {
+    /// Next chunk on the free list (meaningful only while free).
+    pub next: AtomicU32,
+    /// Live references; 0 exactly while the chunk is on the free list.
+    pub refcount: AtomicU32,
+}
+
+impl ChunkMeta {
+    /// Metadata of a free chunk linked to `next` (used to build pools on the heap).
+    pub fn new(next: u32) -> Self {
+        ChunkMeta {
+            next: AtomicU32::new(next),
+            refcount: AtomicU32::new(0),
+        }
+    }
+}
+
+/// Where chunk metadata lives: a slice on the heap, or strided blocks in a
+/// mapping. `meta` is only called with `index < len()`.
+pub trait MetaTable {
+    /// Number of chunks.
+    fn len(&self) -> u32;
+    /// Metadata of chunk `index` (`index < len()`).
+    fn meta(&self, index: u32) -> &ChunkMeta;
+    /// True when the table has no chunks.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl MetaTable for [ChunkMeta] {
+    fn len(&self) -> u32 {
+        <[ChunkMeta]>::len(self) as u32
+    }
+    fn meta(&self, index: u32) -> &ChunkMeta {
+        &self[index as usize]
+    }
+}
+
+/// The free list head: `version << 32 | index`.
+#[repr(C)]
+pub struct PoolControl {
+    /// Packed head of the free list.
+    pub head: AtomicU64,
+}
+
+impl PoolControl {
+    /// An empty free list (used to build pools on the heap; call [`Pool::init`]).
+    pub fn new() -> Self {
+        PoolControl {
+            head: AtomicU64::new(NIL as u64),
+        }
+    }
+}
+
+impl Default for PoolControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A view of one pool.
+pub struct Pool<'a, M: MetaTable + ?Sized> {
+    control: &'a PoolControl,
+    metas: &'a M,
+}
+
+impl<'a, M: MetaTable + ?Sized> Clone for Pool<'a, M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<'a, M: MetaTable + ?Sized> Copy for Pool<'a, M> {}
+
+fn pack(version: u32, index: u32) -> u64 {
+    (u64::from(version) << 32) | u64::from(index)
+}
+
+impl<'a, M: MetaTable + ?Sized> Pool<'a, M> {
+    /// Views a pool.
+    pub fn new(control: &'a PoolControl, metas: &'a M) -> Self {
+        Pool { control, metas }
+    }
+
+    /// Links every chunk into the free list (single-threaded, before sharing).
+    pub fn init(&self) {
+        let n = self.metas.len();
+        for i in 0..n {
+            let m = self.metas.meta(i);
+            m.next
+                .store(if i + 1 < n { i + 1 } else { NIL }, Ordering::Relaxed);
+            m.refcount.store(0, Ordering::Relaxed);
+        }
+        self.control
+            .head
+            .store(pack(0, if n > 0 { 0 } else { NIL }), Ordering::Release);
+    }
+
+    /// Number of chunks in the pool.
+    pub fn capacity(&self) -> u32 {
+        self.metas.len()
+    }
+
+    /// Takes a free chunk with a refcount of 1, or `Ok(None)` when the pool is
+    /// exhausted.
+    pub fn alloc(&self) -> Result<Option<u32>, Corrupt> {
+        let mut head = self.control.head.load(Ordering::Acquire);
+        for _ in 0..MAX_RETRIES {
+            let index = head as u32;
+            if index == NIL {
+                return Ok(None);
+            }
+            if index >= self.metas.len() {
+                return Err(Corrupt("free-list head out of range"));
+            }
+            let next = self.metas.meta(index).next.load(Ordering::Relaxed);
+            let new = pack((head >> 32) as u32 + 1, next);
+            match self.control.head.compare_exchange_weak(
+                head,
+                new,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    let prev = self.metas.meta(index).refcount.swap(1, Ordering::Relaxed);
+                    if prev != 0 {
+                        return Err(Corrupt("free chunk had references"));
+                    }
+                    return Ok(Some(index));
+                }
+                Err(actual) => head = actual,
+            }
+            crate::sync::spin_hint();
+        }
+        Err(Corrupt("free-list head never settles"))
+    }
+
+    /// Adds `n` references to an allocated chunk.
+    pub fn retain(&self, index: u32, n: u32) -> Result<(), Corrupt> {
+        if index >= self.metas.len() {
+            return Err(Corrupt("chunk index out of range"));
+        }
+        self.metas
+            .meta(index)
+            .refcount
+            .fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Drops one reference; the last one returns the chunk to the free list.
+    /// Returns whether the chunk was freed.
+    pub fn release(&self, index: u32) -> Result<bool, Corrupt> {
+        if index >= self.metas.len() {
+            return Err(Corrupt("chunk index out of range"));
+        }
+        let meta = self.metas.meta(index);
+        let prev = meta.refcount.fetch_sub(1, Ordering::AcqRel);
+        match prev {
+            0 => {
+                meta.refcount.store(0, Ordering::Relaxed);
+                Err(Corrupt("chunk released more often than referenced"))
+            }
+            1 => self.push_free(index).map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
+    fn push_free(&self, index: u32) -> Result<(), Corrupt> {
+        let meta = self.metas.meta(index);
+        let mut head = self.control.head.load(Ordering::Relaxed);
+        for _ in 0..MAX_RETRIES {
+            meta.next.store(head as u32, Ordering::Relaxed);
+            let new = pack((head >> 32) as u32 + 1, index);
+            match self.control.head.compare_exchange_weak(
+                head,
+                new,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => head = actual,
+            }
+            crate::sync::spin_hint();
+        }
+        Err(Corrupt("free-list head never settles"))
+    }
+
+    /// Number of chunks with no reference (free), counted by scanning the
+    /// refcounts. A snapshot: exact only while nobody allocates or releases.
+    pub fn free_count(&self) -> u32 {
+        (0..self.metas.len())
+            .filter(|&i| self.metas.meta(i).refcount.load(Ordering::Relaxed) == 0)
+            .count() as u32
+    }
+}

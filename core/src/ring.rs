@@ -1,0 +1,219 @@
+//! Bounded many-producer single-consumer descriptor ring.
+//!
+//! The algorithm is Dmitry Vyukov's bounded MPMC queue reduced to one consumer:
+//! every slot carries its own sequence number, producers claim a position with a
+//! CAS on `tail`, write the descriptor and publish it by storing `pos + 1` into
+//! the slot's sequence; the consumer reads slots in order and hands a slot back
+//! by storing `pos + capacity`. Ring lines therefore travel only producer →
+//! consumer, and the consumer never writes a word a producer spins on except
+//! when it frees a slot.
+//!
+//! Guarantees:
+//! - messages of one producer are consumed in the order that producer pushed them;
+//! - nothing is lost or duplicated: a push either returns `Ok` and the
+//!   descriptor is consumed exactly once, or returns [`PushError::Full`];
+//! - producers never wait for each other beyond a CAS retry; a full ring is an
+//!   error, never a block.
+//!
+//! A producer that dies between its CAS and its publish leaves one slot
+//! unpublished; the consumer stops there until a survivor repairs it (the
+//! liveness layer's job, not this module's).
+
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+use crate::{Corrupt, MAX_RETRIES};
+use crossbeam_utils::CachePadded;
+
+/// What travels through a ring: which chunk, how many bytes, and two words
+/// whose meaning belongs to the pattern (tag, reply address, sender, flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Descriptor {
+    /// Chunk index in the exchange's pool, or [`Descriptor::NO_CHUNK`].
+    pub chunk: u32,
+    /// Payload length in bytes.
+    pub len: u32,
+    /// Pattern-defined flags.
+    pub flags: u32,
+    /// Caller's tag (request tag, subscription tag, ...).
+    pub tag: u64,
+    /// Pattern-defined word (reply address, sender id, ...).
+    pub meta: u64,
+}
+
+impl Descriptor {
+    /// Chunk index meaning "this descriptor carries no payload".
+    pub const NO_CHUNK: u32 = u32::MAX;
+}
+
+/// Producer and consumer positions. `tail` is written by producers, `head` only
+/// by the consumer; each sits on its own cache line.
+#[repr(C)]
+pub struct RingControl {
+    /// Next position a producer will claim (wrapping).
+    pub tail: CachePadded<AtomicU32>,
+    /// Next position the consumer will read (wrapping).
+    pub head: CachePadded<AtomicU32>,
+}
+
+impl RingControl {
+    /// Positions at zero (used to build rings on the heap).
+    pub fn new() -> Self {
+        RingControl {
+            tail: CachePadded::new(AtomicU32::new(0)),
+            head: CachePadded::new(AtomicU32::new(0)),
+        }
+    }
+}
+
+impl Default for RingControl {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One ring slot: 32 bytes, two per cache line.
+#[repr(C)]
+pub struct Slot {
+    /// `pos + 1` when the descriptor for `pos` is published, `pos + capacity`
+    /// when the slot is free for position `pos + capacity`.
+    pub seq: AtomicU32,
+    chunk: AtomicU32,
+    len: AtomicU32,
+    flags: AtomicU32,
+    tag: AtomicU64,
+    meta: AtomicU64,
+}
+
+impl Slot {
+    /// A slot initialised for position `pos` (used to build rings on the heap).
+    pub fn new(pos: u32) -> Self {
+        Slot {
+            seq: AtomicU32::new(pos),
+            chunk: AtomicU32::new(0),
+            len: AtomicU32::new(0),
+            flags: AtomicU32::new(0),
+            tag: AtomicU64::new(0),
+            meta: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Why a push did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// Every slot holds an unconsumed descriptor.
+    Full,
+    /// The ring's words are inconsistent.
+    Corrupt(Corrupt),
+}
+
+/// A view of one ring: its control words and its slots, wherever they live.
+#[derive(Clone, Copy)]
+pub struct Ring<'a> {
+    control: &'a RingControl,
+    slots: &'a [Slot],
+    mask: u32,
+}
+
+impl<'a> Ring<'a> {
+    /// Views `slots` as a ring. The slot count must be a power of two
+    /// (`None` otherwise); the caller has validated it against the layout.
+    pub fn new(control: &'a RingControl, slots: &'a [Slot]) -> Option<Self> {
+        let n = slots.len();
+        if n < 2 || !n.is_power_of_two() || n > (1 << 30) {
+            return None;
+        }
+        Some(Ring {
+            control,
+            slots,
+            mask: (n - 1) as u32,
+        })
+    }
+
+    /// Initialises an all-zero ring in place (single-threaded, before sharing).
+    pub fn init(&self) {
+        for (i, s) in self.slots.iter().enumerate() {
+            s.seq.store(i as u32, Ordering::Relaxed);
+        }
+        self.control.tail.store(0, Ordering::Relaxed);
+        self.control.head.store(0, Ordering::Relaxed);
+    }
+
+    /// Number of slots.
+    pub fn capacity(&self) -> u32 {
+        self.mask + 1
+    }
+
+    /// Pushes `d`. Lock-free; any number of producers.
+    pub fn push(&self, d: &Descriptor) -> Result<(), PushError> {
+        let mut pos = self.control.tail.load(Ordering::Relaxed);
+        for _ in 0..MAX_RETRIES {
+            let slot = &self.slots[(pos & self.mask) as usize];
+            let seq = slot.seq.load(Ordering::Acquire);
+            let diff = seq.wrapping_sub(pos) as i32;
+            if diff == 0 {
+                match self.control.tail.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        slot.chunk.store(d.chunk, Ordering::Relaxed);
+                        slot.len.store(d.len, Ordering::Relaxed);
+                        slot.flags.store(d.flags, Ordering::Relaxed);
+                        slot.tag.store(d.tag, Ordering::Relaxed);
+                        slot.meta.store(d.meta, Ordering::Relaxed);
+                        slot.seq.store(pos.wrapping_add(1), Ordering::Release);
+                        return Ok(());
+                    }
+                    Err(actual) => pos = actual,
+                }
+            } else if diff < 0 {
+                // The slot still holds the descriptor from one lap ago.
+                return Err(PushError::Full);
+            } else {
+                // Another producer took `pos`; catch up.
+                pos = self.control.tail.load(Ordering::Relaxed);
+            }
+            crate::sync::spin_hint();
+        }
+        Err(PushError::Corrupt(Corrupt("ring tail never settles")))
+    }
+
+    /// Pops the oldest descriptor, or `None` when nothing is published at the
+    /// head. Only the ring's single consumer may call this.
+    pub fn pop(&self) -> Option<Descriptor> {
+        let pos = self.control.head.load(Ordering::Relaxed);
+        let slot = &self.slots[(pos & self.mask) as usize];
+        if slot.seq.load(Ordering::Acquire) != pos.wrapping_add(1) {
+            return None;
+        }
+        let d = Descriptor {
+            chunk: slot.chunk.load(Ordering::Relaxed),
+            len: slot.len.load(Ordering::Relaxed),
+            flags: slot.flags.load(Ordering::Relaxed),
+            tag: slot.tag.load(Ordering::Relaxed),
+            meta: slot.meta.load(Ordering::Relaxed),
+        };
+        slot.seq
+            .store(pos.wrapping_add(self.mask + 1), Ordering::Release);
+        self.control
+            .head
+            .store(pos.wrapping_add(1), Ordering::Relaxed);
+        Some(d)
+    }
+
+    /// True when a descriptor is published at the head (what a waiter checks).
+    pub fn has_pending(&self) -> bool {
+        let pos = self.control.head.load(Ordering::Relaxed);
+        let slot = &self.slots[(pos & self.mask) as usize];
+        slot.seq.load(Ordering::Acquire) == pos.wrapping_add(1)
+    }
+
+    /// Approximate number of queued descriptors (for inspection only).
+    pub fn len_hint(&self) -> u32 {
+        let tail = self.control.tail.load(Ordering::Relaxed);
+        let head = self.control.head.load(Ordering::Relaxed);
+        tail.wrapping_sub(head).min(self.capacity())
+    }
+}
