@@ -1,1 +1,57 @@
-//! shmex
+//! shmex: zero-copy messaging between processes on one host.
+//!
+//! Processes join a [`Namespace`] as [`Node`]s and meet at named
+//! [`Exchange`]s, segments of shared memory holding a chunk pool, a port table
+//! and one inbox per port. A sender loans a chunk, writes its payload in place
+//! and sends a small descriptor; receivers read the payload in place
+//! ([`Sample`]) and the chunk returns to the pool when the last one drops it.
+//!
+//! Patterns ([`Pattern`]):
+//! - request-response: [`Client`] / [`Server`] / [`Request`];
+//! - publish-subscribe with AMQP topic routing: [`Publisher`] / [`Subscriber`];
+//! - fan-in, many producers and one consumer: [`Producer`] / [`Consumer`].
+//!
+//! Every port offers `try_receive` (never blocks), `receive` (blocks) and
+//! `receive_timeout`; a [`WaitSet`] blocks one thread on many ports.
+//!
+//! ```no_run
+//! use shmex::{Limits, Node, Pattern};
+//! let node = Node::builder("example").namespace("docs").create()?;
+//! let ex = node.create_exchange("greetings", Pattern::PublishSubscribe, Limits::default())?;
+//! let sub = ex.subscriber("hello.#", 1)?;
+//! let publisher = ex.publisher()?;
+//! publisher.publish("hello.world", b"hi")?;
+//! let sample = sub.receive()?;
+//! assert_eq!(&sample[..], b"hi");
+//! assert_eq!(sample.key(), Some("hello.world"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod exchange;
+mod fanin;
+mod layout;
+mod node;
+mod pubsub;
+mod rpc;
+mod sample;
+mod segment;
+mod sys;
+pub mod topic;
+mod waitset;
+
+pub use error::{
+    Corrupt, FailReason, NodeError, OpenError, PortError, RecvError, RespondError, SegmentError,
+    SendError, WaitError,
+};
+pub use exchange::{list_exchanges, Exchange, ExchangeInfo, Limits, Pattern};
+pub use fanin::{Consumer, Producer};
+pub use layout::{layout_hash, LAYOUT_VERSION, MAX_KEY_LEN};
+pub use node::{
+    list_nodes, Namespace, Node, NodeBuilder, NodeInfo, DEFAULT_NAMESPACE, DEFAULT_ROOT,
+    DEFAULT_SPIN,
+};
+pub use pubsub::{Published, Publisher, Subscriber};
+pub use rpc::{Client, Request, Server};
+pub use sample::{Loan, Sample};
+pub use waitset::{WaitNode, WaitSet, Waitable};

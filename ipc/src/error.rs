@@ -1,0 +1,310 @@
+//! Error types, one enum per operation family. Every variant names something a
+//! caller can act on: retry later, pick another name, fix a limit, give up.
+
+use std::path::PathBuf;
+
+pub use shmex_core::Corrupt;
+
+/// A shared-memory object could not be created, opened or trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    /// A system call on the object failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The object's file.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The object belongs to another user and is refused.
+    #[error("{path} is owned by uid {owner}, not by this process's uid {ours}")]
+    ForeignOwner {
+        /// The object's file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        ours: u32,
+    },
+    /// The object is not a shmex segment of the expected kind.
+    #[error("{path} is not a shmex {expected} segment (magic/kind {found:#x})")]
+    NotShmex {
+        /// The object's file.
+        path: PathBuf,
+        /// The kind we wanted ("registry" or "exchange").
+        expected: &'static str,
+        /// What its header held.
+        found: u64,
+    },
+    /// The object was written by another layout version of shmex.
+    #[error("{path}: layout version {theirs}, this library speaks version {ours}")]
+    VersionMismatch {
+        /// The object's file.
+        path: PathBuf,
+        /// Our layout version.
+        ours: u32,
+        /// The segment's layout version.
+        theirs: u32,
+    },
+    /// Same version number, different structure layout (another build).
+    #[error("{path}: layout hash {theirs:#018x}, this library's is {ours:#018x}")]
+    LayoutMismatch {
+        /// The object's file.
+        path: PathBuf,
+        /// Our layout hash.
+        ours: u64,
+        /// The segment's layout hash.
+        theirs: u64,
+    },
+    /// The header's size, the limits it states and the file size disagree.
+    #[error("{path}: {what}: expected {expected}, found {found}")]
+    SizeMismatch {
+        /// The object's file.
+        path: PathBuf,
+        /// Which size.
+        what: &'static str,
+        /// What the layout requires.
+        expected: u64,
+        /// What the segment says.
+        found: u64,
+    },
+    /// The file system holding the segments has no room for this one.
+    #[error(
+        "{path}: needs {needed} bytes of shared memory and the file system has not that much free"
+    )]
+    NoSpace {
+        /// The object's file.
+        path: PathBuf,
+        /// Bytes the segment needs.
+        needed: u64,
+    },
+    /// A field of the segment holds a value the runtime never writes.
+    #[error("{path}: corrupt: {what}")]
+    Corrupt {
+        /// The object's file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// Joining a namespace failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Namespace or node name not allowed.
+    #[error("invalid {what} name {name:?}: {reason}")]
+    InvalidName {
+        /// "namespace" or "node".
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// Every node slot of the namespace is taken by a live process.
+    #[error("namespace registry is full ({max} nodes)")]
+    RegistryFull {
+        /// Capacity of the registry.
+        max: u32,
+    },
+    /// The registry segment is unusable.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+}
+
+/// Creating or opening an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The exchange name is not allowed.
+    #[error("invalid exchange name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// No live exchange of that name exists in the namespace.
+    #[error("exchange {name:?} does not exist")]
+    NotFound {
+        /// The exchange name.
+        name: String,
+    },
+    /// A live exchange of that name exists already.
+    #[error("exchange {name:?} already exists")]
+    AlreadyExists {
+        /// The exchange name.
+        name: String,
+    },
+    /// The limits are out of range.
+    #[error("invalid limits: {reason}")]
+    InvalidLimits {
+        /// Which limit and why.
+        reason: String,
+    },
+    /// The existing exchange differs from what the caller asked for.
+    #[error("exchange {name:?} exists with {what} {theirs}, asked for {ours}")]
+    Mismatch {
+        /// The exchange name.
+        name: String,
+        /// "pattern", "chunk_size", ...
+        what: &'static str,
+        /// What the caller asked for.
+        ours: String,
+        /// What the exchange has.
+        theirs: String,
+    },
+    /// The exchange's table of opening nodes is full.
+    #[error("exchange {name:?} is open by too many handles ({max})")]
+    TooManyUsers {
+        /// The exchange name.
+        name: String,
+        /// Capacity of the table.
+        max: u32,
+    },
+    /// The exchange segment is unusable.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+}
+
+/// Attaching a port to an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    /// The exchange's pattern has no such role.
+    #[error("exchange {exchange:?} is {pattern}, which has no {role} role")]
+    WrongPattern {
+        /// The exchange name.
+        exchange: String,
+        /// Its pattern.
+        pattern: crate::Pattern,
+        /// The role asked for.
+        role: &'static str,
+    },
+    /// Every port slot is taken.
+    #[error("exchange {exchange:?} has no free port ({max} ports)")]
+    PortTableFull {
+        /// The exchange name.
+        exchange: String,
+        /// Its `max_ports`.
+        max: u32,
+    },
+    /// A fan-in exchange already has its consumer.
+    #[error("exchange {exchange:?} already has a consumer")]
+    ConsumerExists {
+        /// The exchange name.
+        exchange: String,
+    },
+    /// The subscription pattern is malformed.
+    #[error("invalid topic pattern {pattern:?}: {reason}")]
+    InvalidTopic {
+        /// The pattern given.
+        pattern: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// The exchange segment is unusable.
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+}
+
+/// Loaning or sending a payload failed. The payload was not delivered to
+/// anyone; nothing was dropped silently.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The payload does not fit in one chunk.
+    #[error("payload of {len} bytes exceeds the chunk size of {max} bytes")]
+    PayloadTooLarge {
+        /// Bytes asked for.
+        len: usize,
+        /// The exchange's chunk size.
+        max: usize,
+    },
+    /// Every chunk of the pool is in use.
+    #[error("chunk pool exhausted ({chunks} chunks all in use)")]
+    PoolExhausted {
+        /// Pool size.
+        chunks: u32,
+    },
+    /// The receiving queue (or every server's queue, or the client's budget of
+    /// outstanding requests) is full; retry after the receiver has caught up.
+    #[error("queue full")]
+    QueueFull,
+    /// A request-response exchange without any server.
+    #[error("no server is registered on the exchange")]
+    NoServer,
+    /// A fan-in exchange without its consumer.
+    #[error("no consumer is registered on the exchange")]
+    NoConsumer,
+    /// The routing key is malformed.
+    #[error("invalid routing key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key given.
+        key: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+    /// A loan from another exchange was passed in.
+    #[error("the loan belongs to another exchange")]
+    ForeignLoan,
+    /// Shared state is inconsistent.
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
+}
+
+/// Why a request got no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// The server dropped the request without responding.
+    Unanswered,
+    /// The server's port closed while the request was queued or held.
+    ServerGone,
+}
+
+impl std::fmt::Display for FailReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailReason::Unanswered => "the server dropped it without responding",
+            FailReason::ServerGone => "the server left before responding",
+        })
+    }
+}
+
+/// Receiving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    /// Nothing arrived before the deadline.
+    #[error("timed out")]
+    Timeout,
+    /// A request of this client will never be answered.
+    #[error("request {tag} failed: {reason}")]
+    RequestFailed {
+        /// The request's tag.
+        tag: u64,
+        /// Why.
+        reason: FailReason,
+    },
+    /// A descriptor or chunk read from shared memory is invalid.
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
+}
+
+/// Responding to a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RespondError {
+    /// The requesting client's port is gone; the response was discarded.
+    #[error("the requesting client is gone")]
+    ClientGone,
+    /// Loaning the response chunk failed.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+/// Waiting on a set of ports failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// Nothing arrived before the deadline.
+    #[error("timed out")]
+    Timeout,
+    /// The ports of one wait set must belong to one node (they share its wait word).
+    #[error("ports of different nodes cannot share a wait set")]
+    ForeignPort,
+}

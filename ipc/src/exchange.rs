@@ -1,0 +1,956 @@
+//! Exchanges: named segments holding a chunk pool, a port table and one
+//! inbox ring per port.
+//!
+//! Layout of `ROOT/shmex.NS.x.NAME` (offsets from [`ExchangeLayout`]):
+//! header (limits, name, creator, table of open handles) · port table ·
+//! pool head · ring controls · ring slots · chunk blocks (header with
+//! refcount and routing key, then payload).
+//!
+//! An exchange lives as long as some live process holds it open: the last
+//! handle to close removes the file, and a file whose holders have all exited
+//! is treated as absent (removed at the next create or open).
+
+use crate::error::{OpenError, PortError, SegmentError};
+use crate::layout::{
+    load_bytes, store_bytes, ChunkHeader, ExchangeHeader, ExchangeLayout, PoolLine, PortSlot,
+    RawLimits, KIND_EXCHANGE, MAX_EXCHANGE_NAME, MAX_USERS, PORT_ACTIVE, PORT_FREE,
+};
+use crate::node::{check_name, Namespace, NodeInner};
+use crate::segment::{Created, Segment};
+use crate::sys;
+use shmex_core::pool::{ChunkMeta, MetaTable, Pool};
+use shmex_core::ring::{Descriptor, PushError, Ring, RingControl, Slot};
+use shmex_core::Corrupt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Which message exchange pattern an exchange serves; fixes the roles its
+/// ports may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pattern {
+    /// Clients send tagged requests, servers answer each once.
+    RequestResponse,
+    /// Publishers publish under routing keys; subscribers receive what matches
+    /// their topic pattern.
+    PublishSubscribe,
+    /// Many producers, one consumer.
+    FanIn,
+}
+
+impl Pattern {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            Pattern::RequestResponse => 1,
+            Pattern::PublishSubscribe => 2,
+            Pattern::FanIn => 3,
+        }
+    }
+
+    pub(crate) fn from_code(code: u32) -> Option<Pattern> {
+        match code {
+            1 => Some(Pattern::RequestResponse),
+            2 => Some(Pattern::PublishSubscribe),
+            3 => Some(Pattern::FanIn),
+            _ => None,
+        }
+    }
+
+    /// Short name used by the tools: `request-response`, `pubsub`, `fan-in`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pattern::RequestResponse => "request-response",
+            Pattern::PublishSubscribe => "pubsub",
+            Pattern::FanIn => "fan-in",
+        }
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Pattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "request-response" | "rpc" => Ok(Pattern::RequestResponse),
+            "pubsub" | "publish-subscribe" => Ok(Pattern::PublishSubscribe),
+            "fan-in" | "fanin" => Ok(Pattern::FanIn),
+            _ => Err(format!(
+                "unknown pattern {s:?} (request-response, pubsub, fan-in)"
+            )),
+        }
+    }
+}
+
+/// Sizes of an exchange, fixed at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest payload in bytes (1 B ..= 1 GiB). Default 4096.
+    pub chunk_size: usize,
+    /// Chunks in the pool: payloads that can be in flight at once across the
+    /// whole exchange (1 ..= 2^24). Default 256.
+    pub chunk_count: u32,
+    /// Descriptors each port's inbox holds; a power of two (2 ..= 2^20).
+    /// Default 64.
+    pub queue_depth: u32,
+    /// Ports that can be attached at once (1 ..= 1024). Default 16.
+    pub max_ports: u32,
+    /// File mode of the segment: 0o600 (default) or 0o660 to share with the
+    /// group.
+    pub mode: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            chunk_size: 4096,
+            chunk_count: 256,
+            queue_depth: 64,
+            max_ports: 16,
+            mode: 0o600,
+        }
+    }
+}
+
+impl Limits {
+    fn raw(&self) -> RawLimits {
+        RawLimits {
+            chunk_size: self.chunk_size as u64,
+            chunk_count: self.chunk_count,
+            queue_depth: self.queue_depth,
+            max_ports: self.max_ports,
+        }
+    }
+
+    /// Bytes of shared memory an exchange with these limits needs, or why the
+    /// limits are invalid. Compare with the free space of the root folder
+    /// (containers often give `/dev/shm` only 64 MiB).
+    pub fn segment_size(&self) -> Result<usize, OpenError> {
+        if self.mode != 0o600 && self.mode != 0o660 {
+            return Err(OpenError::InvalidLimits {
+                reason: format!("mode {:o} must be 600 or 660", self.mode),
+            });
+        }
+        ExchangeLayout::compute(&self.raw())
+            .map(|l| l.total)
+            .map_err(|reason| OpenError::InvalidLimits { reason })
+    }
+}
+
+/// Port roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Client = 1,
+    Server = 2,
+    Publisher = 3,
+    Subscriber = 4,
+    Producer = 5,
+    Consumer = 6,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Server => "server",
+            Role::Publisher => "publisher",
+            Role::Subscriber => "subscriber",
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        }
+    }
+
+    fn pattern(self) -> Pattern {
+        match self {
+            Role::Client | Role::Server => Pattern::RequestResponse,
+            Role::Publisher | Role::Subscriber => Pattern::PublishSubscribe,
+            Role::Producer | Role::Consumer => Pattern::FanIn,
+        }
+    }
+}
+
+/// Chunk metadata placed at the start of each chunk block, `stride` apart.
+pub(crate) struct ChunkTable {
+    base: *const u8,
+    stride: usize,
+    count: u32,
+}
+
+// SAFETY: `base` points into the mapping owned by the same `ExchangeInner`,
+// which outlives the table; only atomics are reached through it.
+unsafe impl Send for ChunkTable {}
+// SAFETY: as above.
+unsafe impl Sync for ChunkTable {}
+
+impl ChunkTable {
+    fn new(seg: &Segment, layout: &ExchangeLayout, count: u32) -> Self {
+        ChunkTable {
+            base: seg.base().wrapping_add(layout.chunks),
+            stride: layout.chunk_stride,
+            count,
+        }
+    }
+}
+
+impl MetaTable for ChunkTable {
+    fn len(&self) -> u32 {
+        self.count
+    }
+    fn meta(&self, index: u32) -> &ChunkMeta {
+        let index = index.min(self.count.saturating_sub(1)) as usize;
+        // SAFETY: the validated layout places `count` blocks of `stride`
+        // bytes (each starting with a 64-byte-aligned ChunkHeader, whose
+        // first field is the ChunkMeta) inside the mapping; `index` is
+        // clamped below `count`; ChunkMeta is made of atomics.
+        unsafe { &*(self.base.add(index * self.stride) as *const ChunkMeta) }
+    }
+}
+
+static DETACHED_POOL: shmex_core::pool::PoolControl = shmex_core::pool::PoolControl {
+    head: std::sync::atomic::AtomicU64::new(u32::MAX as u64),
+};
+
+pub(crate) struct ExchangeInner {
+    pub node: Arc<NodeInner>,
+    pub name: Arc<str>,
+    pub pattern: Pattern,
+    pub limits: RawLimits,
+    pub layout: ExchangeLayout,
+    pub seg: Segment,
+    table: ChunkTable,
+    user: u32,
+}
+
+/// A handle on an open exchange. Ports are made from it; the exchange stays
+/// open while the handle or any of its ports lives.
+#[derive(Clone)]
+pub struct Exchange {
+    pub(crate) inner: Arc<ExchangeInner>,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("name", &self.inner.name)
+            .field("pattern", &self.inner.pattern)
+            .finish()
+    }
+}
+
+fn invalid_name(name: &str, reason: &'static str) -> OpenError {
+    OpenError::InvalidName {
+        name: name.to_string(),
+        reason,
+    }
+}
+
+impl Exchange {
+    pub(crate) fn create(
+        node: &Arc<NodeInner>,
+        name: &str,
+        pattern: Pattern,
+        limits: Limits,
+    ) -> Result<Exchange, OpenError> {
+        check_name("exchange", name, MAX_EXCHANGE_NAME, true)
+            .map_err(|(_, r)| invalid_name(name, r))?;
+        let size = limits.segment_size()?;
+        let _guard = node.control()?;
+        Self::create_locked(node, name, pattern, limits, size)
+    }
+
+    pub(crate) fn open(node: &Arc<NodeInner>, name: &str) -> Result<Exchange, OpenError> {
+        check_name("exchange", name, MAX_EXCHANGE_NAME, true)
+            .map_err(|(_, r)| invalid_name(name, r))?;
+        let _guard = node.control()?;
+        Self::open_locked(node, name)?.ok_or_else(|| OpenError::NotFound {
+            name: name.to_string(),
+        })
+    }
+
+    pub(crate) fn open_or_create(
+        node: &Arc<NodeInner>,
+        name: &str,
+        pattern: Pattern,
+        limits: Limits,
+    ) -> Result<Exchange, OpenError> {
+        check_name("exchange", name, MAX_EXCHANGE_NAME, true)
+            .map_err(|(_, r)| invalid_name(name, r))?;
+        let size = limits.segment_size()?;
+        let _guard = node.control()?;
+        match Self::open_locked(node, name)? {
+            Some(ex) => {
+                ex.check_matches(pattern, &limits)?;
+                Ok(ex)
+            }
+            None => Self::create_locked(node, name, pattern, limits, size),
+        }
+    }
+
+    fn check_matches(&self, pattern: Pattern, limits: &Limits) -> Result<(), OpenError> {
+        let mismatch = |what, ours: String, theirs: String| OpenError::Mismatch {
+            name: self.inner.name.to_string(),
+            what,
+            ours,
+            theirs,
+        };
+        if pattern != self.inner.pattern {
+            return Err(mismatch(
+                "pattern",
+                pattern.to_string(),
+                self.inner.pattern.to_string(),
+            ));
+        }
+        let l = &self.inner.limits;
+        let pairs = [
+            ("chunk_size", limits.chunk_size as u64, l.chunk_size),
+            (
+                "chunk_count",
+                u64::from(limits.chunk_count),
+                u64::from(l.chunk_count),
+            ),
+            (
+                "queue_depth",
+                u64::from(limits.queue_depth),
+                u64::from(l.queue_depth),
+            ),
+            (
+                "max_ports",
+                u64::from(limits.max_ports),
+                u64::from(l.max_ports),
+            ),
+        ];
+        for (what, ours, theirs) in pairs {
+            if ours != theirs {
+                return Err(mismatch(what, ours.to_string(), theirs.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Under the control lock.
+    fn create_locked(
+        node: &Arc<NodeInner>,
+        name: &str,
+        pattern: Pattern,
+        limits: Limits,
+        size: usize,
+    ) -> Result<Exchange, OpenError> {
+        let path = node.namespace.exchange_path(name);
+        let seg = match Segment::create(&path, size, limits.mode)? {
+            Created::New(seg) => seg,
+            Created::Exists => {
+                if Self::open_locked(node, name)?.is_some() {
+                    return Err(OpenError::AlreadyExists {
+                        name: name.to_string(),
+                    });
+                }
+                // open_locked removed a stale one.
+                match Segment::create(&path, size, limits.mode)? {
+                    Created::New(seg) => seg,
+                    Created::Exists => {
+                        return Err(OpenError::AlreadyExists {
+                            name: name.to_string(),
+                        })
+                    }
+                }
+            }
+        };
+        let raw = limits.raw();
+        let layout = match ExchangeLayout::compute(&raw) {
+            Ok(l) => l,
+            Err(reason) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(OpenError::InvalidLimits { reason });
+            }
+        };
+        let inner = ExchangeInner {
+            node: node.clone(),
+            name: name.into(),
+            pattern,
+            limits: raw,
+            layout,
+            table: ChunkTable::new(&seg, &layout, raw.chunk_count),
+            seg,
+            user: 0,
+        };
+        if let Err(e) = inner.initialise(name, pattern) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        Ok(Exchange {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Opens and validates an existing exchange; `Ok(None)` when absent or
+    /// stale (a stale file is removed). Under the control lock.
+    fn open_locked(node: &Arc<NodeInner>, name: &str) -> Result<Option<Exchange>, OpenError> {
+        let path = node.namespace.exchange_path(name);
+        let Some(seg) = Segment::open(&path)? else {
+            return Ok(None);
+        };
+        if seg.is_uninitialised() {
+            // Its creator died while creating it (we hold the lock it held).
+            let _ = std::fs::remove_file(&path);
+            return Ok(None);
+        }
+        seg.check_header(KIND_EXCHANGE, "exchange")?;
+        let corrupt = |what: String| SegmentError::Corrupt {
+            path: path.clone(),
+            what,
+        };
+        let h: &ExchangeHeader = seg
+            .get(0)
+            .ok_or_else(|| corrupt("header does not fit".into()))?;
+        let pattern_code = h.pattern.load(Ordering::Relaxed);
+        let pattern = Pattern::from_code(pattern_code)
+            .ok_or_else(|| corrupt(format!("unknown pattern code {pattern_code}")))?;
+        let raw = RawLimits {
+            chunk_size: h.chunk_size.load(Ordering::Relaxed),
+            chunk_count: h.chunk_count.load(Ordering::Relaxed),
+            queue_depth: h.queue_depth.load(Ordering::Relaxed),
+            max_ports: h.max_ports.load(Ordering::Relaxed),
+        };
+        let layout = ExchangeLayout::compute(&raw).map_err(|r| corrupt(format!("limits: {r}")))?;
+        if layout.total != seg.len() {
+            return Err(SegmentError::SizeMismatch {
+                path,
+                what: "exchange size for its limits",
+                expected: layout.total as u64,
+                found: seg.len() as u64,
+            }
+            .into());
+        }
+        let stored_name = load_bytes(&h.name, h.name_len.load(Ordering::Relaxed) as usize);
+        if stored_name != name.as_bytes() {
+            return Err(corrupt(format!(
+                "header names exchange {:?}",
+                String::from_utf8_lossy(&stored_name)
+            ))
+            .into());
+        }
+        // Drop entries of dead processes; none left means the file is stale.
+        let mut live = 0;
+        for u in &h.users {
+            let pid = u.pid.load(Ordering::Relaxed);
+            if pid == 0 {
+                continue;
+            }
+            if sys::process_alive(pid, u.start_time.load(Ordering::Relaxed)) {
+                live += 1;
+            } else {
+                u.pid.store(0, Ordering::Relaxed);
+            }
+        }
+        if live == 0 {
+            let _ = std::fs::remove_file(&path);
+            return Ok(None);
+        }
+        let mut inner = ExchangeInner {
+            node: node.clone(),
+            name: name.into(),
+            pattern,
+            limits: raw,
+            layout,
+            table: ChunkTable::new(&seg, &layout, raw.chunk_count),
+            seg,
+            user: 0,
+        };
+        inner.user = inner.add_user().ok_or_else(|| OpenError::TooManyUsers {
+            name: name.to_string(),
+            max: MAX_USERS,
+        })?;
+        Ok(Some(Exchange {
+            inner: Arc::new(inner),
+        }))
+    }
+
+    /// The exchange's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The exchange's pattern.
+    pub fn pattern(&self) -> Pattern {
+        self.inner.pattern
+    }
+
+    /// The exchange's limits.
+    pub fn limits(&self) -> Limits {
+        let l = &self.inner.limits;
+        Limits {
+            chunk_size: l.chunk_size as usize,
+            chunk_count: l.chunk_count,
+            queue_depth: l.queue_depth,
+            max_ports: l.max_ports,
+            mode: 0o600,
+        }
+    }
+
+    /// Chunks currently free in the pool (a snapshot).
+    pub fn chunks_free(&self) -> u32 {
+        self.inner.pool().free_count()
+    }
+
+    /// Ports currently attached (a snapshot).
+    pub fn ports(&self) -> u32 {
+        self.inner.active_ports()
+    }
+}
+
+impl ExchangeInner {
+    fn header(&self) -> Option<&ExchangeHeader> {
+        self.seg.get(0)
+    }
+
+    /// Fills a freshly created, all-zero segment. Under the control lock.
+    fn initialise(&self, name: &str, pattern: Pattern) -> Result<(), SegmentError> {
+        let corrupt = || SegmentError::Corrupt {
+            path: self.seg.path.clone(),
+            what: "new segment too small for its layout".into(),
+        };
+        let h = self.header().ok_or_else(corrupt)?;
+        self.seg.write_header(KIND_EXCHANGE);
+        h.pattern.store(pattern.code(), Ordering::Relaxed);
+        h.max_ports.store(self.limits.max_ports, Ordering::Relaxed);
+        h.queue_depth
+            .store(self.limits.queue_depth, Ordering::Relaxed);
+        h.chunk_count
+            .store(self.limits.chunk_count, Ordering::Relaxed);
+        h.chunk_size
+            .store(self.limits.chunk_size, Ordering::Relaxed);
+        h.name_len.store(name.len() as u32, Ordering::Relaxed);
+        store_bytes(&h.name, name.as_bytes());
+        h.creator_pid.store(self.node.pid, Ordering::Relaxed);
+        h.creator_start
+            .store(self.node.start_time, Ordering::Relaxed);
+        for i in 0..self.limits.max_ports {
+            self.ring(i).ok_or_else(corrupt)?.init();
+        }
+        self.pool().init();
+        let u = &h.users[0];
+        u.pid.store(self.node.pid, Ordering::Relaxed);
+        u.node.store(self.node.index, Ordering::Relaxed);
+        u.start_time.store(self.node.start_time, Ordering::Relaxed);
+        self.seg.publish_ready();
+        Ok(())
+    }
+
+    /// Records this handle in the users table. Under the control lock.
+    fn add_user(&self) -> Option<u32> {
+        let h = self.header()?;
+        let (i, u) = h
+            .users
+            .iter()
+            .enumerate()
+            .find(|(_, u)| u.pid.load(Ordering::Relaxed) == 0)?;
+        u.node.store(self.node.index, Ordering::Relaxed);
+        u.start_time.store(self.node.start_time, Ordering::Relaxed);
+        u.pid.store(self.node.pid, Ordering::Relaxed);
+        Some(i as u32)
+    }
+
+    pub fn pool(&self) -> Pool<'_, ChunkTable> {
+        // The validated layout placed the pool line inside the mapping; the
+        // fallback (an empty pool) is only reachable through a layout bug.
+        let control = match self.seg.get::<PoolLine>(self.layout.pool) {
+            Some(p) => &p.0,
+            None => &DETACHED_POOL,
+        };
+        Pool::new(control, &self.table)
+    }
+
+    pub fn ring(&self, port: u32) -> Option<Ring<'_>> {
+        if port >= self.limits.max_ports {
+            return None;
+        }
+        let control: &RingControl = self
+            .seg
+            .get(self.layout.ring_controls + port as usize * std::mem::size_of::<RingControl>())?;
+        let depth = self.limits.queue_depth as usize;
+        let slots: &[Slot] = self.seg.slice(
+            self.layout.ring_slots + port as usize * depth * std::mem::size_of::<Slot>(),
+            depth,
+        )?;
+        Ring::new(control, slots)
+    }
+
+    pub fn port(&self, index: u32) -> Option<&PortSlot> {
+        if index >= self.limits.max_ports {
+            return None;
+        }
+        self.seg
+            .get(self.layout.ports + index as usize * std::mem::size_of::<PortSlot>())
+    }
+
+    pub fn chunk_header(&self, chunk: u32) -> Option<&ChunkHeader> {
+        if chunk >= self.limits.chunk_count {
+            return None;
+        }
+        self.seg
+            .get(self.layout.chunks + chunk as usize * self.layout.chunk_stride)
+    }
+
+    /// Pointer to chunk `chunk`'s payload, after checking `chunk` and `len`.
+    pub fn payload_ptr(&self, chunk: u32, len: usize) -> Result<*mut u8, Corrupt> {
+        if chunk >= self.limits.chunk_count {
+            return Err(Corrupt("chunk index out of range"));
+        }
+        if len as u64 > self.limits.chunk_size {
+            return Err(Corrupt("payload length exceeds the chunk size"));
+        }
+        let offset = self.layout.chunks
+            + chunk as usize * self.layout.chunk_stride
+            + crate::layout::CHUNK_HEADER;
+        if offset + len > self.seg.mapped_len() {
+            return Err(Corrupt("payload outside the segment"));
+        }
+        Ok(self.seg.base().wrapping_add(offset))
+    }
+
+    pub fn ports_epoch(&self) -> u32 {
+        self.header()
+            .map_or(0, |h| h.ports_epoch.load(Ordering::Acquire))
+    }
+
+    fn active_ports(&self) -> u32 {
+        (0..self.limits.max_ports)
+            .filter(|&i| {
+                self.port(i)
+                    .is_some_and(|p| p.state.load(Ordering::Relaxed) == PORT_ACTIVE)
+            })
+            .count() as u32
+    }
+
+    /// Pushes `d` into port `port`'s inbox and wakes its node.
+    pub fn deliver(&self, port: u32, node: u32, d: &Descriptor) -> Result<(), PushError> {
+        let ring = self
+            .ring(port)
+            .ok_or(PushError::Corrupt(Corrupt("port index out of range")))?;
+        ring.push(d)?;
+        self.node.wake(node);
+        Ok(())
+    }
+
+    /// Releases one reference to `chunk`.
+    pub fn release(&self, chunk: u32) {
+        if chunk != Descriptor::NO_CHUNK {
+            let _ = self.pool().release(chunk);
+        }
+    }
+}
+
+impl Drop for ExchangeInner {
+    fn drop(&mut self) {
+        let Ok(_guard) = self.node.control() else {
+            return;
+        };
+        let Some(h) = self.header() else { return };
+        if let Some(u) = h.users.get(self.user as usize) {
+            if u.pid.load(Ordering::Relaxed) == self.node.pid
+                && u.node.load(Ordering::Relaxed) == self.node.index
+            {
+                u.pid.store(0, Ordering::Relaxed);
+            }
+        }
+        let live = h.users.iter().any(|u| {
+            let pid = u.pid.load(Ordering::Relaxed);
+            pid != 0 && sys::process_alive(pid, u.start_time.load(Ordering::Relaxed))
+        });
+        if !live && self.seg.path_is_ours() {
+            let _ = std::fs::remove_file(&self.seg.path);
+        }
+    }
+}
+
+/// What `shmex ls` shows of an exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeInfo {
+    /// Exchange name.
+    pub name: String,
+    /// Its pattern.
+    pub pattern: Pattern,
+    /// Attached ports.
+    pub ports: u32,
+    /// Pool size.
+    pub chunks_total: u32,
+    /// Free chunks (snapshot).
+    pub chunks_free: u32,
+    /// Largest payload.
+    pub chunk_size: u64,
+    /// Inbox depth per port.
+    pub queue_depth: u32,
+    /// Segment size in bytes.
+    pub size: u64,
+}
+
+/// Reads the exchanges of a namespace without joining it or touching them.
+/// Files that fail validation are reported as errors next to the good ones.
+pub fn list_exchanges(ns: &Namespace) -> Vec<Result<ExchangeInfo, SegmentError>> {
+    let prefix = ns.exchange_prefix();
+    let mut out = Vec::new();
+    for path in ns.segment_files() {
+        let Some(file_name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let Some(name) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        out.push(inspect(&path, name));
+    }
+    out
+}
+
+fn inspect(path: &std::path::Path, name: &str) -> Result<ExchangeInfo, SegmentError> {
+    let corrupt = |what: String| SegmentError::Corrupt {
+        path: path.to_owned(),
+        what,
+    };
+    let seg = Segment::open(path)?.ok_or_else(|| corrupt("vanished while listed".into()))?;
+    seg.check_header(KIND_EXCHANGE, "exchange")?;
+    let h: &ExchangeHeader = seg.get(0).ok_or_else(|| corrupt("header".into()))?;
+    let code = h.pattern.load(Ordering::Relaxed);
+    let pattern =
+        Pattern::from_code(code).ok_or_else(|| corrupt(format!("unknown pattern {code}")))?;
+    let raw = RawLimits {
+        chunk_size: h.chunk_size.load(Ordering::Relaxed),
+        chunk_count: h.chunk_count.load(Ordering::Relaxed),
+        queue_depth: h.queue_depth.load(Ordering::Relaxed),
+        max_ports: h.max_ports.load(Ordering::Relaxed),
+    };
+    let layout = ExchangeLayout::compute(&raw).map_err(corrupt)?;
+    if layout.total != seg.len() {
+        return Err(corrupt("size does not match its limits".into()));
+    }
+    let table = ChunkTable::new(&seg, &layout, raw.chunk_count);
+    let control = seg
+        .get::<PoolLine>(layout.pool)
+        .ok_or_else(|| corrupt("pool".into()))?;
+    let pool = Pool::new(&control.0, &table);
+    let ports = (0..raw.max_ports)
+        .filter(|&i| {
+            seg.get::<PortSlot>(layout.ports + i as usize * std::mem::size_of::<PortSlot>())
+                .is_some_and(|p| p.state.load(Ordering::Relaxed) == PORT_ACTIVE)
+        })
+        .count() as u32;
+    Ok(ExchangeInfo {
+        name: name.to_string(),
+        pattern,
+        ports,
+        chunks_total: raw.chunk_count,
+        chunks_free: pool.free_count(),
+        chunk_size: raw.chunk_size,
+        queue_depth: raw.queue_depth,
+        size: seg.len() as u64,
+    })
+}
+
+/// Descriptor flags.
+pub(crate) const FLAG_REQUEST: u32 = 1;
+pub(crate) const FLAG_RESPONSE: u32 = 2;
+pub(crate) const FLAG_FAILED: u32 = 4;
+pub(crate) const FLAG_PUBLISH: u32 = 8;
+pub(crate) const FLAG_FANIN: u32 = 16;
+
+/// Packs a port address (index and generation) into a descriptor word.
+pub(crate) fn address(index: u32, generation: u32) -> u64 {
+    u64::from(index) | (u64::from(generation) << 32)
+}
+
+/// A port's attachment to an exchange: its slot, claimed on creation and
+/// released (inbox drained, chunks returned) on drop.
+pub(crate) struct PortCore {
+    pub ex: Arc<ExchangeInner>,
+    pub index: u32,
+    pub generation: u32,
+    /// Ports are used by one thread at a time (single consumer of the inbox).
+    _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
+}
+
+impl ExchangeInner {
+    /// Claims a port slot for `role`.
+    pub fn attach(
+        self: &Arc<Self>,
+        role: Role,
+        tag: u64,
+        pattern: &[u8],
+    ) -> Result<PortCore, PortError> {
+        if role.pattern() != self.pattern {
+            return Err(PortError::WrongPattern {
+                exchange: self.name.to_string(),
+                pattern: self.pattern,
+                role: role.name(),
+            });
+        }
+        let _guard = self.node.control()?;
+        let slots = || (0..self.limits.max_ports).filter_map(|i| self.port(i).map(|p| (i, p)));
+        if role == Role::Consumer
+            && slots().any(|(_, p)| {
+                p.state.load(Ordering::Relaxed) == PORT_ACTIVE
+                    && p.role.load(Ordering::Relaxed) == Role::Consumer as u32
+            })
+        {
+            return Err(PortError::ConsumerExists {
+                exchange: self.name.to_string(),
+            });
+        }
+        let (index, slot) = slots()
+            .find(|(_, p)| p.state.load(Ordering::Relaxed) == PORT_FREE)
+            .ok_or_else(|| PortError::PortTableFull {
+                exchange: self.name.to_string(),
+                max: self.limits.max_ports,
+            })?;
+        // Senders that saw the previous owner may have pushed after it left.
+        self.drain(index);
+        slot.role.store(role as u32, Ordering::Relaxed);
+        slot.node.store(self.node.index, Ordering::Relaxed);
+        slot.pid.store(self.node.pid, Ordering::Relaxed);
+        slot.start_time
+            .store(self.node.start_time, Ordering::Relaxed);
+        slot.tag.store(tag, Ordering::Relaxed);
+        slot.gaps.store(0, Ordering::Relaxed);
+        slot.pattern_len
+            .store(pattern.len() as u32, Ordering::Relaxed);
+        store_bytes(&slot.pattern, pattern);
+        let generation = slot.generation.load(Ordering::Relaxed).wrapping_add(1);
+        slot.generation.store(generation, Ordering::Relaxed);
+        slot.state.store(PORT_ACTIVE, Ordering::Release);
+        if let Some(h) = self.header() {
+            h.ports_epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(PortCore {
+            ex: self.clone(),
+            index,
+            generation,
+            _not_sync: std::marker::PhantomData,
+        })
+    }
+
+    /// Empties port `index`'s inbox: chunks go back to the pool, queued
+    /// requests fail towards their clients.
+    fn drain(&self, index: u32) {
+        let Some(ring) = self.ring(index) else { return };
+        while let Some(d) = ring.pop() {
+            if d.flags & FLAG_REQUEST != 0 {
+                self.fail_request(d.meta, d.tag, crate::error::FailReason::ServerGone);
+            }
+            self.release(d.chunk);
+        }
+    }
+
+    /// Tells the client at `reply` that request `tag` will not be answered.
+    pub fn fail_request(&self, reply: u64, tag: u64, reason: crate::error::FailReason) {
+        let d = Descriptor {
+            chunk: Descriptor::NO_CHUNK,
+            len: match reason {
+                crate::error::FailReason::Unanswered => 0,
+                crate::error::FailReason::ServerGone => 1,
+            },
+            flags: FLAG_FAILED,
+            tag,
+            meta: 0,
+        };
+        if let Some(node) = self.reply_target(reply) {
+            let _ = self.deliver(reply as u32, node, &d);
+        }
+    }
+
+    /// The node of the client port at `reply` if that port is still the one
+    /// that sent the request.
+    pub fn reply_target(&self, reply: u64) -> Option<u32> {
+        let p = self.port(reply as u32)?;
+        (p.state.load(Ordering::Acquire) == PORT_ACTIVE
+            && p.generation.load(Ordering::Relaxed) == (reply >> 32) as u32
+            && p.role.load(Ordering::Relaxed) == Role::Client as u32)
+            .then(|| p.node.load(Ordering::Relaxed))
+    }
+}
+
+impl PortCore {
+    pub fn ring(&self) -> Option<Ring<'_>> {
+        self.ex.ring(self.index)
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.ring().is_some_and(|r| r.has_pending())
+    }
+
+    pub fn address(&self) -> u64 {
+        address(self.index, self.generation)
+    }
+}
+
+impl Drop for PortCore {
+    fn drop(&mut self) {
+        if let Ok(_guard) = self.ex.node.control() {
+            if let Some(p) = self.ex.port(self.index) {
+                if p.generation.load(Ordering::Relaxed) == self.generation {
+                    p.state.store(PORT_FREE, Ordering::Release);
+                }
+            }
+            if let Some(h) = self.ex.header() {
+                h.ports_epoch.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        self.ex.drain(self.index);
+    }
+}
+
+/// A cached view of the ports a sender delivers to, refreshed when the
+/// exchange's port epoch changes.
+#[derive(Default)]
+pub(crate) struct Targets {
+    epoch: Option<u32>,
+    pub list: Vec<Target>,
+}
+
+/// One port a sender delivers to.
+pub(crate) struct Target {
+    pub index: u32,
+    pub node: u32,
+    pub tag: u64,
+    pub topic: Option<crate::topic::Topic>,
+}
+
+impl Targets {
+    /// Brings the list up to date with the port table (ports of `role`).
+    pub fn refresh(&mut self, ex: &ExchangeInner, role: Role) {
+        let epoch = ex.ports_epoch();
+        if self.epoch == Some(epoch) {
+            return;
+        }
+        self.list.clear();
+        for i in 0..ex.limits.max_ports {
+            let Some(p) = ex.port(i) else { break };
+            if p.state.load(Ordering::Acquire) != PORT_ACTIVE
+                || p.role.load(Ordering::Relaxed) != role as u32
+            {
+                continue;
+            }
+            let topic = if role == Role::Subscriber {
+                let len = p.pattern_len.load(Ordering::Relaxed) as usize;
+                let bytes = load_bytes(&p.pattern, len);
+                // A pattern that does not parse matches nothing.
+                match std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|s| crate::topic::Topic::parse(s).ok())
+                {
+                    Some(t) => Some(t),
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            self.list.push(Target {
+                index: i,
+                node: p.node.load(Ordering::Relaxed),
+                tag: p.tag.load(Ordering::Relaxed),
+                topic,
+            });
+        }
+        self.epoch = Some(epoch);
+    }
+}

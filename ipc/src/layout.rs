@@ -1,0 +1,300 @@
+//! The bytes of every segment: `#[repr(C)]` structures made only of atomics
+//! (valid for any bit pattern, so reading a hostile segment is never undefined
+//! behaviour), and the offset arithmetic that places them. All sizes are
+//! computed with checked arithmetic from validated limits.
+
+use shmex_core::pool::ChunkMeta;
+use shmex_core::ring::{RingControl, Slot};
+use shmex_core::wait::WaitWord;
+use std::mem::{align_of, size_of};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Version of the segment layout; bumped on any incompatible change.
+pub const LAYOUT_VERSION: u32 = 1;
+/// First 8 bytes of every shmex segment.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMEX\0\0\x01");
+/// Segment kind: the namespace registry.
+pub const KIND_REGISTRY: u32 = 1;
+/// Segment kind: an exchange.
+pub const KIND_EXCHANGE: u32 = 2;
+/// Maximum nodes per namespace.
+pub const MAX_NODES: u32 = 128;
+/// Maximum open handles per exchange.
+pub const MAX_USERS: u32 = 64;
+/// Longest routing key or topic pattern, in bytes.
+pub const MAX_KEY_LEN: usize = 192;
+/// Longest node name, in bytes.
+pub const MAX_NODE_NAME: usize = 32;
+/// Longest exchange name, in bytes.
+pub const MAX_EXCHANGE_NAME: usize = 64;
+
+/// Marker for types that may be viewed in shared memory: `#[repr(C)]`, made
+/// only of atomics and padding, valid for every bit pattern (including all
+/// zeros, which is how a fresh segment starts).
+///
+/// # Safety
+/// Implement only for such types.
+pub(crate) unsafe trait Shared {}
+
+/// Common head of every segment.
+#[repr(C)]
+pub(crate) struct SegmentHeader {
+    pub magic: AtomicU64,
+    pub kind: AtomicU32,
+    pub version: AtomicU32,
+    pub layout_hash: AtomicU64,
+    pub total_size: AtomicU64,
+    /// 1 once the creator finished initialising.
+    pub ready: AtomicU32,
+    _pad: AtomicU32,
+}
+
+/// One node's registry slot.
+#[repr(C, align(64))]
+pub(crate) struct NodeSlot {
+    pub state: AtomicU32,
+    pub generation: AtomicU32,
+    pub pid: AtomicU32,
+    pub name_len: AtomicU32,
+    pub start_time: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last sign of life.
+    pub heartbeat: AtomicU64,
+    pub name: [AtomicU64; MAX_NODE_NAME / 8],
+    /// The node's wait word on a line of its own: senders read it on every send.
+    pub wait: WaitLine,
+}
+
+/// A wait word padded to a cache line.
+#[repr(C, align(64))]
+pub(crate) struct WaitLine(pub WaitWord);
+
+/// Node slot states.
+pub(crate) const NODE_FREE: u32 = 0;
+pub(crate) const NODE_ALIVE: u32 = 1;
+
+/// Exchange header, after the segment header.
+#[repr(C, align(64))]
+pub(crate) struct ExchangeHeader {
+    pub seg: SegmentHeader,
+    pub pattern: AtomicU32,
+    pub max_ports: AtomicU32,
+    pub queue_depth: AtomicU32,
+    pub chunk_count: AtomicU32,
+    pub chunk_size: AtomicU64,
+    /// Bumped whenever a port is attached or detached; senders cache their
+    /// targets per epoch.
+    pub ports_epoch: AtomicU32,
+    pub name_len: AtomicU32,
+    pub name: [AtomicU64; MAX_EXCHANGE_NAME / 8],
+    pub creator_pid: AtomicU32,
+    _pad: AtomicU32,
+    pub creator_start: AtomicU64,
+    pub users: [UserSlot; MAX_USERS as usize],
+}
+
+/// One open handle on an exchange: which process holds it.
+#[repr(C)]
+pub(crate) struct UserSlot {
+    pub pid: AtomicU32,
+    pub node: AtomicU32,
+    pub start_time: AtomicU64,
+}
+
+/// The free-list head of an exchange's pool, on its own lines.
+#[repr(C, align(128))]
+pub(crate) struct PoolLine(pub shmex_core::pool::PoolControl);
+
+/// One port slot.
+#[repr(C, align(64))]
+pub(crate) struct PortSlot {
+    pub state: AtomicU32,
+    pub role: AtomicU32,
+    pub generation: AtomicU32,
+    /// Registry index of the owning node (whose wait word to wake).
+    pub node: AtomicU32,
+    pub pid: AtomicU32,
+    pub pattern_len: AtomicU32,
+    pub start_time: AtomicU64,
+    pub tag: AtomicU64,
+    /// Deliveries this port missed because its queue was full.
+    pub gaps: AtomicU64,
+    pub pattern: [AtomicU64; MAX_KEY_LEN / 8],
+}
+
+/// Port slot states.
+pub(crate) const PORT_FREE: u32 = 0;
+pub(crate) const PORT_ACTIVE: u32 = 2;
+
+/// Header of each chunk block; the payload follows at [`CHUNK_HEADER`].
+#[repr(C, align(64))]
+pub(crate) struct ChunkHeader {
+    pub meta: ChunkMeta,
+    pub key_len: AtomicU32,
+    pub key: KeyLine,
+}
+
+/// Routing-key bytes, starting on their own line.
+#[repr(C, align(64))]
+pub(crate) struct KeyLine(pub [AtomicU64; MAX_KEY_LEN / 8]);
+
+/// Bytes from a chunk block's start to its payload.
+pub(crate) const CHUNK_HEADER: usize = size_of::<ChunkHeader>();
+
+// SAFETY: each of these is #[repr(C)] and made only of atomics, arrays of
+// atomics and other `Shared` types, so every bit pattern is a valid value.
+unsafe impl Shared for SegmentHeader {}
+unsafe impl Shared for NodeSlot {}
+unsafe impl Shared for ExchangeHeader {}
+unsafe impl Shared for PortSlot {}
+unsafe impl Shared for RingControl {}
+unsafe impl Shared for Slot {}
+unsafe impl Shared for PoolLine {}
+unsafe impl Shared for ChunkHeader {}
+
+/// FNV-1a over the sizes and alignments of every shared structure: two builds
+/// with the same version but different layouts disagree here.
+pub fn layout_hash() -> u64 {
+    let facts: [usize; 18] = [
+        size_of::<SegmentHeader>(),
+        size_of::<NodeSlot>(),
+        align_of::<NodeSlot>(),
+        size_of::<ExchangeHeader>(),
+        align_of::<ExchangeHeader>(),
+        size_of::<UserSlot>(),
+        size_of::<PortSlot>(),
+        align_of::<PortSlot>(),
+        size_of::<RingControl>(),
+        align_of::<RingControl>(),
+        size_of::<Slot>(),
+        size_of::<PoolLine>(),
+        size_of::<ChunkHeader>(),
+        MAX_NODES as usize,
+        MAX_USERS as usize,
+        MAX_KEY_LEN,
+        MAX_NODE_NAME,
+        MAX_EXCHANGE_NAME,
+    ];
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in facts {
+        for b in (f as u64).to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn align_up(x: usize, a: usize) -> Option<usize> {
+    Some(x.checked_add(a - 1)? & !(a - 1))
+}
+
+/// Where things are in the registry.
+pub(crate) struct RegistryLayout;
+
+impl RegistryLayout {
+    pub const SLOTS: usize = 128;
+    pub const SIZE: usize = Self::SLOTS + MAX_NODES as usize * size_of::<NodeSlot>();
+}
+
+/// Limits of an exchange, as stored in its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawLimits {
+    pub chunk_size: u64,
+    pub chunk_count: u32,
+    pub queue_depth: u32,
+    pub max_ports: u32,
+}
+
+/// Where things are in an exchange segment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExchangeLayout {
+    pub ports: usize,
+    pub pool: usize,
+    pub ring_controls: usize,
+    pub ring_slots: usize,
+    pub chunks: usize,
+    pub chunk_stride: usize,
+    pub total: usize,
+}
+
+impl ExchangeLayout {
+    /// Places every region for `limits`, or says which limit is out of range.
+    pub fn compute(l: &RawLimits) -> Result<Self, String> {
+        if l.chunk_size == 0 || l.chunk_size > 1 << 30 {
+            return Err(format!("chunk_size {} not in 1..=1 GiB", l.chunk_size));
+        }
+        if l.chunk_count == 0 || l.chunk_count > 1 << 24 {
+            return Err(format!("chunk_count {} not in 1..=2^24", l.chunk_count));
+        }
+        if l.queue_depth < 2 || l.queue_depth > 1 << 20 || !l.queue_depth.is_power_of_two() {
+            return Err(format!(
+                "queue_depth {} must be a power of two in 2..=2^20",
+                l.queue_depth
+            ));
+        }
+        if l.max_ports == 0 || l.max_ports > 1024 {
+            return Err(format!("max_ports {} not in 1..=1024", l.max_ports));
+        }
+        let too_big = || "the segment would exceed the address space".to_string();
+        let ports = align_up(size_of::<ExchangeHeader>(), 128).ok_or_else(too_big)?;
+        let pool = ports
+            .checked_add(l.max_ports as usize * size_of::<PortSlot>())
+            .and_then(|x| align_up(x, 128))
+            .ok_or_else(too_big)?;
+        let ring_controls = pool + size_of::<PoolLine>();
+        let ring_slots = ring_controls
+            .checked_add(l.max_ports as usize * size_of::<RingControl>())
+            .ok_or_else(too_big)?;
+        let slots = (l.max_ports as usize)
+            .checked_mul(l.queue_depth as usize)
+            .and_then(|n| n.checked_mul(size_of::<Slot>()))
+            .ok_or_else(too_big)?;
+        let chunks = ring_slots
+            .checked_add(slots)
+            .and_then(|x| align_up(x, 4096))
+            .ok_or_else(too_big)?;
+        let chunk_stride =
+            align_up(CHUNK_HEADER + l.chunk_size as usize, 128).ok_or_else(too_big)?;
+        let total = (l.chunk_count as usize)
+            .checked_mul(chunk_stride)
+            .and_then(|c| c.checked_add(chunks))
+            .ok_or_else(too_big)?;
+        Ok(ExchangeLayout {
+            ports,
+            pool,
+            ring_controls,
+            ring_slots,
+            chunks,
+            chunk_stride,
+            total,
+        })
+    }
+}
+
+/// Stores `s` (at most `8 * words.len()` bytes) into `words`.
+pub(crate) fn store_bytes(words: &[AtomicU64], s: &[u8]) {
+    for (i, w) in words.iter().enumerate() {
+        let mut b = [0u8; 8];
+        for (j, byte) in b.iter_mut().enumerate() {
+            if let Some(&c) = s.get(i * 8 + j) {
+                *byte = c;
+            }
+        }
+        w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+    }
+}
+
+/// Reads `len` bytes back from `words` (clamped to their capacity).
+pub(crate) fn load_bytes(words: &[AtomicU64], len: usize) -> Vec<u8> {
+    let len = len.min(words.len() * 8);
+    let mut out = Vec::with_capacity(len);
+    for w in words {
+        if out.len() >= len {
+            break;
+        }
+        let b = w.load(Ordering::Relaxed).to_le_bytes();
+        let take = (len - out.len()).min(8);
+        out.extend_from_slice(&b[..take]);
+    }
+    out
+}

@@ -1,0 +1,486 @@
+//! Nodes: a process's registration in a namespace.
+//!
+//! The namespace registry is one segment, `ROOT/shmex.NS.registry`, holding a
+//! slot per node (pid, process start time, name, heartbeat, wait word). Its
+//! file also serves as the namespace's control lock (`flock`): every change to
+//! the set of segments, nodes or ports happens under it, so control operations
+//! are simple and serial, and the kernel releases the lock of a process that
+//! dies. Data paths never take it.
+
+use crate::error::{NodeError, SegmentError};
+use crate::exchange::{Exchange, Limits, Pattern};
+use crate::layout::{
+    load_bytes, store_bytes, NodeSlot, RegistryLayout, KIND_REGISTRY, MAX_NODES, MAX_NODE_NAME,
+    NODE_ALIVE, NODE_FREE,
+};
+use crate::segment::{Created, Segment};
+use crate::sys;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Default namespace when neither the builder nor `SHMEX_NAMESPACE` names one.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Default root folder when neither the builder nor `SHMEX_ROOT` names one.
+pub const DEFAULT_ROOT: &str = "/dev/shm";
+/// Default time a receiver spins before it sleeps.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+
+/// Where a namespace's segments live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// Folder holding the segment files.
+    pub root: PathBuf,
+    /// Prefix of every segment's name.
+    pub name: String,
+}
+
+impl Namespace {
+    /// The namespace from `SHMEX_ROOT` / `SHMEX_NAMESPACE`, or the defaults.
+    pub fn from_env() -> Namespace {
+        Namespace {
+            root: std::env::var_os("SHMEX_ROOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
+            name: std::env::var("SHMEX_NAMESPACE").unwrap_or_else(|_| DEFAULT_NAMESPACE.into()),
+        }
+    }
+
+    /// Path of the registry segment.
+    pub fn registry_path(&self) -> PathBuf {
+        self.root.join(format!("shmex.{}.registry", self.name))
+    }
+
+    /// Path of exchange `name`'s segment.
+    pub fn exchange_path(&self, name: &str) -> PathBuf {
+        self.root.join(format!("shmex.{}.x.{}", self.name, name))
+    }
+
+    /// File-name prefix of this namespace's exchange segments.
+    pub(crate) fn exchange_prefix(&self) -> String {
+        format!("shmex.{}.x.", self.name)
+    }
+
+    /// Every file of this namespace under the root (registry and exchanges).
+    pub fn segment_files(&self) -> Vec<PathBuf> {
+        let prefix = format!("shmex.{}.", self.name);
+        let mut out = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(&self.root) {
+            for e in dir.flatten() {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                let rest = name.strip_prefix(&prefix);
+                if rest.is_some_and(|r| r == "registry" || r.starts_with("x.")) {
+                    out.push(e.path());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+pub(crate) fn check_name(
+    what: &'static str,
+    name: &str,
+    max: usize,
+    allow_dot: bool,
+) -> Result<(), (&'static str, &'static str)> {
+    if name.is_empty() {
+        return Err((what, "empty"));
+    }
+    if name.len() > max {
+        return Err((what, "too long"));
+    }
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (allow_dot && b == b'.'));
+    if !ok {
+        return Err((
+            what,
+            if allow_dot {
+                "only ASCII letters, digits, '_', '-' and '.' are allowed"
+            } else {
+                "only ASCII letters, digits, '_' and '-' are allowed"
+            },
+        ));
+    }
+    if name.starts_with('.') {
+        return Err((what, "must not start with '.'"));
+    }
+    Ok(())
+}
+
+/// Builds a [`Node`].
+#[derive(Debug, Clone)]
+pub struct NodeBuilder {
+    name: String,
+    namespace: Option<String>,
+    root: Option<PathBuf>,
+    spin: Duration,
+}
+
+impl NodeBuilder {
+    /// Namespace to join (default: `SHMEX_NAMESPACE`, else `default`).
+    pub fn namespace(mut self, name: impl Into<String>) -> Self {
+        self.namespace = Some(name.into());
+        self
+    }
+
+    /// Folder of the segment files (default: `SHMEX_ROOT`, else `/dev/shm`).
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// How long a blocking receive busy-polls before it sleeps (default
+    /// 20 µs). Zero sleeps at once; longer spins cut wake-up latency on
+    /// machines where a sleeping core wakes slowly, at the price of CPU.
+    pub fn spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
+    }
+
+    /// Joins the namespace: creates its registry if needed, frees the slots
+    /// of nodes whose processes have exited, and claims a slot.
+    pub fn create(self) -> Result<Node, NodeError> {
+        let env = Namespace::from_env();
+        let ns = Namespace {
+            root: self.root.unwrap_or(env.root),
+            name: self.namespace.unwrap_or(env.name),
+        };
+        let bad =
+            |(what, reason): (&'static str, &'static str), name: &str| NodeError::InvalidName {
+                what,
+                name: name.to_string(),
+                reason,
+            };
+        check_name("namespace", &ns.name, 64, false).map_err(|e| bad(e, &ns.name))?;
+        check_name("node", &self.name, MAX_NODE_NAME, true).map_err(|e| bad(e, &self.name))?;
+        let registry = open_registry(&ns)?;
+        let (pid, start_time) = sys::self_identity();
+        let index = {
+            let _lock = sys::FileLock::lock(&registry.file).map_err(|e| SegmentError::Io {
+                path: registry.path.clone(),
+                source: e,
+            })?;
+            reap_dead_nodes(&registry);
+            let index = (0..MAX_NODES)
+                .find(|&i| {
+                    slot(&registry, i).is_some_and(|s| s.state.load(Ordering::Relaxed) == NODE_FREE)
+                })
+                .ok_or(NodeError::RegistryFull { max: MAX_NODES })?;
+            let s = slot(&registry, index).ok_or(NodeError::RegistryFull { max: MAX_NODES })?;
+            s.pid.store(pid, Ordering::Relaxed);
+            s.start_time.store(start_time, Ordering::Relaxed);
+            s.heartbeat.store(now_ms(), Ordering::Relaxed);
+            s.name_len.store(self.name.len() as u32, Ordering::Relaxed);
+            store_bytes(&s.name, self.name.as_bytes());
+            s.wait.0.sleepers.store(0, Ordering::Relaxed);
+            s.generation.fetch_add(1, Ordering::Relaxed);
+            s.state.store(NODE_ALIVE, Ordering::Release);
+            index
+        };
+        let inner = NodeInner {
+            name: self.name,
+            namespace: ns,
+            index,
+            pid,
+            start_time,
+            spin: self.spin,
+            control: Mutex::new(()),
+            registry,
+        };
+        Ok(Node {
+            inner: Arc::new(inner),
+        })
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn slot(registry: &Segment, index: u32) -> Option<&NodeSlot> {
+    if index >= MAX_NODES {
+        return None;
+    }
+    registry.get(RegistryLayout::SLOTS + index as usize * std::mem::size_of::<NodeSlot>())
+}
+
+/// Frees the slots of nodes whose processes are gone. Under the control lock.
+fn reap_dead_nodes(registry: &Segment) {
+    for i in 0..MAX_NODES {
+        if let Some(s) = slot(registry, i) {
+            if s.state.load(Ordering::Relaxed) != NODE_FREE
+                && !sys::process_alive(
+                    s.pid.load(Ordering::Relaxed),
+                    s.start_time.load(Ordering::Relaxed),
+                )
+            {
+                s.state.store(NODE_FREE, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// Opens (creating if needed) the registry and validates it. Loops when the
+/// file it opened was unlinked by a last node leaving at the same moment.
+fn open_registry(ns: &Namespace) -> Result<Segment, NodeError> {
+    let path = ns.registry_path();
+    for _ in 0..100 {
+        let seg = match Segment::create(&path, RegistryLayout::SIZE, 0o600)? {
+            Created::New(seg) => seg,
+            Created::Exists => match Segment::open(&path)? {
+                Some(seg) => seg,
+                None => continue,
+            },
+        };
+        let lock = sys::FileLock::lock(&seg.file).map_err(|e| SegmentError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        if !seg.path_is_ours() {
+            continue;
+        }
+        let seg = if seg.is_uninitialised() {
+            drop(lock);
+            let seg = if seg.len() < RegistryLayout::SIZE {
+                seg.reserve(RegistryLayout::SIZE)?
+            } else {
+                seg
+            };
+            let lock = sys::FileLock::lock(&seg.file).map_err(|e| SegmentError::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            if seg.is_uninitialised() && seg.path_is_ours() {
+                seg.write_header(KIND_REGISTRY);
+                seg.publish_ready();
+            }
+            drop(lock);
+            seg
+        } else {
+            drop(lock);
+            seg
+        };
+        seg.check_header(KIND_REGISTRY, "registry")?;
+        if seg.len() != RegistryLayout::SIZE {
+            return Err(SegmentError::SizeMismatch {
+                path,
+                what: "registry size",
+                expected: RegistryLayout::SIZE as u64,
+                found: seg.len() as u64,
+            }
+            .into());
+        }
+        return Ok(seg);
+    }
+    Err(SegmentError::Corrupt {
+        path,
+        what: "registry keeps disappearing while opened".into(),
+    }
+    .into())
+}
+
+pub(crate) struct NodeInner {
+    pub name: String,
+    pub namespace: Namespace,
+    pub index: u32,
+    pub pid: u32,
+    pub start_time: u64,
+    pub spin: Duration,
+    control: Mutex<()>,
+    pub registry: Segment,
+}
+
+/// Held while changing the namespace's set of segments, nodes or ports.
+pub(crate) struct ControlGuard<'a> {
+    _file: sys::FileLock<'a>,
+    _thread: MutexGuard<'a, ()>,
+}
+
+impl NodeInner {
+    /// Takes the namespace's control lock (threads of this process, then
+    /// other processes).
+    pub fn control(&self) -> Result<ControlGuard<'_>, SegmentError> {
+        let thread = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let file = sys::FileLock::lock(&self.registry.file).map_err(|e| SegmentError::Io {
+            path: self.registry.path.clone(),
+            source: e,
+        })?;
+        Ok(ControlGuard {
+            _file: file,
+            _thread: thread,
+        })
+    }
+
+    /// Registry slot `index`, if in range.
+    pub fn slot(&self, index: u32) -> Option<&NodeSlot> {
+        slot(&self.registry, index)
+    }
+
+    /// Wakes node `index` if it sleeps. `index` comes from shared memory and
+    /// is checked.
+    pub fn wake(&self, index: u32) {
+        if let Some(s) = self.slot(index) {
+            if s.wait.0.notify() {
+                sys::futex_wake_all(&s.wait.0.seq);
+            }
+        }
+    }
+
+    /// This node's own slot.
+    pub fn own_slot(&self) -> Option<&NodeSlot> {
+        self.slot(self.index)
+    }
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        let Ok(_guard) = self.control() else { return };
+        if let Some(s) = self.own_slot() {
+            s.state.store(NODE_FREE, Ordering::Release);
+        }
+        reap_dead_nodes(&self.registry);
+        let anyone_left = (0..MAX_NODES).any(|i| {
+            self.slot(i)
+                .is_some_and(|s| s.state.load(Ordering::Relaxed) != NODE_FREE)
+        });
+        if !anyone_left && self.registry.path_is_ours() {
+            // Last one out: every exchange left in the namespace belongs to
+            // dead processes. Remove them, then the registry.
+            let prefix = self.namespace.exchange_prefix();
+            for path in self.namespace.segment_files() {
+                let is_exchange = path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix));
+                if is_exchange {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+            let _ = std::fs::remove_file(&self.registry.path);
+        }
+    }
+}
+
+/// One participant in a namespace, normally one per process.
+///
+/// Creating a node registers it in the namespace registry (name, pid, process
+/// start time); dropping the last handle to it (the node and every exchange
+/// and port made from it) deregisters it. The last node to leave a namespace
+/// removes the namespace's files.
+///
+/// ```no_run
+/// let node = shmex::Node::builder("svc").namespace("demo").create()?;
+/// # Ok::<(), shmex::NodeError>(())
+/// ```
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+impl Node {
+    /// Starts building a node called `name` (1–32 bytes of `[A-Za-z0-9_.-]`).
+    pub fn builder(name: impl Into<String>) -> NodeBuilder {
+        NodeBuilder {
+            name: name.into(),
+            namespace: None,
+            root: None,
+            spin: DEFAULT_SPIN,
+        }
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The namespace the node joined.
+    pub fn namespace(&self) -> &Namespace {
+        &self.inner.namespace
+    }
+
+    /// Index of the node's slot in the registry.
+    pub fn id(&self) -> u32 {
+        self.inner.index
+    }
+
+    /// Creates exchange `name` with `pattern` and `limits`. Fails with
+    /// [`OpenError::AlreadyExists`](crate::OpenError::AlreadyExists) when a
+    /// live exchange of that name exists; one left behind by processes that
+    /// have all exited is replaced.
+    pub fn create_exchange(
+        &self,
+        name: &str,
+        pattern: Pattern,
+        limits: Limits,
+    ) -> Result<Exchange, crate::OpenError> {
+        Exchange::create(&self.inner, name, pattern, limits)
+    }
+
+    /// Opens the live exchange `name`; [`OpenError::NotFound`](crate::OpenError::NotFound) otherwise.
+    pub fn open_exchange(&self, name: &str) -> Result<Exchange, crate::OpenError> {
+        Exchange::open(&self.inner, name)
+    }
+
+    /// Opens exchange `name`, creating it when it does not exist. An existing
+    /// exchange must have the same pattern and limits.
+    pub fn open_or_create_exchange(
+        &self,
+        name: &str,
+        pattern: Pattern,
+        limits: Limits,
+    ) -> Result<Exchange, crate::OpenError> {
+        Exchange::open_or_create(&self.inner, name, pattern, limits)
+    }
+}
+
+/// What `shmex ls` shows of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Registry slot.
+    pub id: u32,
+    /// Name given at creation.
+    pub name: String,
+    /// Process id.
+    pub pid: u32,
+    /// "alive" or "dead" (process gone, slot not yet reclaimed).
+    pub state: &'static str,
+    /// Milliseconds since its last heartbeat.
+    pub heartbeat_age_ms: u64,
+}
+
+/// Reads the nodes of a namespace without joining it. `Ok(empty)` when the
+/// namespace does not exist.
+pub fn list_nodes(ns: &Namespace) -> Result<Vec<NodeInfo>, SegmentError> {
+    let Some(seg) = Segment::open(&ns.registry_path())? else {
+        return Ok(Vec::new());
+    };
+    if seg.is_uninitialised() {
+        return Ok(Vec::new());
+    }
+    seg.check_header(KIND_REGISTRY, "registry")?;
+    let now = now_ms();
+    let mut out = Vec::new();
+    for i in 0..MAX_NODES {
+        let Some(s) = slot(&seg, i) else { break };
+        if s.state.load(Ordering::Acquire) == NODE_FREE {
+            continue;
+        }
+        let pid = s.pid.load(Ordering::Relaxed);
+        let name_len = s.name_len.load(Ordering::Relaxed) as usize;
+        let alive = sys::process_alive(pid, s.start_time.load(Ordering::Relaxed));
+        out.push(NodeInfo {
+            id: i,
+            name: String::from_utf8_lossy(&load_bytes(&s.name, name_len)).into_owned(),
+            pid,
+            state: if alive { "alive" } else { "dead" },
+            heartbeat_age_ms: now.saturating_sub(s.heartbeat.load(Ordering::Relaxed)),
+        });
+    }
+    Ok(out)
+}

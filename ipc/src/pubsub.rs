@@ -1,0 +1,210 @@
+//! Publish-subscribe with AMQP topic routing.
+//!
+//! A publication is one chunk, shared by every matching subscriber through
+//! the chunk's reference count; it returns to the pool when the last of them
+//! drops it. Delivery policy when a subscriber's inbox is full: that
+//! subscriber misses the publication (its gap count grows by one), the
+//! publisher is told in [`Published::missed`], and neither the publisher nor
+//! the other subscribers wait. Each subscriber sees publications in the order
+//! each publisher published them.
+
+use crate::error::{PortError, RecvError, SendError};
+use crate::exchange::{Exchange, PortCore, Role, Targets, FLAG_PUBLISH};
+use crate::layout::{load_bytes, store_bytes, MAX_KEY_LEN};
+use crate::rpc::{blocking, waitable};
+use crate::sample::{Loan, Sample};
+use crate::topic::{check_key, Topic};
+use crate::waitset::{WaitNode, Waitable};
+use shmex_core::ring::{Descriptor, PushError};
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+impl Exchange {
+    /// Attaches a publisher (publish-subscribe exchanges).
+    pub fn publisher(&self) -> Result<Publisher, PortError> {
+        Ok(Publisher {
+            core: self.inner.attach(Role::Publisher, 0, b"")?,
+            subscribers: RefCell::default(),
+        })
+    }
+
+    /// Subscribes with a topic `pattern` (`*` one word, `#` zero or more) and
+    /// a `tag` every delivery will carry.
+    pub fn subscriber(&self, pattern: &str, tag: u64) -> Result<Subscriber, PortError> {
+        let topic = Topic::parse(pattern).map_err(|reason| PortError::InvalidTopic {
+            pattern: pattern.to_string(),
+            reason,
+        })?;
+        drop(topic);
+        Ok(Subscriber {
+            core: self
+                .inner
+                .attach(Role::Subscriber, tag, pattern.as_bytes())?,
+            pattern: pattern.to_string(),
+            tag,
+        })
+    }
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Published {
+    /// Subscribers the publication was queued for.
+    pub delivered: u32,
+    /// Matching subscribers whose inbox was full: they missed it.
+    pub missed: u32,
+}
+
+/// The sending side of a publish-subscribe exchange.
+///
+/// ```no_run
+/// # fn f(ex: &shmex::Exchange) -> Result<(), Box<dyn std::error::Error>> {
+/// let publisher = ex.publisher()?;
+/// let report = publisher.publish("sensors.kitchen.temp", b"21.5")?;
+/// println!("{} delivered, {} missed", report.delivered, report.missed);
+/// # Ok(()) }
+/// ```
+pub struct Publisher {
+    core: PortCore,
+    subscribers: RefCell<Targets>,
+}
+
+impl Publisher {
+    /// Loans a chunk for a publication of `len` bytes, to write in place.
+    pub fn loan(&self, len: usize) -> Result<Loan, SendError> {
+        self.core.ex.loan(len)
+    }
+
+    /// Publishes a copy of `payload` under routing `key`.
+    pub fn publish(&self, key: &str, payload: &[u8]) -> Result<Published, SendError> {
+        let loan = self.core.ex.loan_copy(payload)?;
+        self.publish_loan(key, loan)
+    }
+
+    /// Publishes a loaned chunk under routing `key` (zero-copy): every
+    /// matching subscriber receives the same chunk. With no match the chunk
+    /// returns to the pool and `delivered` is 0.
+    pub fn publish_loan(&self, key: &str, loan: Loan) -> Result<Published, SendError> {
+        loan.check_owner(&self.core.ex)?;
+        check_key(key).map_err(|reason| SendError::InvalidKey {
+            key: key.to_string(),
+            reason,
+        })?;
+        let ex = &self.core.ex;
+        let header = ex
+            .chunk_header(loan.chunk)
+            .ok_or(shmex_core::Corrupt("loaned chunk out of range"))?;
+        header.key_len.store(key.len() as u32, Ordering::Relaxed);
+        store_bytes(&header.key.0[..key.len().div_ceil(8)], key.as_bytes());
+        let mut subs = self.subscribers.borrow_mut();
+        subs.refresh(ex, Role::Subscriber);
+        let (_, chunk, len) = loan.into_raw();
+        let matching = subs
+            .list
+            .iter()
+            .filter(|t| t.topic.as_ref().is_some_and(|p| p.matches(key)))
+            .count() as u32;
+        let pool = ex.pool();
+        let mut report = Published::default();
+        if matching > 0 {
+            if let Err(c) = pool.retain(chunk, matching) {
+                ex.release(chunk);
+                return Err(c.into());
+            }
+            for t in &subs.list {
+                if !t.topic.as_ref().is_some_and(|p| p.matches(key)) {
+                    continue;
+                }
+                let d = Descriptor {
+                    chunk,
+                    len,
+                    flags: FLAG_PUBLISH,
+                    tag: t.tag,
+                    meta: u64::from(self.core.index),
+                };
+                match ex.deliver(t.index, t.node, &d) {
+                    Ok(()) => report.delivered += 1,
+                    Err(PushError::Full) | Err(PushError::Corrupt(_)) => {
+                        report.missed += 1;
+                        if let Some(p) = ex.port(t.index) {
+                            p.gaps.fetch_add(1, Ordering::Relaxed);
+                        }
+                        ex.release(chunk);
+                    }
+                }
+            }
+        }
+        ex.release(chunk);
+        Ok(report)
+    }
+}
+
+/// The receiving side of a publish-subscribe exchange: one topic pattern, one
+/// tag. Drop it (or call [`unsubscribe`](Self::unsubscribe)) to stop.
+pub struct Subscriber {
+    core: PortCore,
+    pattern: String,
+    tag: u64,
+}
+
+impl Subscriber {
+    /// The topic pattern.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The subscription tag.
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    /// Publications this subscriber missed because its inbox was full, since
+    /// it subscribed.
+    pub fn gaps(&self) -> u64 {
+        self.core
+            .ex
+            .port(self.core.index)
+            .map_or(0, |p| p.gaps.load(Ordering::Relaxed))
+    }
+
+    /// Leaves the exchange; queued publications are released.
+    pub fn unsubscribe(self) {}
+
+    /// Returns the next publication if one is there.
+    pub fn try_receive(&self) -> Result<Option<Sample>, RecvError> {
+        let Some(ring) = self.core.ring() else {
+            return Ok(None);
+        };
+        let Some(d) = ring.pop() else {
+            return Ok(None);
+        };
+        let ex = &self.core.ex;
+        let key = ex.chunk_header(d.chunk).and_then(|h| {
+            let len = h.key_len.load(Ordering::Relaxed) as usize;
+            (len <= MAX_KEY_LEN)
+                .then(|| String::from_utf8(load_bytes(&h.key.0, len)).ok())
+                .flatten()
+        });
+        let mut sample = Sample::from_descriptor(ex, &d, None)?;
+        match key {
+            Some(k) => {
+                sample.key = Some(k.into());
+                Ok(Some(sample))
+            }
+            None => Err(shmex_core::Corrupt("routing key unreadable").into()),
+        }
+    }
+
+    /// Blocks until a publication arrives.
+    pub fn receive(&self) -> Result<Sample, RecvError> {
+        blocking(&self.core, None, || self.try_receive())
+    }
+
+    /// Blocks at most `timeout`; [`RecvError::Timeout`] after.
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Sample, RecvError> {
+        blocking(&self.core, Some(timeout), || self.try_receive())
+    }
+}
+
+waitable!(Subscriber);

@@ -1,0 +1,212 @@
+//! Payloads in shared memory: [`Loan`] (a chunk being written by its sender)
+//! and [`Sample`] (a received chunk, read in place).
+
+use crate::error::SendError;
+use crate::exchange::ExchangeInner;
+use shmex_core::ring::Descriptor;
+use std::sync::Arc;
+
+/// A chunk loaned from an exchange's pool, written in place, then sent. Dropping
+/// an unsent loan returns the chunk to the pool.
+///
+/// The bytes start as whatever the chunk held before (not zeroed).
+pub struct Loan {
+    pub(crate) ex: Arc<ExchangeInner>,
+    pub(crate) chunk: u32,
+    pub(crate) len: usize,
+}
+
+impl ExchangeInner {
+    /// Loans a chunk for a payload of `len` bytes.
+    pub(crate) fn loan(self: &Arc<Self>, len: usize) -> Result<Loan, SendError> {
+        let max = self.limits.chunk_size as usize;
+        if len > max {
+            return Err(SendError::PayloadTooLarge { len, max });
+        }
+        match self.pool().alloc()? {
+            Some(chunk) => Ok(Loan {
+                ex: self.clone(),
+                chunk,
+                len,
+            }),
+            None => Err(SendError::PoolExhausted {
+                chunks: self.limits.chunk_count,
+            }),
+        }
+    }
+
+    /// Loans a chunk and copies `payload` into it.
+    pub(crate) fn loan_copy(self: &Arc<Self>, payload: &[u8]) -> Result<Loan, SendError> {
+        let mut loan = self.loan(payload.len())?;
+        loan.copy_from_slice(payload);
+        Ok(loan)
+    }
+}
+
+impl Loan {
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-length payload.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Shortens or grows the payload within the chunk size.
+    pub fn set_len(&mut self, len: usize) -> Result<(), SendError> {
+        let max = self.ex.limits.chunk_size as usize;
+        if len > max {
+            return Err(SendError::PayloadTooLarge { len, max });
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// The payload as a `T` (length and alignment must fit `T`).
+    pub fn as_pod_mut<T: bytemuck::Pod>(&mut self) -> Result<&mut T, bytemuck::PodCastError> {
+        bytemuck::try_from_bytes_mut(self)
+    }
+
+    /// Takes the chunk out; the caller now owns its reference.
+    pub(crate) fn into_raw(mut self) -> (Arc<ExchangeInner>, u32, u32) {
+        let chunk = std::mem::replace(&mut self.chunk, Descriptor::NO_CHUNK);
+        (self.ex.clone(), chunk, self.len as u32)
+    }
+
+    /// Checks the loan came from `ex`.
+    pub(crate) fn check_owner(&self, ex: &Arc<ExchangeInner>) -> Result<(), SendError> {
+        if Arc::ptr_eq(&self.ex, ex) {
+            Ok(())
+        } else {
+            Err(SendError::ForeignLoan)
+        }
+    }
+}
+
+impl std::ops::Deref for Loan {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self.ex.payload_ptr(self.chunk, self.len) {
+            // SAFETY: payload_ptr checked that chunk and len lie inside the
+            // mapping; the chunk is ours (refcount held) until sent.
+            Ok(p) => unsafe { std::slice::from_raw_parts(p, self.len) },
+            Err(_) => &[],
+        }
+    }
+}
+
+impl std::ops::DerefMut for Loan {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self.ex.payload_ptr(self.chunk, self.len) {
+            // SAFETY: as in Deref; nobody else holds a reference to an
+            // unsent chunk, so the mutable view is exclusive in this process.
+            Ok(p) => unsafe { std::slice::from_raw_parts_mut(p, self.len) },
+            Err(_) => &mut [],
+        }
+    }
+}
+
+impl Drop for Loan {
+    fn drop(&mut self) {
+        self.ex.release(self.chunk);
+    }
+}
+
+/// A received payload, read in place in shared memory. Dropping it releases
+/// the chunk (returned to the pool when its last receiver lets go).
+///
+/// The bytes live in memory other processes map: a well-behaved sender never
+/// writes a chunk after sending it, but a hostile one could.
+pub struct Sample {
+    pub(crate) ex: Arc<ExchangeInner>,
+    pub(crate) chunk: u32,
+    pub(crate) len: usize,
+    pub(crate) tag: u64,
+    pub(crate) key: Option<Box<str>>,
+    pub(crate) sender: u32,
+}
+
+impl Sample {
+    /// Wraps a received descriptor after checking its chunk and length.
+    pub(crate) fn from_descriptor(
+        ex: &Arc<ExchangeInner>,
+        d: &Descriptor,
+        key: Option<Box<str>>,
+    ) -> Result<Sample, shmex_core::Corrupt> {
+        let s = Sample {
+            ex: ex.clone(),
+            chunk: d.chunk,
+            len: d.len as usize,
+            tag: d.tag,
+            key,
+            sender: d.meta as u32,
+        };
+        // On error the Sample's drop releases the chunk if its index is valid.
+        ex.payload_ptr(d.chunk, d.len as usize)?;
+        Ok(s)
+    }
+
+    /// Name of the exchange it came through.
+    pub fn exchange(&self) -> &str {
+        &self.ex.name
+    }
+
+    /// The tag: the request's tag for a response or request, the
+    /// subscription's tag for a publication, the producer's tag for fan-in.
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    /// The routing key it was published under (publish-subscribe only).
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// Port index of the sender (publisher, producer or client).
+    pub fn sender(&self) -> u32 {
+        self.sender
+    }
+
+    /// The payload bytes, in place.
+    pub fn payload(&self) -> &[u8] {
+        self
+    }
+
+    /// The payload as a `T` (length and alignment must fit `T`).
+    pub fn as_pod<T: bytemuck::Pod>(&self) -> Result<&T, bytemuck::PodCastError> {
+        bytemuck::try_from_bytes(self)
+    }
+}
+
+impl std::ops::Deref for Sample {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self.ex.payload_ptr(self.chunk, self.len) {
+            // SAFETY: checked inside the mapping; we hold a reference on the
+            // chunk so the pool does not hand it out until we drop.
+            Ok(p) => unsafe { std::slice::from_raw_parts(p, self.len) },
+            Err(_) => &[],
+        }
+    }
+}
+
+impl std::fmt::Debug for Sample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sample")
+            .field("exchange", &self.exchange())
+            .field("tag", &self.tag)
+            .field("key", &self.key)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Drop for Sample {
+    fn drop(&mut self) {
+        if self.chunk < self.ex.limits.chunk_count {
+            self.ex.release(self.chunk);
+        }
+    }
+}

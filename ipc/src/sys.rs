@@ -1,0 +1,109 @@
+//! The system calls the runtime needs: futex, process identity, file locks.
+//! Nothing here knows about shmex's layouts.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// Sleeps while `*word == expected`, at most `timeout` (forever when `None`).
+/// Returns on wake-up, value change, timeout or signal; callers re-check.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|t| nix::libc::timespec {
+        tv_sec: t.as_secs().min(i64::MAX as u64) as nix::libc::time_t,
+        tv_nsec: t.subsec_nanos() as nix::libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const nix::libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call (it
+    // lives in a mapping the caller keeps alive); FUTEX_WAIT only reads it.
+    // Not FUTEX_PRIVATE: the word is shared between processes.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_futex,
+            word.as_ptr(),
+            nix::libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+        );
+    }
+}
+
+/// Wakes every thread sleeping on `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not access memory.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_futex,
+            word.as_ptr(),
+            nix::libc::FUTEX_WAKE,
+            i32::MAX,
+        );
+    }
+}
+
+/// The start time of process `pid` in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`), or `None` when the process does not exist.
+pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: skip past
+    // the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After ')' come fields 3.. ; start time is field 22, i.e. index 19 here.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// This process's (pid, start time).
+pub(crate) fn self_identity() -> (u32, u64) {
+    let pid = std::process::id();
+    (pid, process_start_time(pid).unwrap_or(0))
+}
+
+/// True when the process `pid` started at `start_time` still runs. Pids are
+/// reused: a live process with another start time is a different process.
+pub(crate) fn process_alive(pid: u32, start_time: u64) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
+        Err(nix::errno::Errno::ESRCH) => false,
+        _ => match process_start_time(pid) {
+            Some(t) => t == start_time,
+            // Cannot read /proc: trust kill().
+            None => true,
+        },
+    }
+}
+
+/// An exclusive `flock` on a file, released on drop (and by the kernel if the
+/// process dies).
+pub(crate) struct FileLock<'a>(&'a File);
+
+impl<'a> FileLock<'a> {
+    pub(crate) fn lock(file: &'a File) -> std::io::Result<Self> {
+        loop {
+            // SAFETY: flock on a valid open descriptor; no memory is touched.
+            let r = unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX) };
+            if r == 0 {
+                return Ok(FileLock(file));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as in `lock`.
+        unsafe { nix::libc::flock(self.0.as_raw_fd(), nix::libc::LOCK_UN) };
+    }
+}
+
+/// Effective user id of this process.
+pub(crate) fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}

@@ -1,0 +1,158 @@
+//! Blocking: spin briefly, then sleep on the node's wait word.
+//!
+//! Every port of a node shares the node's wait word (in the registry), and
+//! every sender wakes the receiving port's node. So one thread can block on
+//! any set of its node's ports, across exchanges: a [`WaitSet`].
+
+use crate::error::WaitError;
+use crate::node::NodeInner;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Spins for the node's spin budget, then sleeps until `ready()` or the
+/// deadline. Returns whether `ready()` became true.
+pub(crate) fn wait_until(
+    node: &NodeInner,
+    deadline: Option<Instant>,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
+    if ready() {
+        return true;
+    }
+    let start = Instant::now();
+    let spin_until = start + node.spin;
+    let mut i = 0u32;
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        i += 1;
+        if i.is_multiple_of(4) || node.spin.is_zero() {
+            let now = Instant::now();
+            if now >= spin_until || deadline.is_some_and(|d| now >= d) {
+                break;
+            }
+        }
+    }
+    let Some(slot) = node.own_slot() else {
+        return false;
+    };
+    let word = &slot.wait.0;
+    loop {
+        let token = word.prepare();
+        if ready() {
+            word.finish();
+            return true;
+        }
+        let remaining = match deadline {
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    word.finish();
+                    return false;
+                }
+                Some(d - now)
+            }
+            None => None,
+        };
+        crate::sys::futex_wait(&word.seq, token, remaining);
+        word.finish();
+        if ready() {
+            return true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+    }
+}
+
+pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// Something a thread can wait on: every port type.
+pub trait Waitable {
+    /// True when a receive would return something now.
+    fn has_pending(&self) -> bool;
+    #[doc(hidden)]
+    fn wait_node(&self) -> WaitNode;
+}
+
+/// Opaque: the node whose wait word a port uses.
+#[doc(hidden)]
+pub struct WaitNode(pub(crate) Arc<NodeInner>);
+
+/// A set of ports one thread waits on at once, like a mailbox: ports of any
+/// exchanges, as long as they belong to one node.
+///
+/// ```no_run
+/// # fn f(server: &shmex::Server, sub: &shmex::Subscriber) -> Result<(), shmex::WaitError> {
+/// let mut set = shmex::WaitSet::new();
+/// let s = set.add(server)?;
+/// let p = set.add(sub)?;
+/// for ready in set.wait(None)? {
+///     if ready == s { /* server.try_receive() */ }
+///     if ready == p { /* sub.try_receive() */ }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Default)]
+pub struct WaitSet<'a> {
+    node: Option<Arc<NodeInner>>,
+    ports: Vec<&'a dyn Waitable>,
+}
+
+impl<'a> WaitSet<'a> {
+    /// An empty set.
+    pub fn new() -> Self {
+        WaitSet {
+            node: None,
+            ports: Vec::new(),
+        }
+    }
+
+    /// Adds a port; returns its index in the set. Fails when the port belongs
+    /// to another node than the ports already added.
+    pub fn add(&mut self, port: &'a dyn Waitable) -> Result<usize, WaitError> {
+        let node = port.wait_node().0;
+        match &self.node {
+            Some(n) if !Arc::ptr_eq(n, &node) => return Err(WaitError::ForeignPort),
+            Some(_) => {}
+            None => self.node = Some(node),
+        }
+        self.ports.push(port);
+        Ok(self.ports.len() - 1)
+    }
+
+    /// Indices of the ports with something to receive now (never blocks).
+    pub fn ready(&self) -> Vec<usize> {
+        (0..self.ports.len())
+            .filter(|&i| self.ports[i].has_pending())
+            .collect()
+    }
+
+    /// Blocks until at least one port has something to receive, or the
+    /// timeout passes (`None`: no timeout). Returns the ready indices.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<Vec<usize>, WaitError> {
+        let Some(node) = &self.node else {
+            return Err(WaitError::Timeout);
+        };
+        let deadline = timeout.and_then(deadline);
+        let forever = timeout.is_none() || deadline.is_none();
+        loop {
+            if wait_until(node, deadline, || {
+                self.ports.iter().any(|p| p.has_pending())
+            }) {
+                let ready = self.ready();
+                if !ready.is_empty() {
+                    return Ok(ready);
+                }
+            } else if !forever {
+                return Err(WaitError::Timeout);
+            }
+        }
+    }
+}
