@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit and cross-process integration tests
+# (release build, shared with the demo and benchmarks), then the loom models
+# in their own target dir, bounded so they finish in a few minutes.
+set -euo pipefail
+cd "$(dirname "$0")"
+cargo test --release --workspace
+RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" \
+    cargo test --release -p shmex-loom --target-dir target/loom
