@@ -308,3 +308,29 @@ pub enum WaitError {
     #[error("ports of different nodes cannot share a wait set")]
     ForeignPort,
 }
+
+/// A payload could not be viewed as the requested `Pod` type.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("a payload of {len} bytes cannot be viewed as {type_name}: {reason}")]
+pub struct PodError {
+    /// Payload length.
+    pub len: usize,
+    /// The type asked for.
+    pub type_name: &'static str,
+    /// "size differs" or "misaligned".
+    pub reason: &'static str,
+}
+
+impl PodError {
+    pub(crate) fn new<T>(len: usize, e: bytemuck::PodCastError) -> Self {
+        PodError {
+            len,
+            type_name: std::any::type_name::<T>(),
+            reason: match e {
+                bytemuck::PodCastError::SizeMismatch
+                | bytemuck::PodCastError::OutputSliceWouldHaveSlop => "size differs",
+                _ => "misaligned",
+            },
+        }
+    }
+}

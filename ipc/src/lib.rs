@@ -41,8 +41,8 @@ pub mod topic;
 mod waitset;
 
 pub use error::{
-    Corrupt, FailReason, NodeError, OpenError, PortError, RecvError, RespondError, SegmentError,
-    SendError, WaitError,
+    Corrupt, FailReason, NodeError, OpenError, PodError, PortError, RecvError, RespondError,
+    SegmentError, SendError, WaitError,
 };
 pub use exchange::{list_exchanges, Exchange, ExchangeInfo, Limits, Pattern};
 pub use fanin::{Consumer, Producer};
@@ -55,3 +55,8 @@ pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, Server};
 pub use sample::{Loan, Sample};
 pub use waitset::{WaitNode, WaitSet, Waitable};
+
+/// The README's examples, compiled as doctests so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,7 +1,7 @@
 //! Payloads in shared memory: [`Loan`] (a chunk being written by its sender)
 //! and [`Sample`] (a received chunk, read in place).
 
-use crate::error::SendError;
+use crate::error::{PodError, SendError};
 use crate::exchange::ExchangeInner;
 use shmex_core::ring::Descriptor;
 use std::sync::Arc;
@@ -65,8 +65,9 @@ impl Loan {
     }
 
     /// The payload as a `T` (length and alignment must fit `T`).
-    pub fn as_pod_mut<T: bytemuck::Pod>(&mut self) -> Result<&mut T, bytemuck::PodCastError> {
-        bytemuck::try_from_bytes_mut(self)
+    pub fn as_pod_mut<T: bytemuck::Pod>(&mut self) -> Result<&mut T, PodError> {
+        let len = self.len;
+        bytemuck::try_from_bytes_mut(self).map_err(|e| PodError::new::<T>(len, e))
     }
 
     /// Takes the chunk out; the caller now owns its reference.
@@ -175,8 +176,8 @@ impl Sample {
     }
 
     /// The payload as a `T` (length and alignment must fit `T`).
-    pub fn as_pod<T: bytemuck::Pod>(&self) -> Result<&T, bytemuck::PodCastError> {
-        bytemuck::try_from_bytes(self)
+    pub fn as_pod<T: bytemuck::Pod>(&self) -> Result<&T, PodError> {
+        bytemuck::try_from_bytes(self).map_err(|e| PodError::new::<T>(self.len, e))
     }
 }
 
