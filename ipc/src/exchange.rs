@@ -905,6 +905,10 @@ impl Drop for PortCore {
 pub(crate) struct Targets {
     epoch: Option<u32>,
     pub list: Vec<Target>,
+    /// The last routing key matched against `list`, and the indices into
+    /// `list` it matched (publishers usually repeat keys).
+    last_key: Option<String>,
+    pub matched: Vec<usize>,
 }
 
 /// One port a sender delivers to.
@@ -923,6 +927,7 @@ impl Targets {
             return;
         }
         self.list.clear();
+        self.last_key = None;
         for i in 0..ex.limits.max_ports {
             let Some(p) = ex.port(i) else { break };
             if p.state.load(Ordering::Acquire) != PORT_ACTIVE
@@ -952,5 +957,25 @@ impl Targets {
             });
         }
         self.epoch = Some(epoch);
+    }
+
+    /// Sets `matched` to the indices into `list` of the subscribers whose
+    /// pattern matches `key`.
+    pub fn match_key(&mut self, key: &str) {
+        if self.last_key.as_deref() != Some(key) {
+            self.matched.clear();
+            for (i, t) in self.list.iter().enumerate() {
+                if t.topic.as_ref().is_some_and(|p| p.matches(key)) {
+                    self.matched.push(i);
+                }
+            }
+            match &mut self.last_key {
+                Some(k) => {
+                    k.clear();
+                    k.push_str(key);
+                }
+                None => self.last_key = Some(key.to_string()),
+            }
+        }
     }
 }

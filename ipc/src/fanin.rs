@@ -108,7 +108,7 @@ impl Consumer {
             return Ok(None);
         };
         match ring.pop() {
-            Some(d) => Ok(Some(Sample::from_descriptor(&self.core.ex, &d, None)?)),
+            Some(d) => Ok(Some(Sample::from_descriptor(&self.core.ex, &d)?)),
             None => Ok(None),
         }
     }

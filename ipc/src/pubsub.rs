@@ -10,7 +10,7 @@
 
 use crate::error::{PortError, RecvError, SendError};
 use crate::exchange::{Exchange, PortCore, Role, Targets, FLAG_PUBLISH};
-use crate::layout::{load_bytes, store_bytes, MAX_KEY_LEN};
+use crate::layout::store_bytes;
 use crate::rpc::{blocking, waitable};
 use crate::sample::{Loan, Sample};
 use crate::topic::{check_key, Topic};
@@ -100,11 +100,8 @@ impl Publisher {
         let mut subs = self.subscribers.borrow_mut();
         subs.refresh(ex, Role::Subscriber);
         let (_, chunk, len) = loan.into_raw();
-        let matching = subs
-            .list
-            .iter()
-            .filter(|t| t.topic.as_ref().is_some_and(|p| p.matches(key)))
-            .count() as u32;
+        subs.match_key(key);
+        let matching = subs.matched.len() as u32;
         let pool = ex.pool();
         let mut report = Published::default();
         if matching > 0 {
@@ -112,10 +109,8 @@ impl Publisher {
                 ex.release(chunk);
                 return Err(c.into());
             }
-            for t in &subs.list {
-                if !t.topic.as_ref().is_some_and(|p| p.matches(key)) {
-                    continue;
-                }
+            for &i in &subs.matched {
+                let t = &subs.list[i];
                 let d = Descriptor {
                     chunk,
                     len,
@@ -179,21 +174,9 @@ impl Subscriber {
         let Some(d) = ring.pop() else {
             return Ok(None);
         };
-        let ex = &self.core.ex;
-        let key = ex.chunk_header(d.chunk).and_then(|h| {
-            let len = h.key_len.load(Ordering::Relaxed) as usize;
-            (len <= MAX_KEY_LEN)
-                .then(|| String::from_utf8(load_bytes(&h.key.0, len)).ok())
-                .flatten()
-        });
-        let mut sample = Sample::from_descriptor(ex, &d, None)?;
-        match key {
-            Some(k) => {
-                sample.key = Some(k.into());
-                Ok(Some(sample))
-            }
-            None => Err(shmex_core::Corrupt("routing key unreadable").into()),
-        }
+        let mut sample = Sample::from_descriptor(&self.core.ex, &d)?;
+        sample.publication = true;
+        Ok(Some(sample))
     }
 
     /// Blocks until a publication arrives.

@@ -173,7 +173,7 @@ impl Client {
             };
             return Err(RecvError::RequestFailed { tag: d.tag, reason });
         }
-        Ok(Some(Sample::from_descriptor(&self.core.ex, &d, None)?))
+        Ok(Some(Sample::from_descriptor(&self.core.ex, &d)?))
     }
 
     /// Blocks until a response (or failure notice) arrives.
@@ -214,7 +214,7 @@ impl Server {
             return Err(shmex_core::Corrupt("non-request in a server inbox").into());
         }
         let reply = d.meta;
-        match Sample::from_descriptor(&self.core.ex, &d, None) {
+        match Sample::from_descriptor(&self.core.ex, &d) {
             Ok(sample) => Ok(Some(Request {
                 sample,
                 reply,

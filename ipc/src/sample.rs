@@ -125,7 +125,9 @@ pub struct Sample {
     pub(crate) chunk: u32,
     pub(crate) len: usize,
     pub(crate) tag: u64,
-    pub(crate) key: Option<Box<str>>,
+    /// Set for publications: `key()` then reads the routing key.
+    pub(crate) publication: bool,
+    key: std::cell::OnceCell<Option<Box<str>>>,
     pub(crate) sender: u32,
 }
 
@@ -134,14 +136,14 @@ impl Sample {
     pub(crate) fn from_descriptor(
         ex: &Arc<ExchangeInner>,
         d: &Descriptor,
-        key: Option<Box<str>>,
     ) -> Result<Sample, shmex_core::Corrupt> {
         let s = Sample {
             ex: ex.clone(),
             chunk: d.chunk,
             len: d.len as usize,
             tag: d.tag,
-            key,
+            publication: false,
+            key: std::cell::OnceCell::new(),
             sender: d.meta as u32,
         };
         // On error the Sample's drop releases the chunk if its index is valid.
@@ -160,9 +162,25 @@ impl Sample {
         self.tag
     }
 
-    /// The routing key it was published under (publish-subscribe only).
+    /// The routing key it was published under (publish-subscribe only;
+    /// `None` otherwise, or when the chunk's key bytes are invalid). Read from
+    /// the chunk on first call and copied, so receivers that never ask never
+    /// touch the key's cache lines.
     pub fn key(&self) -> Option<&str> {
-        self.key.as_deref()
+        if !self.publication {
+            return None;
+        }
+        self.key
+            .get_or_init(|| {
+                let h = self.ex.chunk_header(self.chunk)?;
+                let len = h.key_len.load(std::sync::atomic::Ordering::Relaxed) as usize;
+                if len > crate::layout::MAX_KEY_LEN {
+                    return None;
+                }
+                let bytes = crate::layout::load_bytes(&h.key.0, len);
+                String::from_utf8(bytes).ok().map(String::into_boxed_str)
+            })
+            .as_deref()
     }
 
     /// Port index of the sender (publisher, producer or client).
@@ -198,7 +216,7 @@ impl std::fmt::Debug for Sample {
         f.debug_struct("Sample")
             .field("exchange", &self.exchange())
             .field("tag", &self.tag)
-            .field("key", &self.key)
+            .field("key", &self.key())
             .field("len", &self.len)
             .finish()
     }

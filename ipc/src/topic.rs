@@ -49,45 +49,55 @@ impl Topic {
         Ok(Topic { words: out })
     }
 
-    /// True when `key` matches the pattern.
+    /// True when `key` matches the pattern. Allocation-free, O(pattern ×
+    /// key) words in the worst case.
     pub fn matches(&self, key: &str) -> bool {
         // Greedy glob matching with one backtrack point: `#` behaves like a
-        // glob `*` over words, `*` like `?`. Correct because `#` is the only
-        // variable-length element.
-        let key: Vec<&str> = words(key).collect();
+        // glob `*` over words, `*` like `?`. One backtrack point suffices
+        // because `#` is the only variable-length element. Key positions are
+        // suffixes of the key (`None`: no words left).
         let p = &self.words;
-        let (mut pi, mut ki) = (0usize, 0usize);
-        let mut backtrack: Option<(usize, usize)> = None;
-        while ki < key.len() {
+        let mut k = (!key.is_empty()).then_some(key);
+        let mut pi = 0usize;
+        let mut backtrack: Option<(usize, &str)> = None;
+        while let Some(rest) = k {
+            let (word, next) = split_word(rest);
             match p.get(pi) {
                 Some(Word::Many) => {
-                    backtrack = Some((pi, ki));
+                    backtrack = Some((pi, rest));
                     pi += 1;
                     continue;
                 }
                 Some(Word::One) => {
                     pi += 1;
-                    ki += 1;
+                    k = next;
                     continue;
                 }
-                Some(Word::Literal(l)) if **l == *key[ki] => {
+                Some(Word::Literal(l)) if **l == *word => {
                     pi += 1;
-                    ki += 1;
+                    k = next;
                     continue;
                 }
                 _ => {}
             }
-            match backtrack {
-                Some((bp, bk)) => {
-                    // Let the last `#` swallow one more word.
-                    backtrack = Some((bp, bk + 1));
-                    pi = bp + 1;
-                    ki = bk + 1;
-                }
-                None => return false,
-            }
+            let Some((bp, from)) = backtrack else {
+                return false;
+            };
+            // Let the last `#` swallow one more word.
+            let after = split_word(from).1;
+            pi = bp + 1;
+            k = after;
+            backtrack = after.map(|a| (bp, a));
         }
         p[pi..].iter().all(|w| *w == Word::Many)
+    }
+}
+
+/// First word of a non-empty word list and the rest (`None`: no more words).
+fn split_word(s: &str) -> (&str, Option<&str>) {
+    match s.find('.') {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
     }
 }
 
