@@ -12,6 +12,8 @@
 //! loop is bounded, and a violated invariant is reported as [`Corrupt`], never a
 //! panic or undefined behaviour.
 
+#![warn(missing_docs)]
+
 pub mod pool;
 pub mod ring;
 pub mod sync;
