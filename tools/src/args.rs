@@ -1,0 +1,190 @@
+//! Hand-written command-line parsing: long options (`--name value`,
+//! `--name=value`), boolean flags, and the options every subcommand that
+//! reads a namespace shares (`--namespace`, `--root`).
+
+use std::path::PathBuf;
+
+/// A command line that could not be understood; the caller prints it with the
+/// usage text and exits with status 2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The arguments of one subcommand, consumed front to back.
+pub struct Args {
+    rest: std::vec::IntoIter<String>,
+}
+
+/// One option as written: its name, and the value given after `=` if any.
+pub struct Opt {
+    /// `--json`, `-h`, ... (the part before any `=`).
+    pub name: String,
+    inline: Option<String>,
+}
+
+impl Args {
+    /// Wraps the arguments that follow the subcommand name.
+    pub fn new(args: Vec<String>) -> Args {
+        Args {
+            rest: args.into_iter(),
+        }
+    }
+
+    /// The next option, or `None` at the end. A positional argument (one not
+    /// starting with `-`) is an error: no subcommand takes any.
+    pub fn next_opt(&mut self) -> Result<Option<Opt>, UsageError> {
+        let Some(arg) = self.rest.next() else {
+            return Ok(None);
+        };
+        if !arg.starts_with('-') || arg == "-" {
+            return Err(UsageError(format!("unexpected argument {arg:?}")));
+        }
+        Ok(Some(match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => Opt {
+                name: name.to_string(),
+                inline: Some(value.to_string()),
+            },
+            _ => Opt {
+                name: arg,
+                inline: None,
+            },
+        }))
+    }
+
+    /// The value of option `opt`: after its `=`, else the next argument.
+    pub fn value(&mut self, opt: &Opt) -> Result<String, UsageError> {
+        if let Some(v) = &opt.inline {
+            return Ok(v.clone());
+        }
+        self.rest
+            .next()
+            .ok_or_else(|| UsageError(format!("{} needs a value", opt.name)))
+    }
+
+    /// The value of `opt` parsed as a number within `min..=max`.
+    pub fn number(&mut self, opt: &Opt, min: u64, max: u64) -> Result<u64, UsageError> {
+        let v = self.value(opt)?;
+        match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(UsageError(format!(
+                "{} takes a number from {min} to {max}, not {v:?}",
+                opt.name
+            ))),
+        }
+    }
+}
+
+impl Opt {
+    /// Rejects `--flag=value` for an option that takes no value.
+    pub fn flag(&self) -> Result<(), UsageError> {
+        match &self.inline {
+            Some(_) => Err(UsageError(format!("{} takes no value", self.name))),
+            None => Ok(()),
+        }
+    }
+
+    /// The error for an option the subcommand does not know.
+    pub fn unknown(&self) -> UsageError {
+        UsageError(format!("unknown option {}", self.name))
+    }
+}
+
+/// `--namespace` / `--root` overrides, applied on top of the environment.
+#[derive(Debug, Default)]
+pub struct NamespaceArgs {
+    /// `--namespace NS`.
+    pub name: Option<String>,
+    /// `--root DIR`.
+    pub root: Option<PathBuf>,
+}
+
+impl NamespaceArgs {
+    /// Takes `opt` if it is `--namespace` or `--root`; returns whether it did.
+    pub fn accept(&mut self, args: &mut Args, opt: &Opt) -> Result<bool, UsageError> {
+        match opt.name.as_str() {
+            "--namespace" | "-n" => {
+                let name = args.value(opt)?;
+                check_namespace(&name)?;
+                self.name = Some(name);
+            }
+            "--root" => self.root = Some(PathBuf::from(args.value(opt)?)),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The namespace: the flags, else `SHMEX_NAMESPACE` / `SHMEX_ROOT`, else
+    /// the defaults.
+    pub fn resolve(self) -> Result<shmex::Namespace, UsageError> {
+        let env = shmex::Namespace::from_env();
+        let ns = shmex::Namespace {
+            root: self.root.unwrap_or(env.root),
+            name: self.name.unwrap_or(env.name),
+        };
+        check_namespace(&ns.name)?;
+        Ok(ns)
+    }
+}
+
+/// The rule the library applies to namespace names (1–64 bytes of
+/// `[A-Za-z0-9_-]`). Checked here too because the tools read namespaces
+/// without joining them, and a name holding `/` would point outside the root.
+pub fn check_namespace(name: &str) -> Result<(), UsageError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError(format!(
+            "invalid namespace {name:?}: 1 to 64 ASCII letters, digits, '_' or '-'"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Args {
+        Args::new(list.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn options_and_values() {
+        let mut a = args(&["--json", "--namespace=abc", "--root", "/tmp/x"]);
+        let o = a.next_opt().unwrap().unwrap();
+        assert_eq!(o.name, "--json");
+        assert!(o.flag().is_ok());
+        let o = a.next_opt().unwrap().unwrap();
+        assert_eq!(o.name, "--namespace");
+        assert_eq!(a.value(&o).unwrap(), "abc");
+        let o = a.next_opt().unwrap().unwrap();
+        assert_eq!(a.value(&o).unwrap(), "/tmp/x");
+        assert!(a.next_opt().unwrap().is_none());
+    }
+
+    #[test]
+    fn errors() {
+        let mut a = args(&["positional"]);
+        assert!(a.next_opt().is_err());
+        let mut a = args(&["--json=1"]);
+        assert!(a.next_opt().unwrap().unwrap().flag().is_err());
+        let mut a = args(&["--requests"]);
+        let o = a.next_opt().unwrap().unwrap();
+        assert!(a.value(&o).is_err());
+        let mut a = args(&["--requests", "0"]);
+        let o = a.next_opt().unwrap().unwrap();
+        assert!(a.number(&o, 1, 10).is_err());
+        assert!(check_namespace("../etc").is_err());
+        assert!(check_namespace("").is_err());
+        assert!(check_namespace("demo-12_x").is_ok());
+    }
+}

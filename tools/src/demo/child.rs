@@ -1,0 +1,475 @@
+//! The demo's child processes: `shmex __child SPIN_US TIMEOUT_MS ROLE ...`.
+//!
+//! Each child joins the namespace named by `SHMEX_NAMESPACE` / `SHMEX_ROOT`
+//! (set by the parent) as its own node, opens the exchanges the parent
+//! created, plays one [`Role`] and prints every step as `[role] ...`. A child
+//! checks what it receives against what the protocol promises (tags, payloads,
+//! routing, order) and exits with status 1 on the first discrepancy, error or
+//! wait longer than its timeout.
+//!
+//! Latency loops keep one message in flight and time each round trip; the
+//! receivers' nodes spin for `--spin-us` before sleeping ("spin mode"), so a
+//! round trip measures the data path, not futex wake-ups. A loop stops early
+//! after a time budget so a loaded machine slows the demo down only so much.
+
+use super::stats::{format_ns, format_rate, Latencies};
+use super::{
+    ChildArgs, Role, FANIN_MESSAGES, GO, LOGS, PING, PONG, PRODUCERS, READINGS, RPC, SENSORS,
+    SUBSCRIPTIONS,
+};
+use shmex::{Exchange, Node, Producer, SendError};
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+type Res = Result<(), Box<dyn Error>>;
+
+/// Requests with tags up to this one are printed; later ones are measured.
+const SHOWN: u64 = 3;
+/// Round trips run before measuring, to warm caches and branch predictors.
+const WARMUP: u64 = 1_000;
+/// Longest time a latency loop measures (less when the child's timeout is
+/// short, see [`Ctx::budget`]).
+const BUDGET: Duration = Duration::from_secs(3);
+/// Tag of the last request, answered by the server before it exits.
+const GOODBYE: u64 = u64::MAX;
+/// Tag of a producer's last message.
+const DONE: u64 = u64::MAX;
+/// Payload of the last ping.
+const BYE: &[u8] = b"bye";
+
+/// Runs the child command with the arguments after it.
+pub fn run(args: Vec<String>) -> ExitCode {
+    let args = match ChildArgs::parse(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("shmex {}: {e}", super::CHILD_COMMAND);
+            return ExitCode::from(2);
+        }
+    };
+    let ctx = Ctx {
+        label: args.role.label(),
+        args,
+    };
+    let result = match ctx.args.role.clone() {
+        Role::Server => ctx.server(),
+        Role::Client { requests } => ctx.client(requests.into()),
+        Role::Subscriber { index, echo } => ctx.subscriber(index, echo),
+        Role::Publisher { round_trips } => ctx.publisher(round_trips.into()),
+        Role::Consumer => ctx.consumer(),
+        Role::Producer { index } => ctx.producer(index),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("[{}] error: {e}", ctx.label);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A child's identity and settings.
+struct Ctx {
+    label: String,
+    args: ChildArgs,
+}
+
+/// Prints a line prefixed with the child's role. Output errors are ignored:
+/// a child whose parent died (closing the pipe) still finishes its part and
+/// leaves the namespace cleanly instead of panicking.
+macro_rules! say {
+    ($ctx:expr, $($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "[{}] {}",
+            $ctx.label,
+            format_args!($($arg)*)
+        );
+    }};
+}
+
+/// The payload as text, for printing.
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn fail(msg: String) -> Res {
+    Err(msg.into())
+}
+
+/// Says what was being done when an error happened.
+trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Box<dyn Error>>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T, Box<dyn Error>> {
+        self.map_err(|e| format!("{}: {e}", what()).into())
+    }
+}
+
+impl Ctx {
+    /// Joins the namespace as node `name`.
+    fn node(&self, name: &str) -> Result<Node, Box<dyn Error>> {
+        Ok(Node::builder(name).spin(self.args.spin).create()?)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.args.timeout
+    }
+
+    /// Time a latency loop may take: [`BUDGET`], or a third of the timeout.
+    fn budget(&self) -> Duration {
+        BUDGET.min(self.args.timeout / 3)
+    }
+
+    /// Prints the figure line the parent collects for its summary.
+    fn result(&self, figure: String) {
+        say!(self, "{}{figure}", super::RESULT_PREFIX);
+    }
+
+    /// Prints a latency figure.
+    fn latency_result(&self, what: &str, unit: &str, lat: Latencies) -> Res {
+        let Some(s) = lat.summary() else {
+            return fail("no round trip measured".into());
+        };
+        self.result(format!(
+            "{what}: round trip median {} (p99 {}, min {}) over {} {unit}, {}",
+            format_ns(s.median),
+            format_ns(s.p99),
+            format_ns(s.min),
+            s.count,
+            if self.args.spin.is_zero() {
+                "sleep mode (no spinning)"
+            } else {
+                "spin mode"
+            }
+        ));
+        Ok(())
+    }
+
+    fn server(&self) -> Res {
+        let node = self.node("server")?;
+        let server = node.open_exchange(RPC)?.server()?;
+        say!(self, "serving exchange {RPC}");
+        let mut answered = 0u64;
+        loop {
+            let request = server
+                .receive_timeout(self.timeout())
+                .context(|| format!("waiting for request {}", answered + 1))?;
+            let tag = request.tag();
+            if tag == GOODBYE {
+                say!(self, "got goodbye: {}", text(&request));
+                request.respond(b"bye")?;
+                break;
+            }
+            if tag <= SHOWN {
+                let question = text(&request);
+                say!(self, "got request {tag}: {question}");
+                let answer = format!("pong {tag} ({} bytes received)", question.len());
+                say!(self, "sending response {tag}: {answer}");
+                request.respond(answer.as_bytes())?;
+            } else {
+                // Echo, written in place in a loaned chunk (zero-copy send).
+                let mut loan = server.loan(request.len())?;
+                loan.copy_from_slice(&request);
+                request.respond_loan(loan)?;
+            }
+            answered += 1;
+        }
+        say!(self, "answered {answered} requests");
+        Ok(())
+    }
+
+    fn client(&self, requests: u64) -> Res {
+        let node = self.node("client")?;
+        let client = node.open_exchange(RPC)?.client()?;
+        for (tag, question) in (1..=SHOWN).zip(["ping", "what time is it?", "still there?"]) {
+            say!(self, "sent request {tag}: {question}");
+            client.request(tag, question.as_bytes())?;
+            let answer = client
+                .receive_timeout(self.timeout())
+                .context(|| format!("waiting for response {tag}"))?;
+            say!(self, "got response {}: {}", answer.tag(), text(&answer));
+            if answer.tag() != tag {
+                return fail(format!("response tag {} to request {tag}", answer.tag()));
+            }
+        }
+        say!(self, "measuring {requests} round trips...");
+        let mut lat = Latencies::with_capacity(requests as usize);
+        for i in 0..WARMUP + requests {
+            let tag = SHOWN + 1 + i;
+            let start = Instant::now();
+            let mut loan = client.loan(8)?;
+            loan.copy_from_slice(&tag.to_le_bytes());
+            client.send_request(tag, loan)?;
+            let answer = client
+                .receive_timeout(self.timeout())
+                .context(|| format!("waiting for response {tag}"))?;
+            let elapsed = start.elapsed();
+            if answer.tag() != tag || answer[..] != tag.to_le_bytes() {
+                return fail(format!("request {tag} answered by {:?}", answer));
+            }
+            if i >= WARMUP {
+                lat.push(elapsed);
+                if lat.over_budget(self.budget()) {
+                    say!(self, "time budget reached, stopping early");
+                    break;
+                }
+            }
+        }
+        client.request(GOODBYE, b"goodbye")?;
+        let bye = client
+            .receive_timeout(self.timeout())
+            .context(|| "waiting for the answer to goodbye".into())?;
+        say!(self, "server said {}", text(&bye));
+        self.latency_result("request-response", "requests", lat)
+    }
+
+    fn subscriber(&self, index: usize, echo: bool) -> Res {
+        let pattern = SUBSCRIPTIONS[index];
+        let node = self.node(&format!("sub-{index}"))?;
+        let echo_ports = if echo {
+            let pings = node.open_exchange(PING)?.subscriber("ping", 0)?;
+            let pongs = node.open_exchange(PONG)?.publisher()?;
+            Some((pings, pongs))
+        } else {
+            None
+        };
+        let sub = node
+            .open_exchange(SENSORS)?
+            .subscriber(pattern, index as u64)?;
+        say!(self, "subscribed to {pattern} on {SENSORS}");
+        let expected: Vec<_> = READINGS.iter().filter(|r| r.2[index]).collect();
+        for (key, value, _) in &expected {
+            let sample = sub
+                .receive_timeout(self.timeout())
+                .context(|| format!("waiting for {key}"))?;
+            let got_key = sample.key().unwrap_or("");
+            let payload = text(&sample);
+            say!(self, "got {got_key}: {payload}");
+            if got_key != *key || payload != *value || sample.tag() != index as u64 {
+                return fail(format!("expected {key}: {value} with tag {index}"));
+            }
+        }
+        say!(
+            self,
+            "received all {} readings {pattern} matches, in order",
+            expected.len()
+        );
+        let Some((pings, pongs)) = echo_ports else {
+            return Ok(());
+        };
+        say!(self, "echoing {PING} back on {PONG}");
+        let mut echoed = 0u64;
+        loop {
+            let ping = pings
+                .receive_timeout(self.timeout())
+                .context(|| format!("waiting for ping {}", echoed + 1))?;
+            let last = ping[..] == *BYE;
+            let mut loan = pongs.loan(ping.len())?;
+            loan.copy_from_slice(&ping);
+            drop(ping);
+            let sent = pongs.publish_loan("pong", loan)?;
+            if sent.delivered != 1 {
+                return fail(format!("pong reached {} subscribers", sent.delivered));
+            }
+            if last {
+                break;
+            }
+            echoed += 1;
+        }
+        say!(self, "echoed {echoed} pings");
+        Ok(())
+    }
+
+    fn publisher(&self, round_trips: u64) -> Res {
+        let node = self.node("publisher")?;
+        let publisher = node.open_exchange(SENSORS)?.publisher()?;
+        for (key, value, matches) in READINGS {
+            let sent = publisher.publish(key, value.as_bytes())?;
+            let want = matches.iter().filter(|&&m| m).count() as u32;
+            let subscribers = match sent.delivered {
+                1 => "subscriber",
+                _ => "subscribers",
+            };
+            say!(
+                self,
+                "published {key}: {value} -> {} {subscribers}",
+                sent.delivered
+            );
+            if sent.delivered != want || sent.missed != 0 {
+                return fail(format!(
+                    "{key} should reach {want} subscribers, reached {} (missed {})",
+                    sent.delivered, sent.missed
+                ));
+            }
+        }
+        let pings = node.open_exchange(PING)?.publisher()?;
+        let pongs = node.open_exchange(PONG)?.subscriber("pong", 0)?;
+        say!(
+            self,
+            "measuring {round_trips} ping-pong round trips over {PING} and {PONG}..."
+        );
+        let mut lat = Latencies::with_capacity(round_trips as usize);
+        for i in 0..WARMUP + round_trips {
+            let start = Instant::now();
+            let mut loan = pings.loan(8)?;
+            loan.copy_from_slice(&i.to_le_bytes());
+            let sent = pings.publish_loan("ping", loan)?;
+            if sent.delivered != 1 {
+                return fail(format!("ping reached {} subscribers", sent.delivered));
+            }
+            let pong = pongs
+                .receive_timeout(self.timeout())
+                .context(|| format!("waiting for pong {i}"))?;
+            let elapsed = start.elapsed();
+            if pong[..] != i.to_le_bytes() || pong.key() != Some("pong") {
+                return fail(format!("ping {i} answered by {pong:?}"));
+            }
+            if i >= WARMUP {
+                lat.push(elapsed);
+                if lat.over_budget(self.budget()) {
+                    say!(self, "time budget reached, stopping early");
+                    break;
+                }
+            }
+        }
+        pings.publish("ping", BYE)?;
+        let bye = pongs
+            .receive_timeout(self.timeout())
+            .context(|| "waiting for the last pong".into())?;
+        say!(self, "echo said {}", text(&bye));
+        self.latency_result("publish-subscribe", "ping-pongs", lat)
+    }
+
+    fn consumer(&self) -> Res {
+        /// What the consumer knows of one producer.
+        struct Stream {
+            name: String,
+            next: u64,
+            done: bool,
+        }
+        let node = self.node("consumer")?;
+        let consumer = node.open_exchange(LOGS)?.consumer()?;
+        say!(self, "consuming {LOGS}");
+        let mut streams: BTreeMap<u32, Stream> = BTreeMap::new();
+        let mut done = 0;
+        let mut first = None;
+        while done < PRODUCERS {
+            let sample = consumer
+                .receive_timeout(self.timeout())
+                .context(|| format!("waiting for messages ({done} producers done)"))?;
+            first.get_or_insert_with(Instant::now);
+            let name = text(&sample);
+            let port = sample.sender();
+            let s = streams.entry(port).or_insert_with(|| Stream {
+                name: name.clone(),
+                next: 0,
+                done: false,
+            });
+            if name != s.name || s.done {
+                return fail(format!("port {port}: unexpected message {sample:?}"));
+            }
+            if sample.tag() == DONE {
+                say!(self, "{name} is done");
+                s.done = true;
+                done += 1;
+                continue;
+            }
+            if sample.tag() != s.next {
+                return fail(format!(
+                    "out of order: message {} from {name}, expected {}",
+                    sample.tag(),
+                    s.next
+                ));
+            }
+            if s.next < 2 {
+                say!(self, "got message {} from {name} (port {port})", s.next);
+            }
+            s.next += 1;
+        }
+        let elapsed = first.map_or(Duration::ZERO, |t| t.elapsed());
+        let mut total = 0;
+        let mut by_name: Vec<&Stream> = streams.values().collect();
+        by_name.sort_by(|a, b| a.name.cmp(&b.name));
+        for s in by_name {
+            say!(self, "{}: {} messages, all in order", s.name, s.next);
+            if s.next != FANIN_MESSAGES {
+                return fail(format!(
+                    "{} sent {} messages, expected {FANIN_MESSAGES}",
+                    s.name, s.next
+                ));
+            }
+            total += s.next;
+        }
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        self.result(format!(
+            "fan-in: {total} messages from {} producers in {}: {} msg/s ({} per message), per-producer order checked",
+            streams.len(),
+            format_ns(elapsed.as_nanos() as u64),
+            format_rate(total as f64 / secs),
+            format_ns((elapsed.as_nanos() / u128::from(total.max(1))) as u64),
+        ));
+        Ok(())
+    }
+
+    fn producer(&self, index: u32) -> Res {
+        let name = format!("producer-{index}");
+        let node = self.node(&name)?;
+        let go = node.open_exchange(GO)?.subscriber("go", 0)?;
+        let logs: Exchange = node.open_exchange(LOGS)?;
+        let producer = logs.producer()?;
+        say!(self, "attached as port {}, waiting for go", producer.id());
+        go.receive_timeout(self.timeout())
+            .context(|| "waiting for go".into())?;
+        let deadline = Instant::now() + self.timeout();
+        let mut retries = 0u64;
+        for seq in 0..FANIN_MESSAGES {
+            send(&producer, seq, name.as_bytes(), deadline, &mut retries)?;
+            if seq < 2 {
+                say!(self, "sent message {seq}");
+            }
+        }
+        send(&producer, DONE, name.as_bytes(), deadline, &mut retries)?;
+        say!(
+            self,
+            "sent {FANIN_MESSAGES} messages and done ({retries} retries on a full queue)"
+        );
+        Ok(())
+    }
+}
+
+/// Sends, retrying while the consumer's queue (or the pool) is full: fan-in
+/// reports back-pressure to the producer instead of dropping. The retries
+/// back off from spinning to yielding to short sleeps, so that producers
+/// outnumbering the CPUs leave the consumer time to drain its queue.
+fn send(
+    producer: &Producer,
+    tag: u64,
+    payload: &[u8],
+    deadline: Instant,
+    retries: &mut u64,
+) -> Res {
+    let mut attempt = 0u32;
+    loop {
+        match producer.send(tag, payload) {
+            Ok(()) => return Ok(()),
+            Err(SendError::QueueFull | SendError::PoolExhausted { .. }) => {
+                *retries += 1;
+                attempt += 1;
+                if Instant::now() >= deadline {
+                    return fail(format!("consumer queue still full at message {tag}"));
+                }
+                match attempt {
+                    0..=15 => std::hint::spin_loop(),
+                    16..=31 => std::thread::yield_now(),
+                    _ => std::thread::sleep(Duration::from_micros(50)),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

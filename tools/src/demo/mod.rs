@@ -1,0 +1,514 @@
+//! `shmex demo`: the three patterns between real processes.
+//!
+//! The parent joins a fresh namespace (`demo-<pid>` by default), creates each
+//! scenario's exchanges, and starts the roles as child processes: this very
+//! binary re-executed as `shmex __child ...` ([`child`]). It never sleeps for
+//! correctness: it starts a sender only once the receivers' ports show up in
+//! the exchange ([`shmex::Exchange::ports`]), and fan-in producers start
+//! together on a "go" publication. Children print what they send and
+//! receive, prefixed with their role, plus one `result:` line with a figure;
+//! the parent relays their output, checks every exit status, checks that no
+//! chunk leaked and no port stayed attached, and at the end that the
+//! namespace left no file behind.
+//!
+//! Scenarios:
+//! 1. request-response: a server and a client; a few printed requests, then
+//!    the median round trip of `--requests` requests (spin mode);
+//! 2. publish-subscribe: a publisher and three subscribers (`sensors.*`,
+//!    `sensors.#`, `#.temp`) that each check they got exactly the readings
+//!    their pattern matches, in order; then a ping-pong over two exchanges
+//!    (publisher → the first subscriber → publisher) for a round-trip median;
+//! 3. fan-in: three producers, one consumer that checks per-producer order
+//!    and counts, and reports the throughput.
+
+pub mod child;
+mod stats;
+mod supervise;
+
+use crate::args::{Args, NamespaceArgs, UsageError};
+use shmex::{Exchange, Limits, Namespace, Node, Pattern};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use supervise::Children;
+
+/// The hidden command that runs one role of the demo.
+pub const CHILD_COMMAND: &str = "__child";
+
+/// Starts the text (after the `[role] ` prefix) of a child's output line that
+/// carries a figure for the summary.
+const RESULT_PREFIX: &str = "result: ";
+
+/// Help text of `shmex demo`.
+pub const HELP: &str = "\
+Usage: shmex demo [--namespace NS] [--root DIR] [--requests N] [--spin-us US]
+                  [--timeout SECS]
+
+Runs each messaging pattern end to end between real processes (this binary,
+re-executed as children) and prints what every process sends and receives:
+
+  request-response   one server, one client; median round trip (spin mode)
+  publish-subscribe  one publisher, subscribers on sensors.*, sensors.# and
+                     #.temp; median ping-pong round trip over two exchanges
+  fan-in             three producers, one consumer; per-producer order and
+                     counts checked; throughput
+
+The demo fails (exit status 1) when any process fails, a check does not hold,
+a scenario exceeds its timeout (its processes are killed) or a segment file
+is left behind.
+
+Options:
+  -n, --namespace NS  namespace to run in; must be unused (default: demo-<pid>)
+  --root DIR          folder of the segment files (default: $SHMEX_ROOT, else /dev/shm)
+  --requests N        round trips per latency figure (default 20000)
+  --spin-us US        how long receivers busy-poll before sleeping (default 100000)
+  --timeout SECS      time limit of each scenario (default 30)
+  -h, --help          print this help
+";
+
+/// Exchange names.
+const RPC: &str = "rpc";
+const SENSORS: &str = "sensors";
+const PING: &str = "ping";
+const PONG: &str = "pong";
+const LOGS: &str = "logs";
+const GO: &str = "go";
+
+/// The subscribers' topic patterns; subscriber `i` has tag `i`. The first one
+/// also echoes the ping-pong.
+const SUBSCRIPTIONS: [&str; 3] = ["sensors.*", "sensors.#", "#.temp"];
+
+/// What the publisher publishes: routing key, payload, and which of the
+/// [`SUBSCRIPTIONS`] must receive it (written out by hand, so the demo checks
+/// the library's routing rather than restating it).
+const READINGS: [(&str, &str, [bool; 3]); 6] = [
+    ("sensors.temp", "21.5 C", [true, true, true]),
+    ("sensors.humidity", "40 %", [true, true, false]),
+    ("sensors.kitchen.temp", "19.0 C", [false, true, true]),
+    ("engine.temp", "88 C", [false, false, true]),
+    ("sensors", "all sensors ok", [false, true, false]),
+    ("weather.wind", "12 km/h", [false, false, false]),
+];
+
+/// Fan-in producers and messages each sends.
+const PRODUCERS: u32 = 3;
+const FANIN_MESSAGES: u64 = 20_000;
+
+/// One role of the demo, as passed to a child process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Answers requests on [`RPC`] until the client says goodbye.
+    Server,
+    /// Sends requests on [`RPC`]; measures `requests` round trips.
+    Client { requests: u32 },
+    /// Subscribes [`SUBSCRIPTIONS`]`[index]` on [`SENSORS`]; with `echo`,
+    /// then answers pings from [`PING`] on [`PONG`].
+    Subscriber { index: usize, echo: bool },
+    /// Publishes [`READINGS`], then measures `round_trips` ping-pongs.
+    Publisher { round_trips: u32 },
+    /// The single consumer of [`LOGS`].
+    Consumer,
+    /// Producer `index` (1-based) of [`LOGS`].
+    Producer { index: u32 },
+}
+
+impl Role {
+    /// The prefix of the role's output lines, without brackets.
+    pub fn label(&self) -> String {
+        match self {
+            Role::Server => "server".into(),
+            Role::Client { .. } => "client".into(),
+            Role::Subscriber { index, .. } => format!("sub {}", SUBSCRIPTIONS[*index]),
+            Role::Publisher { .. } => "publisher".into(),
+            Role::Consumer => "consumer".into(),
+            Role::Producer { index } => format!("producer-{index}"),
+        }
+    }
+}
+
+/// Everything a child needs: its role, the receivers' spin time, and how long
+/// it may wait for anything before giving up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildArgs {
+    /// What to do.
+    pub role: Role,
+    /// Spin time of the child's node.
+    pub spin: Duration,
+    /// Longest wait for any one message.
+    pub timeout: Duration,
+}
+
+impl ChildArgs {
+    /// `__child SPIN_US TIMEOUT_MS ROLE [ROLE ARGS]`.
+    pub fn to_argv(&self) -> Vec<String> {
+        let mut v = vec![
+            CHILD_COMMAND.to_string(),
+            self.spin.as_micros().to_string(),
+            self.timeout.as_millis().to_string(),
+        ];
+        let role: Vec<String> = match &self.role {
+            Role::Server => vec!["server".into()],
+            Role::Client { requests } => vec!["client".into(), requests.to_string()],
+            Role::Subscriber { index, echo } => vec![
+                "subscriber".into(),
+                index.to_string(),
+                if *echo { "echo" } else { "quiet" }.into(),
+            ],
+            Role::Publisher { round_trips } => vec!["publisher".into(), round_trips.to_string()],
+            Role::Consumer => vec!["consumer".into()],
+            Role::Producer { index } => vec!["producer".into(), index.to_string()],
+        };
+        v.extend(role);
+        v
+    }
+
+    /// Inverse of [`to_argv`](Self::to_argv), without the leading command.
+    pub fn parse(args: &[String]) -> Result<ChildArgs, String> {
+        let words: Vec<&str> = args.iter().map(String::as_str).collect();
+        let num = |s: &str| s.parse::<u64>().map_err(|_| format!("bad number {s:?}"));
+        let (spin, timeout, role) = match words.as_slice() {
+            [spin, timeout, role @ ..] => (num(spin)?, num(timeout)?, role),
+            _ => return Err("missing arguments".into()),
+        };
+        let role = match role {
+            ["server"] => Role::Server,
+            ["client", n] => Role::Client {
+                requests: num(n)? as u32,
+            },
+            ["subscriber", i, mode] => {
+                let index = num(i)? as usize;
+                if index >= SUBSCRIPTIONS.len() {
+                    return Err(format!("no subscriber {index}"));
+                }
+                Role::Subscriber {
+                    index,
+                    echo: *mode == "echo",
+                }
+            }
+            ["publisher", n] => Role::Publisher {
+                round_trips: num(n)? as u32,
+            },
+            ["consumer"] => Role::Consumer,
+            ["producer", i] => Role::Producer {
+                index: num(i)? as u32,
+            },
+            _ => return Err(format!("unknown role {role:?}")),
+        };
+        Ok(ChildArgs {
+            role,
+            spin: Duration::from_micros(spin),
+            timeout: Duration::from_millis(timeout),
+        })
+    }
+}
+
+/// What `shmex demo` was asked for.
+struct Options {
+    namespace: Namespace,
+    requests: u32,
+    spin: Duration,
+    timeout: Duration,
+}
+
+fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
+    let mut args = Args::new(args);
+    let mut ns = NamespaceArgs::default();
+    let mut requests = 20_000;
+    let mut spin_us = 100_000;
+    let mut timeout = 30;
+    while let Some(opt) = args.next_opt()? {
+        if ns.accept(&mut args, &opt)? {
+            continue;
+        }
+        match opt.name.as_str() {
+            "--requests" => requests = args.number(&opt, 1, 10_000_000)? as u32,
+            "--spin-us" => spin_us = args.number(&opt, 0, 10_000_000)?,
+            "--timeout" => timeout = args.number(&opt, 1, 3600)?,
+            "-h" | "--help" => return Ok(None),
+            _ => return Err(opt.unknown()),
+        }
+    }
+    // A fresh namespace unless one is named explicitly: SHMEX_NAMESPACE is
+    // for joining existing namespaces, the demo wants one to itself.
+    ns.name = Some(
+        ns.name
+            .unwrap_or_else(|| format!("demo-{}", std::process::id())),
+    );
+    Ok(Some(Options {
+        namespace: ns.resolve()?,
+        requests,
+        spin: Duration::from_micros(spin_us),
+        timeout: Duration::from_secs(timeout),
+    }))
+}
+
+/// Runs `shmex demo` with the arguments after `demo`.
+pub fn run(args: Vec<String>) -> ExitCode {
+    let opts = match parse(args) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("shmex demo: {e}\n\n{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+    let demo = Demo {
+        results: Arc::default(),
+        opts,
+    };
+    let ns = &demo.opts.namespace;
+    let existing = ns.segment_files();
+    if !existing.is_empty() {
+        eprintln!(
+            "[demo] error: namespace {} is in use ({} files in {}); pick another with --namespace",
+            ns.name,
+            existing.len(),
+            ns.root.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "[demo] namespace {} in {}, {} CPUs",
+        ns.name,
+        ns.root.display(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let mut failed = Vec::new();
+    match Node::builder("demo")
+        .namespace(&ns.name)
+        .root(&ns.root)
+        .create()
+    {
+        Ok(node) => {
+            let scenarios: [(&str, Scenario); 3] = [
+                ("request-response", Demo::request_response),
+                ("publish-subscribe", Demo::publish_subscribe),
+                ("fan-in", Demo::fan_in),
+            ];
+            for (title, scenario) in scenarios {
+                println!("\n== {title} ==");
+                match scenario(&demo, &node) {
+                    Ok(()) => println!("[demo] {title}: ok"),
+                    Err(e) => {
+                        eprintln!("[demo] {title} FAILED: {e}");
+                        failed.push(title);
+                    }
+                }
+            }
+            // Last node out: dropping it removes the registry.
+            drop(node);
+        }
+        Err(e) => {
+            eprintln!("[demo] error: cannot join namespace {}: {e}", ns.name);
+            failed.push("setup");
+        }
+    }
+    if !check_clean(ns) {
+        failed.push("cleanup");
+    }
+    println!("\n== summary ==");
+    for line in demo.results.lock().map(|r| r.clone()).unwrap_or_default() {
+        println!("{line}");
+    }
+    if failed.is_empty() {
+        println!("[demo] all patterns ok");
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("[demo] FAILED: {}", failed.join(", "));
+        ExitCode::FAILURE
+    }
+}
+
+/// Checks the namespace left no file; removes and reports any it did.
+fn check_clean(ns: &Namespace) -> bool {
+    let left = ns.segment_files();
+    if left.is_empty() {
+        println!(
+            "\n[demo] no segment left in {} for namespace {}",
+            ns.root.display(),
+            ns.name
+        );
+        return true;
+    }
+    eprintln!("[demo] error: segments left behind:");
+    for path in &left {
+        eprintln!("[demo]   {}", path.display());
+        let _ = std::fs::remove_file(path);
+    }
+    eprintln!("[demo] (removed them)");
+    false
+}
+
+type Scenario = fn(&Demo, &Node) -> Result<(), String>;
+
+/// State shared by the scenarios.
+struct Demo {
+    opts: Options,
+    /// `result:` lines of the children, for the summary.
+    results: Arc<Mutex<Vec<String>>>,
+}
+
+impl Demo {
+    fn children(&self) -> Children {
+        Children::new(
+            &self.opts.namespace,
+            self.opts.timeout,
+            self.results.clone(),
+        )
+    }
+
+    /// A child gives up waiting after half the scenario's time limit, so a
+    /// stuck peer is normally reported by the child that waited for it
+    /// before the parent has to kill anyone.
+    fn child(&self, role: Role) -> ChildArgs {
+        ChildArgs {
+            role,
+            spin: self.opts.spin,
+            timeout: self.opts.timeout / 2,
+        }
+    }
+
+    fn request_response(&self, node: &Node) -> Result<(), String> {
+        let rpc = create(node, RPC, Pattern::RequestResponse)?;
+        let mut kids = self.children();
+        kids.spawn(&self.child(Role::Server))?;
+        kids.wait_for("the server to attach", || rpc.ports() >= 1)?;
+        kids.spawn(&self.child(Role::Client {
+            requests: self.opts.requests,
+        }))?;
+        kids.finish()?;
+        check_idle(&rpc)
+    }
+
+    fn publish_subscribe(&self, node: &Node) -> Result<(), String> {
+        let sensors = create(node, SENSORS, Pattern::PublishSubscribe)?;
+        let ping = create(node, PING, Pattern::PublishSubscribe)?;
+        let pong = create(node, PONG, Pattern::PublishSubscribe)?;
+        let mut kids = self.children();
+        for index in 0..SUBSCRIPTIONS.len() {
+            kids.spawn(&self.child(Role::Subscriber {
+                index,
+                echo: index == 0,
+            }))?;
+        }
+        // Three sensor subscriptions, plus the echo's ping subscription and
+        // pong publisher: then the publisher will miss nobody.
+        kids.wait_for("the subscribers to attach", || {
+            sensors.ports() >= SUBSCRIPTIONS.len() as u32 && ping.ports() >= 1 && pong.ports() >= 1
+        })?;
+        kids.spawn(&self.child(Role::Publisher {
+            round_trips: self.opts.requests,
+        }))?;
+        kids.finish()?;
+        for ex in [&sensors, &ping, &pong] {
+            check_idle(ex)?;
+        }
+        Ok(())
+    }
+
+    fn fan_in(&self, node: &Node) -> Result<(), String> {
+        let logs = create(node, LOGS, Pattern::FanIn)?;
+        let go = create(node, GO, Pattern::PublishSubscribe)?;
+        let mut kids = self.children();
+        kids.spawn(&self.child(Role::Consumer))?;
+        kids.wait_for("the consumer to attach", || logs.ports() >= 1)?;
+        for index in 1..=PRODUCERS {
+            kids.spawn(&self.child(Role::Producer { index }))?;
+        }
+        kids.wait_for("the producers to attach", || {
+            logs.ports() > PRODUCERS && go.ports() >= PRODUCERS
+        })?;
+        // One publication starts all producers at once, so the consumer's
+        // throughput figure does not include process start-up.
+        {
+            let starter = go.publisher().map_err(|e| e.to_string())?;
+            let sent = starter.publish("go", b"go").map_err(|e| e.to_string())?;
+            println!("[demo] go: released {} producers", sent.delivered);
+            if sent.delivered != PRODUCERS {
+                return Err(format!(
+                    "go reached {} producers, expected {PRODUCERS}",
+                    sent.delivered
+                ));
+            }
+        }
+        kids.finish()?;
+        check_idle(&logs)?;
+        check_idle(&go)
+    }
+}
+
+/// Creates a scenario's exchange with default limits.
+fn create(node: &Node, name: &str, pattern: Pattern) -> Result<Exchange, String> {
+    node.create_exchange(name, pattern, Limits::default())
+        .map_err(|e| format!("cannot create exchange {name}: {e}"))
+}
+
+/// After the children exited: no port may still be attached and every chunk
+/// must be back in the pool.
+fn check_idle(ex: &Exchange) -> Result<(), String> {
+    let (ports, free, total) = (ex.ports(), ex.chunks_free(), ex.limits().chunk_count);
+    println!(
+        "[demo] exchange {}: {ports} ports attached, {free}/{total} chunks free",
+        ex.name()
+    );
+    if ports != 0 {
+        return Err(format!("{ports} ports still attached to {}", ex.name()));
+    }
+    if free != total {
+        return Err(format!(
+            "{} chunks of {} not returned to the pool",
+            total - free,
+            ex.name()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_args_round_trip() {
+        let roles = [
+            Role::Server,
+            Role::Client { requests: 7 },
+            Role::Subscriber {
+                index: 2,
+                echo: false,
+            },
+            Role::Subscriber {
+                index: 0,
+                echo: true,
+            },
+            Role::Publisher { round_trips: 9 },
+            Role::Consumer,
+            Role::Producer { index: 3 },
+        ];
+        for role in roles {
+            let a = ChildArgs {
+                role,
+                spin: Duration::from_micros(15),
+                timeout: Duration::from_millis(2500),
+            };
+            let argv = a.to_argv();
+            assert_eq!(argv[0], CHILD_COMMAND);
+            assert_eq!(ChildArgs::parse(&argv[1..]).unwrap(), a);
+        }
+        assert!(ChildArgs::parse(&["1".into(), "2".into(), "dancer".into()]).is_err());
+    }
+
+    #[test]
+    fn readings_match_the_library_routing() {
+        // The hand-written table must agree with AMQP topic rules.
+        for (key, _, expected) in READINGS {
+            for (i, pattern) in SUBSCRIPTIONS.iter().enumerate() {
+                let topic = shmex::topic::Topic::parse(pattern).unwrap();
+                assert_eq!(topic.matches(key), expected[i], "{pattern} vs {key}");
+            }
+        }
+    }
+}
