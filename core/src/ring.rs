@@ -3,10 +3,11 @@
 //! The algorithm is Dmitry Vyukov's bounded MPMC queue reduced to one consumer:
 //! every slot carries its own sequence number, producers claim a position with a
 //! CAS on `tail`, write the descriptor and publish it by storing `pos + 1` into
-//! the slot's sequence; the consumer reads slots in order and hands a slot back
-//! by storing `pos + capacity`. Ring lines therefore travel only producer →
-//! consumer, and the consumer never writes a word a producer spins on except
-//! when it frees a slot.
+//! the slot's sequence; the consumer reads slots in order, hands a slot back by
+//! storing `pos + capacity` and then advances `head`. Producers learn that a
+//! slot is free from `head` rather than from the slot (Lamport-style cached
+//! head, see [`Ring::push_cached`]), so slot lines travel only producer →
+//! consumer and the head line only when a producer's cached head runs out.
 //!
 //! Guarantees:
 //! - messages of one producer are consumed in the order that producer pushed them;
@@ -143,37 +144,60 @@ impl<'a> Ring<'a> {
         self.mask + 1
     }
 
-    /// Pushes `d`. Lock-free; any number of producers.
+    /// Pushes `d`. Lock-free; any number of producers. Reads the consumer's
+    /// position afresh; see [`push_cached`](Self::push_cached).
     pub fn push(&self, d: &Descriptor) -> Result<(), PushError> {
+        let mut head = self.control.head.load(Ordering::Acquire);
+        self.push_cached(d, &mut head)
+    }
+
+    /// The consumer's position now (to seed a producer's head cache).
+    pub fn head(&self) -> u32 {
+        self.control.head.load(Ordering::Acquire)
+    }
+
+    /// Pushes `d` using `head_cache`, this producer's last reading of the
+    /// consumer's position (seed it with [`head`](Self::head); it must never
+    /// run ahead of the real head). A slot is known free when
+    /// `pos - head < capacity`; the head line is only re-read when the cached
+    /// value says the ring may be full, so a producer does not pull a line the
+    /// consumer writes on every message.
+    pub fn push_cached(&self, d: &Descriptor, head_cache: &mut u32) -> Result<(), PushError> {
+        let capacity = self.mask + 1;
         let mut pos = self.control.tail.load(Ordering::Relaxed);
         for _ in 0..MAX_RETRIES {
-            let slot = &self.slots[(pos & self.mask) as usize];
-            let seq = slot.seq.load(Ordering::Acquire);
-            let diff = seq.wrapping_sub(pos) as i32;
-            if diff == 0 {
-                match self.control.tail.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        slot.chunk.store(d.chunk, Ordering::Relaxed);
-                        slot.len.store(d.len, Ordering::Relaxed);
-                        slot.flags.store(d.flags, Ordering::Relaxed);
-                        slot.tag.store(d.tag, Ordering::Relaxed);
-                        slot.meta.store(d.meta, Ordering::Relaxed);
-                        slot.seq.store(pos.wrapping_add(1), Ordering::Release);
-                        return Ok(());
-                    }
-                    Err(actual) => pos = actual,
+            if pos.wrapping_sub(*head_cache) >= capacity {
+                *head_cache = self.control.head.load(Ordering::Acquire);
+                let used = pos.wrapping_sub(*head_cache);
+                if used == capacity {
+                    return Err(PushError::Full);
                 }
-            } else if diff < 0 {
-                // The slot still holds the descriptor from one lap ago.
-                return Err(PushError::Full);
-            } else {
-                // Another producer took `pos`; catch up.
-                pos = self.control.tail.load(Ordering::Relaxed);
+                if used > capacity {
+                    // Our `pos` is older than the consumer's head: catch up.
+                    pos = self.control.tail.load(Ordering::Relaxed);
+                    crate::sync::spin_hint();
+                    continue;
+                }
+            }
+            match self.control.tail.compare_exchange_weak(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    // `pos - head < capacity` for a head we acquired: the
+                    // consumer has finished with this slot's previous lap.
+                    let slot = &self.slots[(pos & self.mask) as usize];
+                    slot.chunk.store(d.chunk, Ordering::Relaxed);
+                    slot.len.store(d.len, Ordering::Relaxed);
+                    slot.flags.store(d.flags, Ordering::Relaxed);
+                    slot.tag.store(d.tag, Ordering::Relaxed);
+                    slot.meta.store(d.meta, Ordering::Relaxed);
+                    slot.seq.store(pos.wrapping_add(1), Ordering::Release);
+                    return Ok(());
+                }
+                Err(actual) => pos = actual,
             }
             crate::sync::spin_hint();
         }
@@ -197,9 +221,10 @@ impl<'a> Ring<'a> {
         };
         slot.seq
             .store(pos.wrapping_add(self.mask + 1), Ordering::Release);
+        // Release: a producer that reads this head may reuse the slot.
         self.control
             .head
-            .store(pos.wrapping_add(1), Ordering::Relaxed);
+            .store(pos.wrapping_add(1), Ordering::Release);
         Some(d)
     }
 

@@ -209,10 +209,6 @@ impl MetaTable for ChunkTable {
     }
 }
 
-static DETACHED_POOL: shmex_core::pool::PoolControl = shmex_core::pool::PoolControl {
-    head: std::sync::atomic::AtomicU64::new(u32::MAX as u64),
-};
-
 pub(crate) struct ExchangeInner {
     pub node: Arc<NodeInner>,
     pub name: Arc<str>,
@@ -221,7 +217,44 @@ pub(crate) struct ExchangeInner {
     pub layout: ExchangeLayout,
     pub seg: Segment,
     table: ChunkTable,
+    regions: Regions,
     user: u32,
+}
+
+/// The segment's regions, bounds-checked once when the exchange is opened so
+/// the data path only checks indices.
+struct Regions {
+    header: *const ExchangeHeader,
+    ports: *const [PortSlot],
+    ring_controls: *const [RingControl],
+    ring_slots: *const [Slot],
+    pool: *const PoolLine,
+}
+
+// SAFETY: the pointers target the mapping owned by the same ExchangeInner
+// (which outlives every use) and reach only `Shared` types (atomics).
+unsafe impl Send for Regions {}
+// SAFETY: as above.
+unsafe impl Sync for Regions {}
+
+impl Regions {
+    fn new(seg: &Segment, layout: &ExchangeLayout, limits: &RawLimits) -> Option<Regions> {
+        let ports = limits.max_ports as usize;
+        let chunks_end = (limits.chunk_count as usize)
+            .checked_mul(layout.chunk_stride)?
+            .checked_add(layout.chunks)?;
+        if chunks_end > seg.mapped_len() {
+            return None;
+        }
+        Some(Regions {
+            header: seg.get::<ExchangeHeader>(0)?,
+            ports: seg.slice::<PortSlot>(layout.ports, ports)?,
+            ring_controls: seg.slice::<RingControl>(layout.ring_controls, ports)?,
+            ring_slots: seg
+                .slice::<Slot>(layout.ring_slots, ports * limits.queue_depth as usize)?,
+            pool: seg.get::<PoolLine>(layout.pool)?,
+        })
+    }
 }
 
 /// A handle on an open exchange. Ports are made from it; the exchange stays
@@ -366,15 +399,12 @@ impl Exchange {
                 return Err(OpenError::InvalidLimits { reason });
             }
         };
-        let inner = ExchangeInner {
-            node: node.clone(),
-            name: name.into(),
-            pattern,
-            limits: raw,
-            layout,
-            table: ChunkTable::new(&seg, &layout, raw.chunk_count),
-            seg,
-            user: 0,
+        let inner = match ExchangeInner::new(node, name, pattern, raw, layout, seg) {
+            Ok(inner) => inner,
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                return Err(e.into());
+            }
         };
         if let Err(e) = inner.initialise(name, pattern) {
             let _ = std::fs::remove_file(&path);
@@ -449,16 +479,7 @@ impl Exchange {
             let _ = std::fs::remove_file(&path);
             return Ok(None);
         }
-        let mut inner = ExchangeInner {
-            node: node.clone(),
-            name: name.into(),
-            pattern,
-            limits: raw,
-            layout,
-            table: ChunkTable::new(&seg, &layout, raw.chunk_count),
-            seg,
-            user: 0,
-        };
+        let mut inner = ExchangeInner::new(node, name, pattern, raw, layout, seg)?;
         inner.user = inner.add_user().ok_or_else(|| OpenError::TooManyUsers {
             name: name.to_string(),
             max: MAX_USERS,
@@ -502,8 +523,41 @@ impl Exchange {
 }
 
 impl ExchangeInner {
+    fn new(
+        node: &Arc<NodeInner>,
+        name: &str,
+        pattern: Pattern,
+        limits: RawLimits,
+        layout: ExchangeLayout,
+        seg: Segment,
+    ) -> Result<ExchangeInner, SegmentError> {
+        let regions =
+            Regions::new(&seg, &layout, &limits).ok_or_else(|| SegmentError::Corrupt {
+                path: seg.path.clone(),
+                what: "regions do not fit the segment".into(),
+            })?;
+        Ok(ExchangeInner {
+            node: node.clone(),
+            name: name.into(),
+            pattern,
+            limits,
+            layout,
+            table: ChunkTable::new(&seg, &layout, limits.chunk_count),
+            seg,
+            regions,
+            user: 0,
+        })
+    }
+
     fn header(&self) -> Option<&ExchangeHeader> {
-        self.seg.get(0)
+        // SAFETY: validated inside the mapping by Regions::new; the mapping
+        // lives as long as self; ExchangeHeader is Shared.
+        Some(unsafe { &*self.regions.header })
+    }
+
+    fn ports_table(&self) -> &[PortSlot] {
+        // SAFETY: as in `header`.
+        unsafe { &*self.regions.ports }
     }
 
     /// Fills a freshly created, all-zero segment. Under the control lock.
@@ -554,36 +608,24 @@ impl ExchangeInner {
     }
 
     pub fn pool(&self) -> Pool<'_, ChunkTable> {
-        // The validated layout placed the pool line inside the mapping; the
-        // fallback (an empty pool) is only reachable through a layout bug.
-        let control = match self.seg.get::<PoolLine>(self.layout.pool) {
-            Some(p) => &p.0,
-            None => &DETACHED_POOL,
-        };
+        // SAFETY: as in `header`.
+        let control = unsafe { &(*self.regions.pool).0 };
         Pool::new(control, &self.table)
     }
 
     pub fn ring(&self, port: u32) -> Option<Ring<'_>> {
-        if port >= self.limits.max_ports {
-            return None;
-        }
-        let control: &RingControl = self
-            .seg
-            .get(self.layout.ring_controls + port as usize * std::mem::size_of::<RingControl>())?;
+        let port = port as usize;
         let depth = self.limits.queue_depth as usize;
-        let slots: &[Slot] = self.seg.slice(
-            self.layout.ring_slots + port as usize * depth * std::mem::size_of::<Slot>(),
-            depth,
-        )?;
+        // SAFETY: as in `header`.
+        let (controls, slots) =
+            unsafe { (&*self.regions.ring_controls, &*self.regions.ring_slots) };
+        let control = controls.get(port)?;
+        let slots = slots.get(port * depth..(port + 1) * depth)?;
         Ring::new(control, slots)
     }
 
     pub fn port(&self, index: u32) -> Option<&PortSlot> {
-        if index >= self.limits.max_ports {
-            return None;
-        }
-        self.seg
-            .get(self.layout.ports + index as usize * std::mem::size_of::<PortSlot>())
+        self.ports_table().get(index as usize)
     }
 
     pub fn chunk_header(&self, chunk: u32) -> Option<&ChunkHeader> {
@@ -635,6 +677,17 @@ impl ExchangeInner {
         Ok(())
     }
 
+    /// Pushes `d` to a cached target (using its cached ring head) and wakes
+    /// its node.
+    pub fn deliver_to(&self, target: &mut Target, d: &Descriptor) -> Result<(), PushError> {
+        let ring = self
+            .ring(target.index)
+            .ok_or(PushError::Corrupt(Corrupt("port index out of range")))?;
+        ring.push_cached(d, &mut target.head)?;
+        self.node.wake(target.node);
+        Ok(())
+    }
+
     /// Releases one reference to `chunk`.
     pub fn release(&self, chunk: u32) {
         if chunk != Descriptor::NO_CHUNK {
@@ -673,6 +726,9 @@ pub struct ExchangeInfo {
     pub name: String,
     /// Its pattern.
     pub pattern: Pattern,
+    /// Live processes holding it open; 0 means it was left behind by
+    /// processes that all exited (stale: replaced at the next create).
+    pub holders: u32,
     /// Attached ports.
     pub ports: u32,
     /// Pool size.
@@ -687,8 +743,9 @@ pub struct ExchangeInfo {
     pub size: u64,
 }
 
-/// Reads the exchanges of a namespace without joining it or touching them.
-/// Files that fail validation are reported as errors next to the good ones.
+/// Reads the exchanges of a namespace without joining it or writing to them
+/// (read-only mappings). Files that fail validation are reported as errors
+/// next to the good ones; an exchange still being created is skipped.
 pub fn list_exchanges(ns: &Namespace) -> Vec<Result<ExchangeInfo, SegmentError>> {
     let prefix = ns.exchange_prefix();
     let mut out = Vec::new();
@@ -699,17 +756,25 @@ pub fn list_exchanges(ns: &Namespace) -> Vec<Result<ExchangeInfo, SegmentError>>
         let Some(name) = file_name.strip_prefix(&prefix) else {
             continue;
         };
-        out.push(inspect(&path, name));
+        match inspect(&path, name) {
+            Ok(None) => {} // being created right now
+            Ok(Some(info)) => out.push(Ok(info)),
+            Err(e) => out.push(Err(e)),
+        }
     }
     out
 }
 
-fn inspect(path: &std::path::Path, name: &str) -> Result<ExchangeInfo, SegmentError> {
+fn inspect(path: &std::path::Path, name: &str) -> Result<Option<ExchangeInfo>, SegmentError> {
     let corrupt = |what: String| SegmentError::Corrupt {
         path: path.to_owned(),
         what,
     };
-    let seg = Segment::open(path)?.ok_or_else(|| corrupt("vanished while listed".into()))?;
+    let seg =
+        Segment::open_read_only(path)?.ok_or_else(|| corrupt("vanished while listed".into()))?;
+    if seg.is_uninitialised() {
+        return Ok(None);
+    }
     seg.check_header(KIND_EXCHANGE, "exchange")?;
     let h: &ExchangeHeader = seg.get(0).ok_or_else(|| corrupt("header".into()))?;
     let code = h.pattern.load(Ordering::Relaxed);
@@ -736,8 +801,17 @@ fn inspect(path: &std::path::Path, name: &str) -> Result<ExchangeInfo, SegmentEr
                 .is_some_and(|p| p.state.load(Ordering::Relaxed) == PORT_ACTIVE)
         })
         .count() as u32;
-    Ok(ExchangeInfo {
+    let holders = h
+        .users
+        .iter()
+        .filter(|u| {
+            let pid = u.pid.load(Ordering::Relaxed);
+            pid != 0 && sys::process_alive(pid, u.start_time.load(Ordering::Relaxed))
+        })
+        .count() as u32;
+    Ok(Some(ExchangeInfo {
         name: name.to_string(),
+        holders,
         pattern,
         ports,
         chunks_total: raw.chunk_count,
@@ -745,7 +819,7 @@ fn inspect(path: &std::path::Path, name: &str) -> Result<ExchangeInfo, SegmentEr
         chunk_size: raw.chunk_size,
         queue_depth: raw.queue_depth,
         size: seg.len() as u64,
-    })
+    }))
 }
 
 /// Descriptor flags.
@@ -917,6 +991,8 @@ pub(crate) struct Target {
     pub node: u32,
     pub tag: u64,
     pub topic: Option<crate::topic::Topic>,
+    /// This sender's last reading of the port's inbox head.
+    pub head: u32,
 }
 
 impl Targets {
@@ -949,20 +1025,23 @@ impl Targets {
             } else {
                 None
             };
+            let Some(ring) = ex.ring(i) else { break };
             self.list.push(Target {
                 index: i,
                 node: p.node.load(Ordering::Relaxed),
                 tag: p.tag.load(Ordering::Relaxed),
                 topic,
+                head: ring.head(),
             });
         }
         self.epoch = Some(epoch);
     }
 
-    /// Sets `matched` to the indices into `list` of the subscribers whose
-    /// pattern matches `key`.
-    pub fn match_key(&mut self, key: &str) {
+    /// Checks `key` and sets `matched` to the indices into `list` of the
+    /// subscribers whose pattern matches it. Both are cached for the last key.
+    pub fn match_key(&mut self, key: &str) -> Result<(), &'static str> {
         if self.last_key.as_deref() != Some(key) {
+            crate::topic::check_key(key)?;
             self.matched.clear();
             for (i, t) in self.list.iter().enumerate() {
                 if t.topic.as_ref().is_some_and(|p| p.matches(key)) {
@@ -977,5 +1056,6 @@ impl Targets {
                 None => self.last_key = Some(key.to_string()),
             }
         }
+        Ok(())
     }
 }

@@ -70,7 +70,7 @@ impl Producer {
         let ex = &self.core.ex;
         let mut consumer = self.consumer.borrow_mut();
         consumer.refresh(ex, Role::Consumer);
-        let Some(t) = consumer.list.first() else {
+        let Some(t) = consumer.list.first_mut() else {
             return Err(SendError::NoConsumer);
         };
         let (_, chunk, len) = loan.into_raw();
@@ -81,7 +81,7 @@ impl Producer {
             tag,
             meta: u64::from(self.core.index),
         };
-        match ex.deliver(t.index, t.node, &d) {
+        match ex.deliver_to(t, &d) {
             Ok(()) => Ok(()),
             Err(PushError::Full) => {
                 ex.release(chunk);

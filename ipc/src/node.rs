@@ -457,7 +457,7 @@ pub struct NodeInfo {
 /// Reads the nodes of a namespace without joining it. `Ok(empty)` when the
 /// namespace does not exist.
 pub fn list_nodes(ns: &Namespace) -> Result<Vec<NodeInfo>, SegmentError> {
-    let Some(seg) = Segment::open(&ns.registry_path())? else {
+    let Some(seg) = Segment::open_read_only(&ns.registry_path())? else {
         return Ok(Vec::new());
     };
     if seg.is_uninitialised() {

@@ -13,7 +13,7 @@ use crate::exchange::{Exchange, PortCore, Role, Targets, FLAG_PUBLISH};
 use crate::layout::store_bytes;
 use crate::rpc::{blocking, waitable};
 use crate::sample::{Loan, Sample};
-use crate::topic::{check_key, Topic};
+use crate::topic::Topic;
 use crate::waitset::{WaitNode, Waitable};
 use shmex_core::ring::{Descriptor, PushError};
 use std::cell::RefCell;
@@ -87,10 +87,6 @@ impl Publisher {
     /// returns to the pool and `delivered` is 0.
     pub fn publish_loan(&self, key: &str, loan: Loan) -> Result<Published, SendError> {
         loan.check_owner(&self.core.ex)?;
-        check_key(key).map_err(|reason| SendError::InvalidKey {
-            key: key.to_string(),
-            reason,
-        })?;
         let ex = &self.core.ex;
         let header = ex
             .chunk_header(loan.chunk)
@@ -99,8 +95,12 @@ impl Publisher {
         store_bytes(&header.key.0[..key.len().div_ceil(8)], key.as_bytes());
         let mut subs = self.subscribers.borrow_mut();
         subs.refresh(ex, Role::Subscriber);
+        subs.match_key(key)
+            .map_err(|reason| SendError::InvalidKey {
+                key: key.to_string(),
+                reason,
+            })?;
         let (_, chunk, len) = loan.into_raw();
-        subs.match_key(key);
         let matching = subs.matched.len() as u32;
         let pool = ex.pool();
         let mut report = Published::default();
@@ -109,8 +109,9 @@ impl Publisher {
                 ex.release(chunk);
                 return Err(c.into());
             }
-            for &i in &subs.matched {
-                let t = &subs.list[i];
+            let Targets { list, matched, .. } = &mut *subs;
+            for &i in matched.iter() {
+                let t = &mut list[i];
                 let d = Descriptor {
                     chunk,
                     len,
@@ -118,7 +119,7 @@ impl Publisher {
                     tag: t.tag,
                     meta: u64::from(self.core.index),
                 };
-                match ex.deliver(t.index, t.node, &d) {
+                match ex.deliver_to(t, &d) {
                     Ok(()) => report.delivered += 1,
                     Err(PushError::Full) | Err(PushError::Corrupt(_)) => {
                         report.missed += 1;

@@ -123,8 +123,8 @@ impl Client {
         };
         let start = self.next.get();
         for k in 0..n {
-            let t = &servers.list[(start + k) % n];
-            match ex.deliver(t.index, t.node, &d) {
+            let t = &mut servers.list[(start + k) % n];
+            match ex.deliver_to(t, &d) {
                 Ok(()) => {
                     self.next.set((start + k + 1) % n);
                     self.outstanding.set(self.outstanding.get() + 1);

@@ -101,7 +101,27 @@ impl Segment {
         Self::map(path.to_owned(), file).map(Some)
     }
 
+    /// Opens an existing segment for inspection only: read-only descriptor
+    /// and mapping, so listing never writes to what it lists. `Ok(None)` when
+    /// nothing of that name exists.
+    pub fn open_read_only(path: &Path) -> Result<Option<Segment>, SegmentError> {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(path)(e)),
+        };
+        Self::map_with(path.to_owned(), file, false).map(Some)
+    }
+
     fn map(path: PathBuf, file: File) -> Result<Segment, SegmentError> {
+        Self::map_with(path, file, true)
+    }
+
+    fn map_with(path: PathBuf, file: File, writable: bool) -> Result<Segment, SegmentError> {
         let meta = file.metadata().map_err(io(&path))?;
         let ours = crate::sys::euid();
         if meta.uid() != ours {
@@ -118,12 +138,16 @@ impl Segment {
             });
         }
         let len = meta.len() as usize;
-        let map = if len == 0 {
-            // A creator that has not reserved its size yet, or died before:
-            // map nothing; callers see size 0.
-            MmapOptions::new().len(1).map_raw(&file)
+        // A zero-length file (a creator that has not reserved its size yet,
+        // or died before) maps one page; callers see size 0.
+        let mut options = MmapOptions::new();
+        options.len(len.max(1));
+        let map = if !writable {
+            options.map_raw_read_only(&file)
+        } else if len == 0 {
+            options.map_raw(&file)
         } else {
-            MmapOptions::new().len(len).populate().map_raw(&file)
+            options.populate().map_raw(&file)
         }
         .map_err(io(&path))?;
         let identity = (meta.dev(), meta.ino());

@@ -11,6 +11,8 @@ pub enum Json {
     Str(String),
     /// An unsigned integer.
     Num(u64),
+    /// `true` or `false`.
+    Bool(bool),
     /// An array.
     Array(Vec<Json>),
     /// An object; keys keep their order.
@@ -29,6 +31,7 @@ impl Json {
             Json::Num(n) => {
                 let _ = write!(out, "{n}");
             }
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Json::Array(items) => {
                 out.push('[');
                 for (i, item) in items.iter().enumerate() {

@@ -176,6 +176,7 @@ impl Listing {
             "NAME",
             "PATTERN",
             "PORTS",
+            "HOLDERS",
             "CHUNKS FREE/TOTAL",
             "CHUNK SIZE",
             "QUEUE DEPTH",
@@ -188,6 +189,11 @@ impl Listing {
                     i.name.clone(),
                     i.pattern.to_string(),
                     i.ports.to_string(),
+                    if i.holders == 0 {
+                        "0 (stale)".to_string()
+                    } else {
+                        i.holders.to_string()
+                    },
                     format!("{}/{}", i.chunks_free, i.chunks_total),
                     format_bytes(i.chunk_size),
                     i.queue_depth.to_string(),
@@ -221,6 +227,8 @@ fn exchange_json(i: &ExchangeInfo) -> Json {
         ("name", Json::str(&i.name)),
         ("pattern", Json::str(i.pattern.as_str())),
         ("ports", Json::Num(i.ports.into())),
+        ("holders", Json::Num(i.holders.into())),
+        ("stale", Json::Bool(i.holders == 0)),
         ("chunks_total", Json::Num(i.chunks_total.into())),
         ("chunks_free", Json::Num(i.chunks_free.into())),
         ("chunk_size", Json::Num(i.chunk_size)),
