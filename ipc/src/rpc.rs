@@ -9,12 +9,14 @@
 
 use crate::error::{FailReason, PortError, RecvError, RespondError, SendError};
 use crate::exchange::{
-    Exchange, ExchangeInner, PortCore, Role, Targets, FLAG_FAILED, FLAG_REQUEST, FLAG_RESPONSE,
+    Exchange, ExchangeInner, PortCore, Role, Target, Targets, FLAG_FAILED, FLAG_REQUEST,
+    FLAG_RESPONSE,
 };
 use crate::sample::{Loan, Sample};
 use crate::waitset::{WaitNode, Waitable};
 use shmex_core::ring::{Descriptor, PushError};
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,8 +65,13 @@ impl Exchange {
 
     /// Attaches a server (request-response exchanges).
     pub fn server(&self) -> Result<Server, PortError> {
+        let core = self.inner.attach(Role::Server, 0, b"")?;
+        let heads: Arc<[AtomicU32]> = (0..self.inner.limits.max_ports)
+            .map(|_| AtomicU32::new(UNKNOWN_HEAD))
+            .collect();
         Ok(Server {
-            core: self.inner.attach(Role::Server, 0, b"")?,
+            core,
+            reply_heads: heads,
         })
     }
 }
@@ -193,7 +200,13 @@ waitable!(Client);
 /// exchange share its requests round-robin.
 pub struct Server {
     core: PortCore,
+    /// Last known inbox head of each client port, shared with this server's
+    /// requests so responses rarely read the client's head line.
+    reply_heads: Arc<[AtomicU32]>,
 }
+
+/// A reply-head cache entry that was never read.
+const UNKNOWN_HEAD: u32 = u32::MAX;
 
 impl Server {
     /// Loans a chunk for a response of `len` bytes, to write in place.
@@ -219,6 +232,7 @@ impl Server {
                 sample,
                 reply,
                 answered: false,
+                reply_heads: self.reply_heads.clone(),
             })),
             Err(c) => {
                 self.core
@@ -250,6 +264,7 @@ pub struct Request {
     sample: Sample,
     reply: u64,
     answered: bool,
+    reply_heads: Arc<[AtomicU32]>,
 }
 
 impl Request {
@@ -280,7 +295,24 @@ impl Request {
             tag: self.sample.tag,
             meta: 0,
         };
-        match ex.deliver(self.reply as u32, node, &d) {
+        let port = self.reply as u32;
+        let mut target = Target {
+            index: port,
+            node,
+            tag: 0,
+            topic: None,
+            head: UNKNOWN_HEAD,
+        };
+        let cache = self.reply_heads.get(port as usize);
+        target.head = match cache.map(|c| c.load(Ordering::Relaxed)) {
+            Some(h) if h != UNKNOWN_HEAD => h,
+            _ => ex.ring(port).map_or(0, |r| r.head()),
+        };
+        let result = ex.deliver_to(&mut target, &d);
+        if let Some(c) = cache {
+            c.store(target.head, Ordering::Relaxed);
+        }
+        match result {
             Ok(()) => Ok(()),
             Err(PushError::Full) => {
                 // Only a client that broke its outstanding budget gets here.
