@@ -12,8 +12,8 @@
 
 use crate::error::{OpenError, PortError, SegmentError};
 use crate::layout::{
-    load_bytes, store_bytes, ChunkHeader, ExchangeHeader, ExchangeLayout, PoolLine, PortSlot,
-    RawLimits, KIND_EXCHANGE, MAX_EXCHANGE_NAME, MAX_USERS, PORT_ACTIVE, PORT_FREE,
+    load_bytes, store_bytes, ChunkHeader, ExchangeHeader, ExchangeLayout, KeyArea, PoolLine,
+    PortSlot, RawLimits, KIND_EXCHANGE, MAX_EXCHANGE_NAME, MAX_USERS, PORT_ACTIVE, PORT_FREE,
 };
 use crate::node::{check_name, Namespace, NodeInner};
 use crate::segment::{Created, Segment};
@@ -626,6 +626,16 @@ impl ExchangeInner {
 
     pub fn port(&self, index: u32) -> Option<&PortSlot> {
         self.ports_table().get(index as usize)
+    }
+
+    /// The routing-key area of chunk `chunk`.
+    pub fn chunk_key(&self, chunk: u32) -> Option<&KeyArea> {
+        if chunk >= self.limits.chunk_count {
+            return None;
+        }
+        self.seg.get(
+            self.layout.chunks + chunk as usize * self.layout.chunk_stride + self.layout.key_offset,
+        )
     }
 
     pub fn chunk_header(&self, chunk: u32) -> Option<&ChunkHeader> {

@@ -125,19 +125,22 @@ pub(crate) struct PortSlot {
 pub(crate) const PORT_FREE: u32 = 0;
 pub(crate) const PORT_ACTIVE: u32 = 2;
 
-/// Header of each chunk block; the payload follows at [`CHUNK_HEADER`].
-#[repr(C, align(64))]
+/// Header of each chunk block. The payload follows at [`CHUNK_HEADER`] in
+/// the same cache line, so a small message and its refcount travel together;
+/// the routing key sits after the payload ([`KeyArea`]), touched only by
+/// publishers and by receivers that ask for it.
+#[repr(C, align(16))]
 pub(crate) struct ChunkHeader {
     pub meta: ChunkMeta,
     pub key_len: AtomicU32,
-    pub key: KeyLine,
+    _pad: AtomicU32,
 }
 
-/// Routing-key bytes, starting on their own line.
-#[repr(C, align(64))]
-pub(crate) struct KeyLine(pub [AtomicU64; MAX_KEY_LEN / 8]);
+/// Routing-key bytes of a chunk.
+#[repr(C)]
+pub(crate) struct KeyArea(pub [AtomicU64; MAX_KEY_LEN / 8]);
 
-/// Bytes from a chunk block's start to its payload.
+/// Bytes from a chunk block's start to its payload (the payload alignment).
 pub(crate) const CHUNK_HEADER: usize = size_of::<ChunkHeader>();
 
 // SAFETY: each of these is #[repr(C)] and made only of atomics, arrays of
@@ -150,11 +153,12 @@ unsafe impl Shared for RingControl {}
 unsafe impl Shared for Slot {}
 unsafe impl Shared for PoolLine {}
 unsafe impl Shared for ChunkHeader {}
+unsafe impl Shared for KeyArea {}
 
 /// FNV-1a over the sizes and alignments of every shared structure: two builds
 /// with the same version but different layouts disagree here.
 pub fn layout_hash() -> u64 {
-    let facts: [usize; 18] = [
+    let facts: [usize; 19] = [
         size_of::<SegmentHeader>(),
         size_of::<NodeSlot>(),
         align_of::<NodeSlot>(),
@@ -168,6 +172,7 @@ pub fn layout_hash() -> u64 {
         size_of::<Slot>(),
         size_of::<PoolLine>(),
         size_of::<ChunkHeader>(),
+        size_of::<KeyArea>(),
         MAX_NODES as usize,
         MAX_USERS as usize,
         MAX_KEY_LEN,
@@ -214,6 +219,8 @@ pub(crate) struct ExchangeLayout {
     pub ring_slots: usize,
     pub chunks: usize,
     pub chunk_stride: usize,
+    /// Offset of the routing key inside a chunk block.
+    pub key_offset: usize,
     pub total: usize,
 }
 
@@ -253,8 +260,8 @@ impl ExchangeLayout {
             .checked_add(slots)
             .and_then(|x| align_up(x, 4096))
             .ok_or_else(too_big)?;
-        let chunk_stride =
-            align_up(CHUNK_HEADER + l.chunk_size as usize, 128).ok_or_else(too_big)?;
+        let key_offset = align_up(CHUNK_HEADER + l.chunk_size as usize, 8).ok_or_else(too_big)?;
+        let chunk_stride = align_up(key_offset + size_of::<KeyArea>(), 64).ok_or_else(too_big)?;
         let total = (l.chunk_count as usize)
             .checked_mul(chunk_stride)
             .and_then(|c| c.checked_add(chunks))
@@ -266,6 +273,7 @@ impl ExchangeLayout {
             ring_slots,
             chunks,
             chunk_stride,
+            key_offset,
             total,
         })
     }

@@ -91,8 +91,11 @@ impl Publisher {
         let header = ex
             .chunk_header(loan.chunk)
             .ok_or(shmex_core::Corrupt("loaned chunk out of range"))?;
+        let key_area = ex
+            .chunk_key(loan.chunk)
+            .ok_or(shmex_core::Corrupt("loaned chunk out of range"))?;
         header.key_len.store(key.len() as u32, Ordering::Relaxed);
-        store_bytes(&header.key.0[..key.len().div_ceil(8)], key.as_bytes());
+        store_bytes(&key_area.0[..key.len().div_ceil(8)], key.as_bytes());
         let mut subs = self.subscribers.borrow_mut();
         subs.refresh(ex, Role::Subscriber);
         subs.match_key(key)

@@ -9,7 +9,8 @@ use std::sync::Arc;
 /// A chunk loaned from an exchange's pool, written in place, then sent. Dropping
 /// an unsent loan returns the chunk to the pool.
 ///
-/// The bytes start as whatever the chunk held before (not zeroed).
+/// The bytes start as whatever the chunk held before (not zeroed). Payloads
+/// are 16-byte aligned.
 pub struct Loan {
     pub(crate) ex: Arc<ExchangeInner>,
     pub(crate) chunk: u32,
@@ -177,7 +178,7 @@ impl Sample {
                 if len > crate::layout::MAX_KEY_LEN {
                     return None;
                 }
-                let bytes = crate::layout::load_bytes(&h.key.0, len);
+                let bytes = crate::layout::load_bytes(&self.ex.chunk_key(self.chunk)?.0, len);
                 String::from_utf8(bytes).ok().map(String::into_boxed_str)
             })
             .as_deref()
