@@ -484,6 +484,7 @@ impl Exchange {
             name: name.to_string(),
             max: MAX_USERS,
         })?;
+        inner.reap_dead_ports();
         Ok(Some(Exchange {
             inner: Arc::new(inner),
         }))
@@ -870,6 +871,7 @@ impl ExchangeInner {
             });
         }
         let _guard = self.node.control()?;
+        self.reap_dead_ports();
         let slots = || (0..self.limits.max_ports).filter_map(|i| self.port(i).map(|p| (i, p)));
         if role == Role::Consumer
             && slots().any(|(_, p)| {
@@ -911,6 +913,31 @@ impl ExchangeInner {
             generation,
             _not_sync: std::marker::PhantomData,
         })
+    }
+
+    /// Frees the ports of processes that are gone (their inbox drained:
+    /// queued requests fail towards their clients, chunks return). Under the
+    /// control lock.
+    fn reap_dead_ports(&self) {
+        let mut reaped = false;
+        for i in 0..self.limits.max_ports {
+            let Some(p) = self.port(i) else { break };
+            if p.state.load(Ordering::Acquire) == PORT_ACTIVE
+                && !sys::process_alive(
+                    p.pid.load(Ordering::Relaxed),
+                    p.start_time.load(Ordering::Relaxed),
+                )
+            {
+                p.state.store(PORT_FREE, Ordering::Release);
+                self.drain(i);
+                reaped = true;
+            }
+        }
+        if reaped {
+            if let Some(h) = self.header() {
+                h.ports_epoch.fetch_add(1, Ordering::AcqRel);
+            }
+        }
     }
 
     /// Empties port `index`'s inbox: chunks go back to the pool, queued
@@ -969,17 +996,19 @@ impl PortCore {
 
 impl Drop for PortCore {
     fn drop(&mut self) {
-        if let Ok(_guard) = self.ex.node.control() {
-            if let Some(p) = self.ex.port(self.index) {
-                if p.generation.load(Ordering::Relaxed) == self.generation {
-                    p.state.store(PORT_FREE, Ordering::Release);
-                }
-            }
-            if let Some(h) = self.ex.header() {
-                h.ports_epoch.fetch_add(1, Ordering::AcqRel);
+        // Under the control lock, so a port attaching to this slot at the
+        // same moment cannot become a second consumer of the inbox.
+        let guard = self.ex.node.control();
+        if let Some(p) = self.ex.port(self.index) {
+            if p.generation.load(Ordering::Relaxed) == self.generation {
+                p.state.store(PORT_FREE, Ordering::Release);
             }
         }
+        if let Some(h) = self.ex.header() {
+            h.ports_epoch.fetch_add(1, Ordering::AcqRel);
+        }
         self.ex.drain(self.index);
+        drop(guard);
     }
 }
 

@@ -297,24 +297,44 @@ pub(crate) struct NodeInner {
     pub registry: Segment,
 }
 
+thread_local! {
+    /// Address of the NodeInner whose control lock this thread holds (0: none).
+    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Held while changing the namespace's set of segments, nodes or ports.
 pub(crate) struct ControlGuard<'a> {
-    _file: sys::FileLock<'a>,
-    _thread: MutexGuard<'a, ()>,
+    locks: Option<(sys::FileLock<'a>, MutexGuard<'a, ()>)>,
+    prev: usize,
+}
+
+impl Drop for ControlGuard<'_> {
+    fn drop(&mut self) {
+        if self.locks.is_some() {
+            HELD.with(|h| h.set(self.prev));
+        }
+    }
 }
 
 impl NodeInner {
     /// Takes the namespace's control lock (threads of this process, then
-    /// other processes).
+    /// other processes). Reentrant: a thread that holds it already (e.g. a
+    /// handle dropped inside a control operation) gets a no-op guard.
     pub fn control(&self) -> Result<ControlGuard<'_>, SegmentError> {
+        let me = self as *const NodeInner as usize;
+        let prev = HELD.with(|h| h.get());
+        if prev == me {
+            return Ok(ControlGuard { locks: None, prev });
+        }
         let thread = self.control.lock().unwrap_or_else(|p| p.into_inner());
         let file = sys::FileLock::lock(&self.registry.file).map_err(|e| SegmentError::Io {
             path: self.registry.path.clone(),
             source: e,
         })?;
+        HELD.with(|h| h.set(me));
         Ok(ControlGuard {
-            _file: file,
-            _thread: thread,
+            locks: Some((file, thread)),
+            prev,
         })
     }
 
