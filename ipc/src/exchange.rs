@@ -916,8 +916,8 @@ impl ExchangeInner {
     }
 
     /// Frees the ports of processes that are gone (their inbox drained:
-    /// queued requests fail towards their clients, chunks return). Under the
-    /// control lock.
+    /// queued requests fail towards their clients, chunks return), and
+    /// drains free ports that a late sender pushed to. Under the control lock.
     fn reap_dead_ports(&self) {
         let mut reaped = false;
         for i in 0..self.limits.max_ports {
@@ -931,6 +931,12 @@ impl ExchangeInner {
                 p.state.store(PORT_FREE, Ordering::Release);
                 self.drain(i);
                 reaped = true;
+            } else if p.state.load(Ordering::Acquire) == PORT_FREE
+                && self.ring(i).is_some_and(|r| r.has_pending())
+            {
+                // A sender that saw the port just before it closed pushed
+                // after its final drain: fail or release what it left.
+                self.drain(i);
             }
         }
         if reaped {
