@@ -11,7 +11,10 @@
 //! - a chunk returns to the free list exactly when its last reference is
 //!   released ([`Pool::release`]);
 //! - with `n` references from [`Pool::retain`] on top of the allocation, the
-//!   chunk is freed by the `n + 1`-th release, whoever does it.
+//!   chunk is freed by the `n + 1`-th release, whoever does it;
+//! - references are added only while one holder has the chunk to itself
+//!   (before it is shared), which is what lets [`Pool::drop_ref`] skip the
+//!   locked decrement when it sees a count of 1.
 
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crate::{Corrupt, MAX_RETRIES};
@@ -171,22 +174,74 @@ impl<'a, M: MetaTable + ?Sized> Pool<'a, M> {
         Ok(())
     }
 
+    /// Sets the reference count of a chunk nobody else can see yet (loaned
+    /// and not yet sent): a plain store instead of a locked add.
+    pub fn set_refcount(&self, index: u32, n: u32) -> Result<(), Corrupt> {
+        if index >= self.metas.len() {
+            return Err(Corrupt("chunk index out of range"));
+        }
+        self.metas.meta(index).refcount.store(n, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Drops one reference; the last one returns the chunk to the free list.
     /// Returns whether the chunk was freed.
     pub fn release(&self, index: u32) -> Result<bool, Corrupt> {
+        if self.drop_ref(index)? {
+            self.free(index)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Drops one reference without freeing: `Ok(true)` means it was the last
+    /// one, and the caller now owns the chunk (refcount 0) and must
+    /// [`free`](Self::free) it or hand it to another cache of free chunks.
+    ///
+    /// References are only ever added before a chunk is shared, so a holder
+    /// that sees a count of 1 is the only holder: it skips the locked
+    /// decrement.
+    pub fn drop_ref(&self, index: u32) -> Result<bool, Corrupt> {
         if index >= self.metas.len() {
             return Err(Corrupt("chunk index out of range"));
         }
         let meta = self.metas.meta(index);
+        if meta.refcount.load(Ordering::Acquire) == 1 {
+            meta.refcount.store(0, Ordering::Relaxed);
+            return Ok(true);
+        }
         let prev = meta.refcount.fetch_sub(1, Ordering::AcqRel);
         match prev {
             0 => {
                 meta.refcount.store(0, Ordering::Relaxed);
                 Err(Corrupt("chunk released more often than referenced"))
             }
-            1 => self.push_free(index).map(|()| true),
+            1 => Ok(true),
             _ => Ok(false),
         }
+    }
+
+    /// Pushes a chunk whose last reference was dropped onto the free list.
+    pub fn free(&self, index: u32) -> Result<(), Corrupt> {
+        if index >= self.metas.len() {
+            return Err(Corrupt("chunk index out of range"));
+        }
+        self.push_free(index)
+    }
+
+    /// Takes a chunk out of another cache of free chunks (refcount 0, not on
+    /// the free list) and gives it one reference, as [`alloc`](Self::alloc)
+    /// would. Fails when the chunk still has references.
+    pub fn take_cached(&self, index: u32) -> Result<(), Corrupt> {
+        if index >= self.metas.len() {
+            return Err(Corrupt("chunk index out of range"));
+        }
+        let refcount = &self.metas.meta(index).refcount;
+        if refcount.load(Ordering::Acquire) != 0 {
+            return Err(Corrupt("cached free chunk has references"));
+        }
+        refcount.store(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn push_free(&self, index: u32) -> Result<(), Corrupt> {

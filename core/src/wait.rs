@@ -10,7 +10,10 @@
 //! No lost wake-up: both sides put a sequentially consistent fence between
 //! their write (sender: the message; receiver: the sleeper count) and their
 //! read (sender: the sleeper count; receiver: the queues), so at least one of
-//! them sees the other's write (Dekker). A receiver that sleeps has announced
+//! them sees the other's write (Dekker). The runtime makes the sender's side
+//! free where it can: the receiver, about to sleep anyway, adds a heavy
+//! barrier that forces a fence on every running sender (`membarrier`), and
+//! senders then pass `asymmetric = true` to [`WaitWord::notify`]. A receiver that sleeps has announced
 //! itself before its last check; a sender that saw no sleeper published before
 //! that check. A sleeper woken by `seq` changing re-checks, so spurious wakes
 //! are harmless.
@@ -55,8 +58,19 @@ impl WaitWord {
 
     /// Called by a sender after publishing. Returns `true` when a receiver may
     /// be asleep; the caller must then wake the futex at [`seq`](Self::seq).
-    pub fn notify(&self) -> bool {
-        fence(Ordering::SeqCst);
+    ///
+    /// `asymmetric`: the receivers of this word issue a process-wide heavy
+    /// barrier (Linux `membarrier`) after [`prepare`](Self::prepare), which
+    /// stands in for the sender's fence; the sender then only has to keep the
+    /// compiler from reordering its publish and its sleeper check. The loom
+    /// models check the symmetric form (`false`), which the heavy barrier
+    /// refines.
+    pub fn notify(&self, asymmetric: bool) -> bool {
+        if asymmetric {
+            core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+        }
         if self.sleepers.load(Ordering::Relaxed) == 0 {
             return false;
         }

@@ -10,18 +10,20 @@
 //! handle to close removes the file, and a file whose holders have all exited
 //! is treated as absent (removed at the next create or open).
 
-use crate::error::{OpenError, PortError, SegmentError};
+use crate::error::{OpenError, PortError, SegmentError, SendError};
 use crate::layout::{
     load_bytes, store_bytes, ChunkHeader, ExchangeHeader, ExchangeLayout, KeyArea, PoolLine,
     PortSlot, RawLimits, KIND_EXCHANGE, MAX_EXCHANGE_NAME, MAX_USERS, PORT_ACTIVE, PORT_FREE,
+    RETURN_DEPTH,
 };
 use crate::node::{check_name, Namespace, NodeInner};
+use crate::sample::Loan;
 use crate::segment::{Created, Segment};
 use crate::sys;
 use shmex_core::pool::{ChunkMeta, MetaTable, Pool};
 use shmex_core::ring::{Descriptor, PushError, Ring, RingControl, Slot};
 use shmex_core::Corrupt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// Which message exchange pattern an exchange serves; fixes the roles its
@@ -218,8 +220,13 @@ pub(crate) struct ExchangeInner {
     pub seg: Segment,
     table: ChunkTable,
     regions: Regions,
+    /// This process's last reading of each port's return-ring head.
+    return_heads: Box<[AtomicU32]>,
     user: u32,
 }
+
+/// A head cache entry that was never read.
+pub(crate) const UNKNOWN_HEAD: u32 = u32::MAX;
 
 /// The segment's regions, bounds-checked once when the exchange is opened so
 /// the data path only checks indices.
@@ -228,6 +235,7 @@ struct Regions {
     ports: *const [PortSlot],
     ring_controls: *const [RingControl],
     ring_slots: *const [Slot],
+    return_slots: *const [Slot],
     pool: *const PoolLine,
 }
 
@@ -249,9 +257,10 @@ impl Regions {
         Some(Regions {
             header: seg.get::<ExchangeHeader>(0)?,
             ports: seg.slice::<PortSlot>(layout.ports, ports)?,
-            ring_controls: seg.slice::<RingControl>(layout.ring_controls, ports)?,
+            ring_controls: seg.slice::<RingControl>(layout.ring_controls, 2 * ports)?,
             ring_slots: seg
                 .slice::<Slot>(layout.ring_slots, ports * limits.queue_depth as usize)?,
+            return_slots: seg.slice::<Slot>(layout.return_slots, ports * RETURN_DEPTH as usize)?,
             pool: seg.get::<PoolLine>(layout.pool)?,
         })
     }
@@ -512,9 +521,14 @@ impl Exchange {
         }
     }
 
-    /// Chunks currently free in the pool (a snapshot).
+    /// Chunks currently free (a snapshot): on the free list or cached in a
+    /// sending port's return ring.
     pub fn chunks_free(&self) -> u32 {
-        self.inner.pool().free_count()
+        let ex = &self.inner;
+        let cached: u32 = (0..ex.limits.max_ports)
+            .filter_map(|i| ex.return_ring(i).map(|r| r.len_hint()))
+            .sum();
+        ex.pool().free_count() + cached
     }
 
     /// Ports currently attached (a snapshot).
@@ -546,6 +560,9 @@ impl ExchangeInner {
             table: ChunkTable::new(&seg, &layout, limits.chunk_count),
             seg,
             regions,
+            return_heads: (0..limits.max_ports)
+                .map(|_| AtomicU32::new(UNKNOWN_HEAD))
+                .collect(),
             user: 0,
         })
     }
@@ -584,6 +601,7 @@ impl ExchangeInner {
             .store(self.node.start_time, Ordering::Relaxed);
         for i in 0..self.limits.max_ports {
             self.ring(i).ok_or_else(corrupt)?.init();
+            self.return_ring(i).ok_or_else(corrupt)?.init();
         }
         self.pool().init();
         let u = &h.users[0];
@@ -614,6 +632,7 @@ impl ExchangeInner {
         Pool::new(control, &self.table)
     }
 
+    /// Port `port`'s inbox.
     pub fn ring(&self, port: u32) -> Option<Ring<'_>> {
         let port = port as usize;
         let depth = self.limits.queue_depth as usize;
@@ -621,6 +640,21 @@ impl ExchangeInner {
         let (controls, slots) =
             unsafe { (&*self.regions.ring_controls, &*self.regions.ring_slots) };
         let control = controls.get(port)?;
+        let slots = slots.get(port * depth..(port + 1) * depth)?;
+        Ring::new(control, slots)
+    }
+
+    /// Port `port`'s return ring (free chunks coming back to it).
+    pub fn return_ring(&self, port: u32) -> Option<Ring<'_>> {
+        if port >= self.limits.max_ports {
+            return None;
+        }
+        let port = port as usize;
+        let depth = RETURN_DEPTH as usize;
+        // SAFETY: as in `header`.
+        let (controls, slots) =
+            unsafe { (&*self.regions.ring_controls, &*self.regions.return_slots) };
+        let control = controls.get(self.limits.max_ports as usize + port)?;
         let slots = slots.get(port * depth..(port + 1) * depth)?;
         Ring::new(control, slots)
     }
@@ -699,10 +733,91 @@ impl ExchangeInner {
         Ok(())
     }
 
-    /// Releases one reference to `chunk`.
-    pub fn release(&self, chunk: u32) {
-        if chunk != Descriptor::NO_CHUNK {
-            let _ = self.pool().release(chunk);
+    /// Drops one reference to a chunk shared by several receivers; the last
+    /// one frees it ([`return_free`](Self::return_free)).
+    pub fn release_ref(&self, chunk: u32) {
+        if matches!(self.pool().drop_ref(chunk), Ok(true)) {
+            self.return_free(chunk, None, false);
+        }
+    }
+
+    /// Releases what a descriptor referenced (a queued message nobody will
+    /// receive, or a received one).
+    pub fn release_descriptor(&self, d: &Descriptor) {
+        if d.chunk == Descriptor::NO_CHUNK {
+            return;
+        }
+        if d.flags & FLAG_SOLE != 0 {
+            self.return_free(d.chunk, flags_owner(d.flags), true);
+        } else {
+            self.release_ref(d.chunk);
+        }
+    }
+
+    /// Returns a chunk the caller holds alone (loaned, not sent).
+    pub fn give_back(&self, chunk: u32) {
+        self.return_free(chunk, None, true);
+    }
+
+    /// Frees a chunk nobody references any more: into the return ring of the
+    /// port that loaned it (`owner`, else read from the chunk) while that port
+    /// is attached and its ring has room, else onto the shared free list.
+    /// Chunks in a return ring keep a refcount of 1 (their owner's), chunks on
+    /// the free list 0; `refcount_is_one` says which the chunk has now.
+    pub fn return_free(&self, chunk: u32, owner: Option<u32>, refcount_is_one: bool) {
+        let Some(header) = self.chunk_header(chunk) else {
+            return;
+        };
+        let owner = owner.or_else(|| self.chunk_owner(chunk));
+        if let Some(owner) = owner.filter(|&o| self.port_is_active(o)) {
+            if let (Some(ring), Some(cache)) = (
+                self.return_ring(owner),
+                self.return_heads.get(owner as usize),
+            ) {
+                let mut head = cache.load(Ordering::Relaxed);
+                if head == UNKNOWN_HEAD {
+                    head = ring.head();
+                }
+                if !refcount_is_one {
+                    header.meta.refcount.store(1, Ordering::Relaxed);
+                }
+                let d = Descriptor {
+                    chunk,
+                    ..Descriptor::default()
+                };
+                let pushed = ring.push_cached(&d, &mut head).is_ok();
+                cache.store(head, Ordering::Relaxed);
+                if pushed {
+                    return;
+                }
+            }
+        }
+        header.meta.refcount.store(0, Ordering::Relaxed);
+        let _ = self.pool().free(chunk);
+    }
+
+    /// The port that loaned `chunk`, if recorded and in range.
+    fn chunk_owner(&self, chunk: u32) -> Option<u32> {
+        let owner = self.chunk_header(chunk)?.owner.load(Ordering::Relaxed);
+        (owner != 0 && owner <= self.limits.max_ports).then(|| owner - 1)
+    }
+
+    fn port_is_active(&self, port: u32) -> bool {
+        self.port(port)
+            .is_some_and(|p| p.state.load(Ordering::Acquire) == PORT_ACTIVE)
+    }
+
+    /// Moves every chunk cached in port `port`'s return ring to the free list.
+    fn drain_returns(&self, port: u32) {
+        let Some(ring) = self.return_ring(port) else {
+            return;
+        };
+        let pool = self.pool();
+        while let Some(d) = ring.pop() {
+            if let Some(h) = self.chunk_header(d.chunk) {
+                h.meta.refcount.store(0, Ordering::Relaxed);
+                let _ = pool.free(d.chunk);
+            }
         }
     }
 }
@@ -820,13 +935,26 @@ fn inspect(path: &std::path::Path, name: &str) -> Result<Option<ExchangeInfo>, S
             pid != 0 && sys::process_alive(pid, u.start_time.load(Ordering::Relaxed))
         })
         .count() as u32;
+    // Free chunks cached in return rings (refcount 1, yet free).
+    let cached: u32 = seg
+        .slice::<RingControl>(layout.ring_controls, 2 * raw.max_ports as usize)
+        .map_or(0, |controls| {
+            controls[raw.max_ports as usize..]
+                .iter()
+                .map(|c| {
+                    let tail = c.tail.load(Ordering::Relaxed);
+                    let head = c.head.load(Ordering::Relaxed);
+                    tail.wrapping_sub(head).min(RETURN_DEPTH)
+                })
+                .sum()
+        });
     Ok(Some(ExchangeInfo {
         name: name.to_string(),
         holders,
         pattern,
         ports,
         chunks_total: raw.chunk_count,
-        chunks_free: pool.free_count(),
+        chunks_free: (pool.free_count() + cached).min(raw.chunk_count),
         chunk_size: raw.chunk_size,
         queue_depth: raw.queue_depth,
         size: seg.len() as u64,
@@ -839,6 +967,21 @@ pub(crate) const FLAG_RESPONSE: u32 = 2;
 pub(crate) const FLAG_FAILED: u32 = 4;
 pub(crate) const FLAG_PUBLISH: u32 = 8;
 pub(crate) const FLAG_FANIN: u32 = 16;
+/// The receiver is the chunk's only holder: the reference passes to it
+/// without touching the refcount, and it hands the chunk straight back to its
+/// owner's return ring, so a small message's line is never pulled back.
+pub(crate) const FLAG_SOLE: u32 = 32;
+
+/// Descriptor flags bits naming the port that loaned the chunk (`owner + 1`
+/// in the high 16 bits, 0 for none).
+pub(crate) fn owner_flags(owner: Option<u32>) -> u32 {
+    owner.map_or(0, |o| (o + 1) << 16)
+}
+
+/// The loaning port encoded in descriptor flags.
+pub(crate) fn flags_owner(flags: u32) -> Option<u32> {
+    (flags >> 16).checked_sub(1)
+}
 
 /// Packs a port address (index and generation) into a descriptor word.
 pub(crate) fn address(index: u32, generation: u32) -> u64 {
@@ -891,6 +1034,7 @@ impl ExchangeInner {
             })?;
         // Senders that saw the previous owner may have pushed after it left.
         self.drain(index);
+        self.drain_returns(index);
         slot.role.store(role as u32, Ordering::Relaxed);
         slot.node.store(self.node.index, Ordering::Relaxed);
         slot.pid.store(self.node.pid, Ordering::Relaxed);
@@ -930,13 +1074,13 @@ impl ExchangeInner {
             {
                 p.state.store(PORT_FREE, Ordering::Release);
                 self.drain(i);
+                self.drain_returns(i);
                 reaped = true;
-            } else if p.state.load(Ordering::Acquire) == PORT_FREE
-                && self.ring(i).is_some_and(|r| r.has_pending())
-            {
-                // A sender that saw the port just before it closed pushed
-                // after its final drain: fail or release what it left.
+            } else if p.state.load(Ordering::Acquire) == PORT_FREE {
+                // A sender (or releaser) that saw the port just before it
+                // closed pushed after its final drain: fail or free it.
                 self.drain(i);
+                self.drain_returns(i);
             }
         }
         if reaped {
@@ -954,7 +1098,7 @@ impl ExchangeInner {
             if d.flags & FLAG_REQUEST != 0 {
                 self.fail_request(d.meta, d.tag, crate::error::FailReason::ServerGone);
             }
-            self.release(d.chunk);
+            self.release_descriptor(&d);
         }
     }
 
@@ -987,6 +1131,58 @@ impl ExchangeInner {
 }
 
 impl PortCore {
+    /// Loans a chunk for `len` bytes: from this port's return ring (chunks
+    /// its own earlier messages left behind) when it has one, else from the
+    /// shared free list.
+    pub fn loan(&self, len: usize) -> Result<Loan, SendError> {
+        let ex = &self.ex;
+        let max = ex.limits.chunk_size as usize;
+        if len > max {
+            return Err(SendError::PayloadTooLarge { len, max });
+        }
+        let pool = ex.pool();
+        let mut chunk = None;
+        if let Some(ring) = ex.return_ring(self.index) {
+            while let Some(d) = ring.pop() {
+                // Cached chunks are ours with a refcount of 1; one that
+                // fails the check is left alone rather than handed out twice.
+                let ours = ex.chunk_header(d.chunk).is_some_and(|h| {
+                    h.meta.refcount.load(Ordering::Acquire) == 1
+                        && h.owner.load(Ordering::Relaxed) == self.index + 1
+                });
+                if ours {
+                    chunk = Some(d.chunk);
+                    break;
+                }
+            }
+        }
+        let chunk = match chunk {
+            Some(c) => c,
+            None => {
+                let c = pool.alloc()?.ok_or(SendError::PoolExhausted {
+                    chunks: ex.limits.chunk_count,
+                })?;
+                if let Some(h) = ex.chunk_header(c) {
+                    h.owner.store(self.index + 1, Ordering::Relaxed);
+                }
+                c
+            }
+        };
+        Ok(Loan {
+            ex: ex.clone(),
+            chunk,
+            len,
+            owner: Some(self.index),
+        })
+    }
+
+    /// Loans a chunk and copies `payload` into it.
+    pub fn loan_copy(&self, payload: &[u8]) -> Result<Loan, SendError> {
+        let mut loan = self.loan(payload.len())?;
+        loan.copy_from_slice(payload);
+        Ok(loan)
+    }
+
     pub fn ring(&self) -> Option<Ring<'_>> {
         self.ex.ring(self.index)
     }
@@ -1014,6 +1210,7 @@ impl Drop for PortCore {
             h.ports_epoch.fetch_add(1, Ordering::AcqRel);
         }
         self.ex.drain(self.index);
+        self.ex.drain_returns(self.index);
         drop(guard);
     }
 }

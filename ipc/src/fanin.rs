@@ -6,7 +6,7 @@
 //! an error for the producer ([`SendError::QueueFull`]), never a silent drop.
 
 use crate::error::{PortError, RecvError, SendError};
-use crate::exchange::{Exchange, PortCore, Role, Targets, FLAG_FANIN};
+use crate::exchange::{Exchange, PortCore, Role, Targets, FLAG_FANIN, FLAG_SOLE};
 use crate::rpc::{blocking, waitable};
 use crate::sample::{Loan, Sample};
 use crate::waitset::{WaitNode, Waitable};
@@ -53,12 +53,12 @@ impl Producer {
 
     /// Loans a chunk for a message of `len` bytes, to write in place.
     pub fn loan(&self, len: usize) -> Result<Loan, SendError> {
-        self.core.ex.loan(len)
+        self.core.loan(len)
     }
 
     /// Sends a copy of `payload` with `tag`.
     pub fn send(&self, tag: u64, payload: &[u8]) -> Result<(), SendError> {
-        let loan = self.core.ex.loan_copy(payload)?;
+        let loan = self.core.loan_copy(payload)?;
         self.send_loan(tag, loan)
     }
 
@@ -73,22 +73,22 @@ impl Producer {
         let Some(t) = consumer.list.first_mut() else {
             return Err(SendError::NoConsumer);
         };
-        let (_, chunk, len) = loan.into_raw();
+        let (chunk, len, owner) = loan.into_raw();
         let d = Descriptor {
             chunk,
             len,
-            flags: FLAG_FANIN,
+            flags: FLAG_FANIN | FLAG_SOLE | owner,
             tag,
             meta: u64::from(self.core.index),
         };
         match ex.deliver_to(t, &d) {
             Ok(()) => Ok(()),
             Err(PushError::Full) => {
-                ex.release(chunk);
+                ex.give_back(chunk);
                 Err(SendError::QueueFull)
             }
             Err(PushError::Corrupt(c)) => {
-                ex.release(chunk);
+                ex.give_back(chunk);
                 Err(c.into())
             }
         }

@@ -21,6 +21,10 @@ pub const KIND_EXCHANGE: u32 = 2;
 pub const MAX_NODES: u32 = 128;
 /// Maximum open handles per exchange.
 pub const MAX_USERS: u32 = 64;
+/// Slots of each port's return ring: chunks released by receivers come back
+/// to the port that loaned them through it, so a sender rarely touches the
+/// shared free list. Also the most free chunks one port can keep cached.
+pub const RETURN_DEPTH: u32 = 8;
 /// Longest routing key or topic pattern, in bytes.
 pub const MAX_KEY_LEN: usize = 192;
 /// Longest node name, in bytes.
@@ -47,6 +51,15 @@ pub(crate) struct SegmentHeader {
     /// 1 once the creator finished initialising.
     pub ready: AtomicU32,
     _pad: AtomicU32,
+}
+
+/// Head of the registry segment.
+#[repr(C)]
+pub(crate) struct RegistryHeader {
+    pub seg: SegmentHeader,
+    /// Set (never cleared) when a node joined that cannot issue the heavy
+    /// barrier (`membarrier`): from then on senders fence on every send.
+    pub senders_fence: AtomicU32,
 }
 
 /// One node's registry slot.
@@ -133,7 +146,9 @@ pub(crate) const PORT_ACTIVE: u32 = 2;
 pub(crate) struct ChunkHeader {
     pub meta: ChunkMeta,
     pub key_len: AtomicU32,
-    _pad: AtomicU32,
+    /// Port that loaned the chunk, plus one (0: none); the last release
+    /// returns the chunk to that port's return ring.
+    pub owner: AtomicU32,
 }
 
 /// Routing-key bytes of a chunk.
@@ -146,6 +161,7 @@ pub(crate) const CHUNK_HEADER: usize = size_of::<ChunkHeader>();
 // SAFETY: each of these is #[repr(C)] and made only of atomics, arrays of
 // atomics and other `Shared` types, so every bit pattern is a valid value.
 unsafe impl Shared for SegmentHeader {}
+unsafe impl Shared for RegistryHeader {}
 unsafe impl Shared for NodeSlot {}
 unsafe impl Shared for ExchangeHeader {}
 unsafe impl Shared for PortSlot {}
@@ -158,8 +174,9 @@ unsafe impl Shared for KeyArea {}
 /// FNV-1a over the sizes and alignments of every shared structure: two builds
 /// with the same version but different layouts disagree here.
 pub fn layout_hash() -> u64 {
-    let facts: [usize; 19] = [
+    let facts: [usize; 21] = [
         size_of::<SegmentHeader>(),
+        size_of::<RegistryHeader>(),
         size_of::<NodeSlot>(),
         align_of::<NodeSlot>(),
         size_of::<ExchangeHeader>(),
@@ -178,6 +195,7 @@ pub fn layout_hash() -> u64 {
         MAX_KEY_LEN,
         MAX_NODE_NAME,
         MAX_EXCHANGE_NAME,
+        RETURN_DEPTH as usize,
     ];
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for f in facts {
@@ -215,8 +233,11 @@ pub(crate) struct RawLimits {
 pub(crate) struct ExchangeLayout {
     pub ports: usize,
     pub pool: usize,
+    /// `2 * max_ports` ring controls: inboxes, then return rings.
     pub ring_controls: usize,
     pub ring_slots: usize,
+    /// Slots of the return rings, [`RETURN_DEPTH`] per port.
+    pub return_slots: usize,
     pub chunks: usize,
     pub chunk_stride: usize,
     /// Offset of the routing key inside a chunk block.
@@ -249,15 +270,17 @@ impl ExchangeLayout {
             .and_then(|x| align_up(x, 128))
             .ok_or_else(too_big)?;
         let ring_controls = pool + size_of::<PoolLine>();
+        // Inbox rings for every port, then a return ring for every port.
         let ring_slots = ring_controls
-            .checked_add(l.max_ports as usize * size_of::<RingControl>())
+            .checked_add(2 * l.max_ports as usize * size_of::<RingControl>())
             .ok_or_else(too_big)?;
         let slots = (l.max_ports as usize)
             .checked_mul(l.queue_depth as usize)
             .and_then(|n| n.checked_mul(size_of::<Slot>()))
             .ok_or_else(too_big)?;
-        let chunks = ring_slots
-            .checked_add(slots)
+        let return_slots = ring_slots.checked_add(slots).ok_or_else(too_big)?;
+        let chunks = (l.max_ports as usize * RETURN_DEPTH as usize * size_of::<Slot>())
+            .checked_add(return_slots)
             .and_then(|x| align_up(x, 4096))
             .ok_or_else(too_big)?;
         let key_offset = align_up(CHUNK_HEADER + l.chunk_size as usize, 8).ok_or_else(too_big)?;
@@ -271,6 +294,7 @@ impl ExchangeLayout {
             pool,
             ring_controls,
             ring_slots,
+            return_slots,
             chunks,
             chunk_stride,
             key_offset,

@@ -10,8 +10,8 @@
 use crate::error::{NodeError, SegmentError};
 use crate::exchange::{Exchange, Limits, Pattern};
 use crate::layout::{
-    load_bytes, store_bytes, NodeSlot, RegistryLayout, KIND_REGISTRY, MAX_NODES, MAX_NODE_NAME,
-    NODE_ALIVE, NODE_FREE,
+    load_bytes, store_bytes, NodeSlot, RegistryHeader, RegistryLayout, KIND_REGISTRY, MAX_NODES,
+    MAX_NODE_NAME, NODE_ALIVE, NODE_FREE,
 };
 use crate::segment::{Created, Segment};
 use crate::sys;
@@ -166,6 +166,11 @@ impl NodeBuilder {
                 source: e,
             })?;
             reap_dead_nodes(&registry);
+            if !sys::membarrier_register() {
+                if let Some(h) = registry.get::<RegistryHeader>(0) {
+                    h.senders_fence.store(1, Ordering::Release);
+                }
+            }
             let index = (0..MAX_NODES)
                 .find(|&i| {
                     slot(&registry, i).is_some_and(|s| s.state.load(Ordering::Relaxed) == NODE_FREE)
@@ -343,11 +348,27 @@ impl NodeInner {
         slot(&self.registry, index)
     }
 
+    /// True when receivers in this namespace issue the heavy barrier before
+    /// sleeping, so a sender need not fence.
+    fn asymmetric(&self) -> bool {
+        self.registry
+            .get::<RegistryHeader>(0)
+            .is_some_and(|h| h.senders_fence.load(Ordering::Acquire) == 0)
+    }
+
+    /// Called by a receiver between announcing itself as a sleeper and its
+    /// last check of its queues.
+    pub fn before_sleep_check(&self) {
+        if self.asymmetric() {
+            sys::membarrier_global();
+        }
+    }
+
     /// Wakes node `index` if it sleeps. `index` comes from shared memory and
     /// is checked.
     pub fn wake(&self, index: u32) {
         if let Some(s) = self.slot(index) {
-            if s.wait.0.notify() {
+            if s.wait.0.notify(self.asymmetric()) {
                 sys::futex_wake_all(&s.wait.0.seq);
             }
         }

@@ -9,7 +9,7 @@
 //! each publisher published them.
 
 use crate::error::{PortError, RecvError, SendError};
-use crate::exchange::{Exchange, PortCore, Role, Targets, FLAG_PUBLISH};
+use crate::exchange::{Exchange, PortCore, Role, Targets, FLAG_PUBLISH, FLAG_SOLE};
 use crate::layout::store_bytes;
 use crate::rpc::{blocking, waitable};
 use crate::sample::{Loan, Sample};
@@ -73,12 +73,12 @@ pub struct Publisher {
 impl Publisher {
     /// Loans a chunk for a publication of `len` bytes, to write in place.
     pub fn loan(&self, len: usize) -> Result<Loan, SendError> {
-        self.core.ex.loan(len)
+        self.core.loan(len)
     }
 
     /// Publishes a copy of `payload` under routing `key`.
     pub fn publish(&self, key: &str, payload: &[u8]) -> Result<Published, SendError> {
-        let loan = self.core.ex.loan_copy(payload)?;
+        let loan = self.core.loan_copy(payload)?;
         self.publish_loan(key, loan)
     }
 
@@ -103,38 +103,50 @@ impl Publisher {
                 key: key.to_string(),
                 reason,
             })?;
-        let (_, chunk, len) = loan.into_raw();
-        let matching = subs.matched.len() as u32;
-        let pool = ex.pool();
+        let (chunk, len, owner) = loan.into_raw();
         let mut report = Published::default();
-        if matching > 0 {
-            if let Err(c) = pool.retain(chunk, matching) {
-                ex.release(chunk);
+        let Targets { list, matched, .. } = &mut *subs;
+        let sole = matched.len() == 1;
+        if matched.is_empty() {
+            ex.give_back(chunk);
+            return Ok(report);
+        }
+        if !sole {
+            // Nobody else sees the chunk yet: a plain store, not a locked
+            // add. One reference per subscriber plus ours for the loop.
+            if let Err(c) = ex.pool().set_refcount(chunk, 1 + matched.len() as u32) {
+                ex.give_back(chunk);
                 return Err(c.into());
             }
-            let Targets { list, matched, .. } = &mut *subs;
-            for &i in matched.iter() {
-                let t = &mut list[i];
-                let d = Descriptor {
-                    chunk,
-                    len,
-                    flags: FLAG_PUBLISH,
-                    tag: t.tag,
-                    meta: u64::from(self.core.index),
-                };
-                match ex.deliver_to(t, &d) {
-                    Ok(()) => report.delivered += 1,
-                    Err(PushError::Full) | Err(PushError::Corrupt(_)) => {
-                        report.missed += 1;
-                        if let Some(p) = ex.port(t.index) {
-                            p.gaps.fetch_add(1, Ordering::Relaxed);
-                        }
-                        ex.release(chunk);
+        }
+        let flags = FLAG_PUBLISH | owner | if sole { FLAG_SOLE } else { 0 };
+        for &i in matched.iter() {
+            let t = &mut list[i];
+            let d = Descriptor {
+                chunk,
+                len,
+                flags,
+                tag: t.tag,
+                meta: u64::from(self.core.index),
+            };
+            match ex.deliver_to(t, &d) {
+                Ok(()) => report.delivered += 1,
+                Err(PushError::Full) | Err(PushError::Corrupt(_)) => {
+                    report.missed += 1;
+                    if let Some(p) = ex.port(t.index) {
+                        p.gaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if sole {
+                        ex.give_back(chunk);
+                    } else {
+                        ex.release_ref(chunk);
                     }
                 }
             }
         }
-        ex.release(chunk);
+        if !sole {
+            ex.release_ref(chunk);
+        }
         Ok(report)
     }
 }

@@ -10,7 +10,7 @@
 use crate::error::{FailReason, PortError, RecvError, RespondError, SendError};
 use crate::exchange::{
     Exchange, ExchangeInner, PortCore, Role, Target, Targets, FLAG_FAILED, FLAG_REQUEST,
-    FLAG_RESPONSE,
+    FLAG_RESPONSE, FLAG_SOLE,
 };
 use crate::sample::{Loan, Sample};
 use crate::waitset::{WaitNode, Waitable};
@@ -96,13 +96,13 @@ pub struct Client {
 impl Client {
     /// Loans a chunk for a request of `len` bytes, to write in place.
     pub fn loan(&self, len: usize) -> Result<Loan, SendError> {
-        self.core.ex.loan(len)
+        self.core.loan(len)
     }
 
     /// Sends a copy of `payload` as request `tag`.
     pub fn request(&self, tag: u64, payload: &[u8]) -> Result<(), SendError> {
         self.check_room()?;
-        let loan = self.core.ex.loan_copy(payload)?;
+        let loan = self.core.loan_copy(payload)?;
         self.send_request(tag, loan)
     }
 
@@ -120,11 +120,11 @@ impl Client {
         if n == 0 {
             return Err(SendError::NoServer);
         }
-        let (_, chunk, len) = loan.into_raw();
+        let (chunk, len, owner) = loan.into_raw();
         let d = Descriptor {
             chunk,
             len,
-            flags: FLAG_REQUEST,
+            flags: FLAG_REQUEST | FLAG_SOLE | owner,
             tag,
             meta: self.core.address(),
         };
@@ -139,12 +139,12 @@ impl Client {
                 }
                 Err(PushError::Full) => continue,
                 Err(PushError::Corrupt(c)) => {
-                    ex.release(chunk);
+                    ex.give_back(chunk);
                     return Err(c.into());
                 }
             }
         }
-        ex.release(chunk);
+        ex.give_back(chunk);
         Err(SendError::QueueFull)
     }
 
@@ -211,7 +211,7 @@ const UNKNOWN_HEAD: u32 = u32::MAX;
 impl Server {
     /// Loans a chunk for a response of `len` bytes, to write in place.
     pub fn loan(&self, len: usize) -> Result<Loan, SendError> {
-        self.core.ex.loan(len)
+        self.core.loan(len)
     }
 
     /// Returns the next request if one is there.
@@ -223,7 +223,7 @@ impl Server {
             return Ok(None);
         };
         if d.flags & FLAG_REQUEST == 0 {
-            self.core.ex.release(d.chunk);
+            self.core.ex.release_descriptor(&d);
             return Err(shmex_core::Corrupt("non-request in a server inbox").into());
         }
         let reply = d.meta;
@@ -287,11 +287,11 @@ impl Request {
         let Some(node) = ex.reply_target(self.reply) else {
             return Err(RespondError::ClientGone);
         };
-        let (_, chunk, len) = loan.into_raw();
+        let (chunk, len, owner) = loan.into_raw();
         let d = Descriptor {
             chunk,
             len,
-            flags: FLAG_RESPONSE,
+            flags: FLAG_RESPONSE | FLAG_SOLE | owner,
             tag: self.sample.tag,
             meta: 0,
         };
@@ -316,11 +316,11 @@ impl Request {
             Ok(()) => Ok(()),
             Err(PushError::Full) => {
                 // Only a client that broke its outstanding budget gets here.
-                ex.release(chunk);
+                ex.give_back(chunk);
                 Err(SendError::QueueFull.into())
             }
             Err(PushError::Corrupt(c)) => {
-                ex.release(chunk);
+                ex.give_back(chunk);
                 Err(SendError::from(c).into())
             }
         }

@@ -2,7 +2,7 @@
 //! and [`Sample`] (a received chunk, read in place).
 
 use crate::error::{PodError, SendError};
-use crate::exchange::ExchangeInner;
+use crate::exchange::{owner_flags, ExchangeInner};
 use shmex_core::ring::Descriptor;
 use std::sync::Arc;
 
@@ -15,6 +15,8 @@ pub struct Loan {
     pub(crate) ex: Arc<ExchangeInner>,
     pub(crate) chunk: u32,
     pub(crate) len: usize,
+    /// Port whose return ring the chunk goes back to.
+    pub(crate) owner: Option<u32>,
 }
 
 impl ExchangeInner {
@@ -25,11 +27,17 @@ impl ExchangeInner {
             return Err(SendError::PayloadTooLarge { len, max });
         }
         match self.pool().alloc()? {
-            Some(chunk) => Ok(Loan {
-                ex: self.clone(),
-                chunk,
-                len,
-            }),
+            Some(chunk) => {
+                if let Some(h) = self.chunk_header(chunk) {
+                    h.owner.store(0, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(Loan {
+                    ex: self.clone(),
+                    chunk,
+                    len,
+                    owner: None,
+                })
+            }
             None => Err(SendError::PoolExhausted {
                 chunks: self.limits.chunk_count,
             }),
@@ -71,10 +79,11 @@ impl Loan {
         bytemuck::try_from_bytes_mut(self).map_err(|e| PodError::new::<T>(len, e))
     }
 
-    /// Takes the chunk out; the caller now owns its reference.
-    pub(crate) fn into_raw(mut self) -> (Arc<ExchangeInner>, u32, u32) {
+    /// Takes the chunk out; the caller now owns its reference. Returns the
+    /// chunk, the length and the owner bits for the descriptor's flags.
+    pub(crate) fn into_raw(mut self) -> (u32, u32, u32) {
         let chunk = std::mem::replace(&mut self.chunk, Descriptor::NO_CHUNK);
-        (self.ex.clone(), chunk, self.len as u32)
+        (chunk, self.len as u32, owner_flags(self.owner))
     }
 
     /// Checks the loan came from `ex`.
@@ -112,7 +121,9 @@ impl std::ops::DerefMut for Loan {
 
 impl Drop for Loan {
     fn drop(&mut self) {
-        self.ex.release(self.chunk);
+        if self.chunk != Descriptor::NO_CHUNK {
+            self.ex.give_back(self.chunk);
+        }
     }
 }
 
@@ -126,6 +137,8 @@ pub struct Sample {
     pub(crate) chunk: u32,
     pub(crate) len: usize,
     pub(crate) tag: u64,
+    /// The descriptor's flags: how to release the chunk.
+    flags: u32,
     /// Set for publications: `key()` then reads the routing key.
     pub(crate) publication: bool,
     key: std::cell::OnceCell<Option<Box<str>>>,
@@ -143,6 +156,7 @@ impl Sample {
             chunk: d.chunk,
             len: d.len as usize,
             tag: d.tag,
+            flags: d.flags,
             publication: false,
             key: std::cell::OnceCell::new(),
             sender: d.meta as u32,
@@ -226,7 +240,11 @@ impl std::fmt::Debug for Sample {
 impl Drop for Sample {
     fn drop(&mut self) {
         if self.chunk < self.ex.limits.chunk_count {
-            self.ex.release(self.chunk);
+            self.ex.release_descriptor(&Descriptor {
+                chunk: self.chunk,
+                flags: self.flags,
+                ..Descriptor::default()
+            });
         }
     }
 }

@@ -107,3 +107,44 @@ impl Drop for FileLock<'_> {
 pub(crate) fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
+
+/// Registers this process for `membarrier(GLOBAL_EXPEDITED)` (once per
+/// process). Returns whether the asymmetric barrier is available.
+pub(crate) fn membarrier_register() -> bool {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *REGISTERED.get_or_init(|| {
+        // SAFETY: membarrier takes plain integers and touches no memory.
+        let query =
+            unsafe { nix::libc::syscall(nix::libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0) };
+        if query < 0 || query & MEMBARRIER_CMD_GLOBAL_EXPEDITED == 0 {
+            return false;
+        }
+        // SAFETY: as above.
+        unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+                0,
+                0,
+            ) == 0
+        }
+    })
+}
+
+/// Executes a full memory barrier on every running thread of every process
+/// registered with [`membarrier_register`].
+pub(crate) fn membarrier_global() {
+    // SAFETY: as in membarrier_register.
+    unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_membarrier,
+            MEMBARRIER_CMD_GLOBAL_EXPEDITED,
+            0,
+            0,
+        );
+    }
+}
+
+const MEMBARRIER_CMD_QUERY: nix::libc::c_long = 0;
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: nix::libc::c_long = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: nix::libc::c_long = 1 << 2;

@@ -43,6 +43,7 @@ pub(crate) fn wait_until(
     let word = &slot.wait.0;
     loop {
         let token = word.prepare();
+        node.before_sleep_check();
         if ready() {
             word.finish();
             return true;
