@@ -141,7 +141,7 @@ impl<'a, M: MetaTable + ?Sized> Pool<'a, M> {
                 return Err(Corrupt("free-list head out of range"));
             }
             let next = self.metas.meta(index).next.load(Ordering::Relaxed);
-            let new = pack((head >> 32) as u32 + 1, next);
+            let new = pack(((head >> 32) as u32).wrapping_add(1), next);
             match self.control.head.compare_exchange_weak(
                 head,
                 new,
@@ -249,7 +249,7 @@ impl<'a, M: MetaTable + ?Sized> Pool<'a, M> {
         let mut head = self.control.head.load(Ordering::Relaxed);
         for _ in 0..MAX_RETRIES {
             meta.next.store(head as u32, Ordering::Relaxed);
-            let new = pack((head >> 32) as u32 + 1, index);
+            let new = pack(((head >> 32) as u32).wrapping_add(1), index);
             match self.control.head.compare_exchange_weak(
                 head,
                 new,

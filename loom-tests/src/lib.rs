@@ -88,9 +88,10 @@ mod fixtures {
         pub fn with_version(chunks: u32, version: u32) -> Self {
             let heap = Self::new(chunks);
             let head = heap.control.head.load(Ordering::Relaxed);
-            heap.control
-                .head
-                .store((u64::from(version) << 32) | (head & 0xffff_ffff), Ordering::Relaxed);
+            heap.control.head.store(
+                (u64::from(version) << 32) | (head & 0xffff_ffff),
+                Ordering::Relaxed,
+            );
             heap
         }
 
