@@ -50,8 +50,8 @@ pub use exchange::{list_exchanges, Exchange, ExchangeInfo, Limits, Pattern};
 pub use fanin::{Consumer, Producer};
 pub use layout::{layout_hash, LAYOUT_VERSION, MAX_KEY_LEN};
 pub use node::{
-    list_nodes, Namespace, Node, NodeBuilder, NodeInfo, DEFAULT_NAMESPACE, DEFAULT_ROOT,
-    DEFAULT_SPIN,
+    list_nodes, Namespace, Node, NodeBuilder, NodeInfo, DEFAULT_HEARTBEAT, DEFAULT_NAMESPACE,
+    DEFAULT_ROOT, DEFAULT_SPIN, HUNG_AFTER,
 };
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, Server};

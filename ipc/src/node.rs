@@ -24,6 +24,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// Default root folder when neither the builder nor `SHMEX_ROOT` names one.
 pub const DEFAULT_ROOT: &str = "/dev/shm";
+/// Default heartbeat interval.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
+/// Heartbeat age after which `list_nodes` reports a live process as hung.
+pub const HUNG_AFTER: Duration = Duration::from_secs(1);
 /// Default time a receiver spins before it sleeps.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 
@@ -119,6 +123,7 @@ pub struct NodeBuilder {
     namespace: Option<String>,
     root: Option<PathBuf>,
     spin: Duration,
+    heartbeat: Duration,
 }
 
 impl NodeBuilder {
@@ -139,6 +144,14 @@ impl NodeBuilder {
     /// machines where a sleeping core wakes slowly, at the price of CPU.
     pub fn spin(mut self, spin: Duration) -> Self {
         self.spin = spin;
+        self
+    }
+
+    /// How often the node's background thread writes its heartbeat into its
+    /// registry slot (default 100 ms). `Duration::ZERO` disables the thread;
+    /// the heartbeat then only shows when the node joined.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = interval;
         self
     }
 
@@ -187,6 +200,8 @@ impl NodeBuilder {
             s.state.store(NODE_ALIVE, Ordering::Release);
             index
         };
+        let registry = Arc::new(registry);
+        let heartbeat = Heartbeat::start(registry.clone(), index, self.heartbeat);
         let inner = NodeInner {
             name: self.name,
             namespace: ns,
@@ -196,6 +211,7 @@ impl NodeBuilder {
             spin: self.spin,
             control: Mutex::new(()),
             registry,
+            heartbeat,
         };
         Ok(Node {
             inner: Arc::new(inner),
@@ -299,12 +315,49 @@ pub(crate) struct NodeInner {
     pub start_time: u64,
     pub spin: Duration,
     control: Mutex<()>,
-    pub registry: Segment,
+    pub registry: Arc<Segment>,
+    heartbeat: Option<Heartbeat>,
 }
 
 thread_local! {
     /// Address of the NodeInner whose control lock this thread holds (0: none).
     static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The background thread that writes a node's heartbeat. It holds the
+/// registry mapping, not the node, so a node is always dropped (and
+/// deregistered) by its last user, never by this thread.
+struct Heartbeat {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(registry: Arc<Segment>, index: u32, interval: Duration) -> Option<Heartbeat> {
+        if interval.is_zero() {
+            return None;
+        }
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("shmex-heartbeat".into())
+            .spawn(move || {
+                while !stop_flag.load(Ordering::Acquire) {
+                    if let Some(s) = slot(&registry, index) {
+                        s.heartbeat.store(now_ms(), Ordering::Relaxed);
+                    }
+                    std::thread::park_timeout(interval);
+                }
+            })
+            .ok()?;
+        Some(Heartbeat { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.thread().unpark();
+        let _ = self.thread.join();
+    }
 }
 
 /// Held while changing the namespace's set of segments, nodes or ports.
@@ -382,6 +435,9 @@ impl NodeInner {
 
 impl Drop for NodeInner {
     fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.stop();
+        }
         let Ok(_guard) = self.control() else { return };
         if let Some(s) = self.own_slot() {
             s.state.store(NODE_FREE, Ordering::Release);
@@ -432,6 +488,7 @@ impl Node {
             namespace: None,
             root: None,
             spin: DEFAULT_SPIN,
+            heartbeat: DEFAULT_HEARTBEAT,
         }
     }
 
@@ -489,7 +546,8 @@ pub struct NodeInfo {
     pub name: String,
     /// Process id.
     pub pid: u32,
-    /// "alive" or "dead" (process gone, slot not yet reclaimed).
+    /// "alive", "hung" (process exists, heartbeat older than [`HUNG_AFTER`])
+    /// or "dead" (process gone, slot not yet reclaimed).
     pub state: &'static str,
     /// Milliseconds since its last heartbeat.
     pub heartbeat_age_ms: u64,
@@ -515,12 +573,17 @@ pub fn list_nodes(ns: &Namespace) -> Result<Vec<NodeInfo>, SegmentError> {
         let pid = s.pid.load(Ordering::Relaxed);
         let name_len = s.name_len.load(Ordering::Relaxed) as usize;
         let alive = sys::process_alive(pid, s.start_time.load(Ordering::Relaxed));
+        let age = now.saturating_sub(s.heartbeat.load(Ordering::Relaxed));
         out.push(NodeInfo {
             id: i,
             name: String::from_utf8_lossy(&load_bytes(&s.name, name_len)).into_owned(),
             pid,
-            state: if alive { "alive" } else { "dead" },
-            heartbeat_age_ms: now.saturating_sub(s.heartbeat.load(Ordering::Relaxed)),
+            state: match (alive, age > HUNG_AFTER.as_millis() as u64) {
+                (false, _) => "dead",
+                (true, true) => "hung",
+                (true, false) => "alive",
+            },
+            heartbeat_age_ms: age,
         });
     }
     Ok(out)
