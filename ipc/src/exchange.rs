@@ -509,15 +509,21 @@ impl Exchange {
         self.inner.pattern
     }
 
-    /// The exchange's limits.
+    /// The exchange's limits (the mode read from the segment file).
     pub fn limits(&self) -> Limits {
+        use std::os::unix::fs::MetadataExt;
         let l = &self.inner.limits;
         Limits {
             chunk_size: l.chunk_size as usize,
             chunk_count: l.chunk_count,
             queue_depth: l.queue_depth,
             max_ports: l.max_ports,
-            mode: 0o600,
+            mode: self
+                .inner
+                .seg
+                .file
+                .metadata()
+                .map_or(0o600, |m| m.mode() & 0o777),
         }
     }
 

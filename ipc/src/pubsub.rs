@@ -88,21 +88,29 @@ impl Publisher {
     pub fn publish_loan(&self, key: &str, loan: Loan) -> Result<Published, SendError> {
         loan.check_owner(&self.core.ex)?;
         let ex = &self.core.ex;
+        let mut subs = self.subscribers.borrow_mut();
+        subs.refresh(ex, Role::Subscriber);
+        // Validates the key (length, no wildcard words) before it is copied.
+        subs.match_key(key)
+            .map_err(|reason| SendError::InvalidKey {
+                key: key.to_string(),
+                reason,
+            })?;
         let header = ex
             .chunk_header(loan.chunk)
             .ok_or(shmex_core::Corrupt("loaned chunk out of range"))?;
         let key_area = ex
             .chunk_key(loan.chunk)
             .ok_or(shmex_core::Corrupt("loaned chunk out of range"))?;
-        header.key_len.store(key.len() as u32, Ordering::Relaxed);
-        store_bytes(&key_area.0[..key.len().div_ceil(8)], key.as_bytes());
-        let mut subs = self.subscribers.borrow_mut();
-        subs.refresh(ex, Role::Subscriber);
-        subs.match_key(key)
-            .map_err(|reason| SendError::InvalidKey {
+        let words = key_area
+            .0
+            .get(..key.len().div_ceil(8))
+            .ok_or(SendError::InvalidKey {
                 key: key.to_string(),
-                reason,
+                reason: "longer than 192 bytes",
             })?;
+        header.key_len.store(key.len() as u32, Ordering::Relaxed);
+        store_bytes(words, key.as_bytes());
         let (chunk, len, owner) = loan.into_raw();
         let mut report = Published::default();
         let Targets { list, matched, .. } = &mut *subs;

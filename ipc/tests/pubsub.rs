@@ -312,3 +312,31 @@ fn pubsub_unsubscribe_stops_delivery() {
     drop((publisher, ex, node));
     ns.assert_clean();
 }
+
+#[test]
+fn invalid_routing_keys_are_errors_and_lose_no_chunk() {
+    let ns = TestNs::new("badkey");
+    let node = ns.node("publisher");
+    let ex = node
+        .create_exchange("keys", Pattern::PublishSubscribe, Limits::default())
+        .expect("create");
+    let _sub = ex.subscriber("#", 1).expect("subscribe");
+    let publisher = ex.publisher().expect("publisher");
+    for key in ["x".repeat(193), "a.*".to_string(), "#".to_string()] {
+        match publisher.publish(&key, b"payload") {
+            Err(shmex::SendError::InvalidKey { key: k, .. }) => assert_eq!(k, key),
+            other => panic!("key {key:?}: expected InvalidKey, got {other:?}"),
+        }
+    }
+    assert_eq!(ex.chunks_free(), ex.limits().chunk_count);
+    let longest = "y".repeat(192);
+    assert_eq!(
+        publisher
+            .publish(&longest, b"ok")
+            .expect("192-byte key")
+            .delivered,
+        1
+    );
+    drop((publisher, _sub, ex, node));
+    ns.assert_clean();
+}
