@@ -18,6 +18,17 @@ impl std::fmt::Display for UsageError {
 /// The arguments of one subcommand, consumed front to back.
 pub struct Args {
     rest: std::vec::IntoIter<String>,
+    /// Set after `--`: every later argument is positional.
+    only_positional: bool,
+}
+
+/// One item of a command line that takes positional arguments.
+pub enum Item {
+    /// An option (`--name`, `--name=value`, `-h`).
+    Opt(Opt),
+    /// A positional argument: one not starting with `-`, a lone `-`, or any
+    /// argument after `--`.
+    Positional(String),
 }
 
 /// One option as written: its name, and the value given after `=` if any.
@@ -32,19 +43,34 @@ impl Args {
     pub fn new(args: Vec<String>) -> Args {
         Args {
             rest: args.into_iter(),
+            only_positional: false,
         }
     }
 
-    /// The next option, or `None` at the end. A positional argument (one not
-    /// starting with `-`) is an error: no subcommand takes any.
+    /// The next option, or `None` at the end, for subcommands that take no
+    /// positional argument: one (not starting with `-`) is an error. The
+    /// others read their arguments with [`next_item`](Self::next_item).
     pub fn next_opt(&mut self) -> Result<Option<Opt>, UsageError> {
-        let Some(arg) = self.rest.next() else {
-            return Ok(None);
-        };
-        if !arg.starts_with('-') || arg == "-" {
-            return Err(UsageError(format!("unexpected argument {arg:?}")));
+        match self.next_item() {
+            None => Ok(None),
+            Some(Item::Opt(opt)) => Ok(Some(opt)),
+            Some(Item::Positional(arg)) => Err(UsageError(format!("unexpected argument {arg:?}"))),
         }
-        Ok(Some(match arg.split_once('=') {
+    }
+
+    /// The next option or positional argument, or `None` at the end. `--`
+    /// ends the options: what follows is positional even if it starts with
+    /// `-` (a message such as `-1`).
+    pub fn next_item(&mut self) -> Option<Item> {
+        let arg = self.rest.next()?;
+        if self.only_positional || !arg.starts_with('-') || arg == "-" {
+            return Some(Item::Positional(arg));
+        }
+        if arg == "--" {
+            self.only_positional = true;
+            return self.next_item();
+        }
+        Some(Item::Opt(match arg.split_once('=') {
             Some((name, value)) if name.starts_with("--") => Opt {
                 name: name.to_string(),
                 inline: Some(value.to_string()),
@@ -169,6 +195,22 @@ mod tests {
         let o = a.next_opt().unwrap().unwrap();
         assert_eq!(a.value(&o).unwrap(), "/tmp/x");
         assert!(a.next_opt().unwrap().is_none());
+    }
+
+    #[test]
+    fn positionals() {
+        let mut a = args(&["ex", "--count", "2", "-", "--", "-1", "--x"]);
+        let mut seen = Vec::new();
+        while let Some(item) = a.next_item() {
+            match item {
+                Item::Positional(p) => seen.push(format!("P{p}")),
+                Item::Opt(o) => {
+                    let v = a.value(&o).unwrap();
+                    seen.push(format!("O{}={v}", o.name));
+                }
+            }
+        }
+        assert_eq!(seen, ["Pex", "O--count=2", "P-", "P-1", "P--x"]);
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! - `shmex demo` runs request-response, publish-subscribe and fan-in between
 //!   real processes (this binary re-executed as children) and prints latency
 //!   and throughput figures;
-//! - `shmex ls` lists the nodes and exchanges of a namespace.
+//! - `shmex ls` lists the nodes and exchanges of a namespace;
+//! - `shmex sub` / `shmex pub` subscribe and publish on a publish-subscribe
+//!   exchange, `shmex serve` / `shmex call` answer and send requests on a
+//!   request-response exchange ([`poke`]), for poking at a running system
+//!   from a shell.
 //!
 //! Argument parsing ([`args`]) and JSON output ([`json`]) are hand-written to
 //! keep the tool free of dependencies beyond the runtime itself.
@@ -12,6 +16,7 @@ mod args;
 mod demo;
 mod json;
 mod ls;
+mod poke;
 
 use std::process::ExitCode;
 
@@ -24,12 +29,26 @@ Usage:
   shmex demo [--namespace NS] [--root DIR] [--requests N] [--spin-us US]
              [--timeout SECS]
   shmex ls [--json] [--namespace NS] [--root DIR]
+  shmex sub EXCHANGE PATTERN [--count N] [--timeout-ms MS] [--tag T] [--hex]
+  shmex pub EXCHANGE KEY MESSAGE [--count N] [--interval-ms MS]
+            [--wait-subscribers N] [--wait-ms MS]
+  shmex serve EXCHANGE [--count N] [--prefix STR] [--hex]
+  shmex call EXCHANGE MESSAGE [--tag T] [--timeout-ms MS] [--wait-server-ms MS]
+             [--hex]
   shmex help [COMMAND]
+
+sub, pub, serve and call also take --namespace NS, --root DIR and the
+exchange limits --chunk-size N, --chunks N, --queue-depth N, --max-ports N;
+each opens the exchange, creating it when missing.
 
 Commands:
   demo   run request-response, publish-subscribe and fan-in between real
          processes and print latency and throughput figures
   ls     list the nodes and exchanges of a namespace
+  sub    subscribe to a publish-subscribe exchange, print `KEY PAYLOAD` lines
+  pub    publish a message on a publish-subscribe exchange
+  serve  answer requests on a request-response exchange (echo server)
+  call   send one request on a request-response exchange, print the response
   help   print this help, or a command's help
 
 Environment:
@@ -40,7 +59,16 @@ Run `shmex COMMAND --help` for a command's options.
 ";
 
 fn main() -> ExitCode {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = Vec::new();
+    for arg in std::env::args_os().skip(1) {
+        match arg.into_string() {
+            Ok(a) => args.push(a),
+            Err(bad) => {
+                eprintln!("shmex: argument {bad:?} is not valid UTF-8");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if args.is_empty() {
         eprint!("{USAGE}");
         return ExitCode::from(2);
@@ -49,6 +77,10 @@ fn main() -> ExitCode {
     match command.as_str() {
         "demo" => demo::run(args),
         "ls" => ls::run(args),
+        "sub" => poke::sub::run(args),
+        "pub" => poke::publish::run(args),
+        "serve" => poke::serve::run(args),
+        "call" => poke::call::run(args),
         demo::CHILD_COMMAND => demo::child::run(args),
         "help" | "--help" | "-h" => help(&args),
         other => {
@@ -65,6 +97,10 @@ fn help(args: &[String]) -> ExitCode {
         None => print!("{USAGE}"),
         Some("demo") => print!("{}", demo::HELP),
         Some("ls") => print!("{}", ls::HELP),
+        Some("sub") => print!("{}", poke::sub::HELP),
+        Some("pub") => print!("{}", poke::publish::HELP),
+        Some("serve") => print!("{}", poke::serve::HELP),
+        Some("call") => print!("{}", poke::call::HELP),
         Some(other) => {
             eprintln!("shmex help: unknown command {other:?}\n");
             eprint!("{USAGE}");
