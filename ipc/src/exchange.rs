@@ -532,9 +532,15 @@ impl Exchange {
     pub fn chunks_free(&self) -> u32 {
         let ex = &self.inner;
         let cached: u32 = (0..ex.limits.max_ports)
-            .filter_map(|i| ex.return_ring(i).map(|r| r.len_hint()))
+            .map(|i| {
+                let ring = ex.return_ring(i).map_or(0, |r| r.len_hint());
+                let spare = ex
+                    .port(i)
+                    .is_some_and(|p| p.spare.0.load(Ordering::Relaxed) < ex.limits.chunk_count);
+                ring + u32::from(spare)
+            })
             .sum();
-        ex.pool().free_count() + cached
+        (ex.pool().free_count() + cached).min(ex.limits.chunk_count)
     }
 
     /// Ports currently attached (a snapshot).
@@ -608,6 +614,11 @@ impl ExchangeInner {
         for i in 0..self.limits.max_ports {
             self.ring(i).ok_or_else(corrupt)?.init();
             self.return_ring(i).ok_or_else(corrupt)?.init();
+            self.port(i)
+                .ok_or_else(corrupt)?
+                .spare
+                .0
+                .store(Descriptor::NO_CHUNK, Ordering::Relaxed);
         }
         self.pool().init();
         let u = &h.users[0];
@@ -813,12 +824,20 @@ impl ExchangeInner {
             .is_some_and(|p| p.state.load(Ordering::Acquire) == PORT_ACTIVE)
     }
 
-    /// Moves every chunk cached in port `port`'s return ring to the free list.
+    /// Moves every chunk cached for port `port` (its spare and its return
+    /// ring) to the free list.
     fn drain_returns(&self, port: u32) {
+        let pool = self.pool();
+        if let Some(slot) = self.port(port) {
+            let spare = slot.spare.0.swap(Descriptor::NO_CHUNK, Ordering::Relaxed);
+            if let Some(h) = self.chunk_header(spare) {
+                h.meta.refcount.store(0, Ordering::Relaxed);
+                let _ = pool.free(spare);
+            }
+        }
         let Some(ring) = self.return_ring(port) else {
             return;
         };
-        let pool = self.pool();
         while let Some(d) = ring.pop() {
             if let Some(h) = self.chunk_header(d.chunk) {
                 h.meta.refcount.store(0, Ordering::Relaxed);
@@ -927,11 +946,16 @@ fn inspect(path: &std::path::Path, name: &str) -> Result<Option<ExchangeInfo>, S
         .get::<PoolLine>(layout.pool)
         .ok_or_else(|| corrupt("pool".into()))?;
     let pool = Pool::new(&control.0, &table);
-    let ports = (0..raw.max_ports)
-        .filter(|&i| {
-            seg.get::<PortSlot>(layout.ports + i as usize * std::mem::size_of::<PortSlot>())
-                .is_some_and(|p| p.state.load(Ordering::Relaxed) == PORT_ACTIVE)
-        })
+    let port_slots = seg
+        .slice::<PortSlot>(layout.ports, raw.max_ports as usize)
+        .unwrap_or(&[]);
+    let ports = port_slots
+        .iter()
+        .filter(|p| p.state.load(Ordering::Relaxed) == PORT_ACTIVE)
+        .count() as u32;
+    let spares = port_slots
+        .iter()
+        .filter(|p| p.spare.0.load(Ordering::Relaxed) < raw.chunk_count)
         .count() as u32;
     let holders = h
         .users
@@ -960,7 +984,7 @@ fn inspect(path: &std::path::Path, name: &str) -> Result<Option<ExchangeInfo>, S
         pattern,
         ports,
         chunks_total: raw.chunk_count,
-        chunks_free: (pool.free_count() + cached).min(raw.chunk_count),
+        chunks_free: (pool.free_count() + cached + spares).min(raw.chunk_count),
         chunk_size: raw.chunk_size,
         queue_depth: raw.queue_depth,
         size: seg.len() as u64,
@@ -1147,21 +1171,7 @@ impl PortCore {
             return Err(SendError::PayloadTooLarge { len, max });
         }
         let pool = ex.pool();
-        let mut chunk = None;
-        if let Some(ring) = ex.return_ring(self.index) {
-            while let Some(d) = ring.pop() {
-                // Cached chunks are ours with a refcount of 1; one that
-                // fails the check is left alone rather than handed out twice.
-                let ours = ex.chunk_header(d.chunk).is_some_and(|h| {
-                    h.meta.refcount.load(Ordering::Acquire) == 1
-                        && h.owner.load(Ordering::Relaxed) == self.index + 1
-                });
-                if ours {
-                    chunk = Some(d.chunk);
-                    break;
-                }
-            }
-        }
+        let chunk = self.take_spare().or_else(|| self.pop_cached());
         let chunk = match chunk {
             Some(c) => c,
             None => {
@@ -1180,6 +1190,48 @@ impl PortCore {
             len,
             owner: Some(self.index),
         })
+    }
+
+    /// Takes a free chunk from this port's return ring (refcount 1, owner this
+    /// port). A chunk that fails the check is left alone rather than handed
+    /// out twice.
+    fn pop_cached(&self) -> Option<u32> {
+        let ex = &self.ex;
+        let ring = ex.return_ring(self.index)?;
+        while let Some(d) = ring.pop() {
+            let ours = ex.chunk_header(d.chunk).is_some_and(|h| {
+                h.meta.refcount.load(Ordering::Acquire) == 1
+                    && h.owner.load(Ordering::Relaxed) == self.index + 1
+            });
+            if ours {
+                return Some(d.chunk);
+            }
+        }
+        None
+    }
+
+    /// Called after a successful send: fetches the next loan's chunk now,
+    /// overlapping its cache miss with the message's flight.
+    pub fn after_send(&self) {
+        let Some(slot) = self.ex.port(self.index) else {
+            return;
+        };
+        if slot.spare.0.load(Ordering::Relaxed) == Descriptor::NO_CHUNK {
+            if let Some(c) = self.pop_cached() {
+                slot.spare.0.store(c, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The spare chunk, if any (see [`PortSlot::spare`]).
+    fn take_spare(&self) -> Option<u32> {
+        let slot = self.ex.port(self.index)?;
+        let c = slot.spare.0.load(Ordering::Relaxed);
+        if c == Descriptor::NO_CHUNK {
+            return None;
+        }
+        slot.spare.0.store(Descriptor::NO_CHUNK, Ordering::Relaxed);
+        (c < self.ex.limits.chunk_count).then_some(c)
     }
 
     /// Loans a chunk and copies `payload` into it.

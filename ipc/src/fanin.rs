@@ -82,7 +82,10 @@ impl Producer {
             meta: u64::from(self.core.index),
         };
         match ex.deliver_to(t, &d) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.core.after_send();
+                Ok(())
+            }
             Err(PushError::Full) => {
                 ex.give_back(chunk);
                 Err(SendError::QueueFull)

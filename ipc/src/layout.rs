@@ -132,7 +132,15 @@ pub(crate) struct PortSlot {
     /// Deliveries this port missed because its queue was full.
     pub gaps: AtomicU64,
     pub pattern: [AtomicU64; MAX_KEY_LEN / 8],
+    /// The owner's next free chunk, fetched from its return ring right after
+    /// a send (u32::MAX: none). Written only by the owner, on a line of its
+    /// own; counted as free, returned on detach and by reclaim.
+    pub spare: SpareLine,
 }
+
+/// A port's spare chunk on its own cache line.
+#[repr(C, align(64))]
+pub(crate) struct SpareLine(pub AtomicU32);
 
 /// Port slot states.
 pub(crate) const PORT_FREE: u32 = 0;

@@ -155,6 +155,7 @@ impl Publisher {
         if !sole {
             ex.release_ref(chunk);
         }
+        self.core.after_send();
         Ok(report)
     }
 }

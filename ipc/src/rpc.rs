@@ -135,6 +135,8 @@ impl Client {
                 Ok(()) => {
                     self.next.set((start + k + 1) % n);
                     self.outstanding.set(self.outstanding.get() + 1);
+                    drop(servers);
+                    self.core.after_send();
                     return Ok(());
                 }
                 Err(PushError::Full) => continue,
