@@ -3,11 +3,11 @@
 //! The algorithm is Dmitry Vyukov's bounded MPMC queue reduced to one consumer:
 //! every slot carries its own sequence number, producers claim a position with a
 //! CAS on `tail`, write the descriptor and publish it by storing `pos + 1` into
-//! the slot's sequence; the consumer reads slots in order, hands a slot back by
-//! storing `pos + capacity` and then advances `head`. Producers learn that a
-//! slot is free from `head` rather than from the slot (Lamport-style cached
-//! head, see [`Ring::push_cached`]), so slot lines travel only producer →
-//! consumer and the head line only when a producer's cached head runs out.
+//! the slot's sequence; the consumer reads slots in order and advances `head`.
+//! Producers learn that a slot is free from `head` rather than from the slot
+//! (Lamport-style cached head, see [`Ring::push_cached`]), so slot lines are
+//! written only by producers and the head line travels only when a producer's
+//! cached head runs out.
 //!
 //! Guarantees:
 //! - messages of one producer are consumed in the order that producer pushed them;
@@ -74,8 +74,8 @@ impl Default for RingControl {
 /// One ring slot: 32 bytes, two per cache line.
 #[repr(C)]
 pub struct Slot {
-    /// `pos + 1` when the descriptor for `pos` is published, `pos + capacity`
-    /// when the slot is free for position `pos + capacity`.
+    /// `pos + 1` once the descriptor for position `pos` is published (left
+    /// as is after consumption; `head` says which slots are free).
     pub seq: AtomicU32,
     chunk: AtomicU32,
     len: AtomicU32,
@@ -219,9 +219,10 @@ impl<'a> Ring<'a> {
             tag: slot.tag.load(Ordering::Relaxed),
             meta: slot.meta.load(Ordering::Relaxed),
         };
-        slot.seq
-            .store(pos.wrapping_add(self.mask + 1), Ordering::Release);
-        // Release: a producer that reads this head may reuse the slot.
+        // No write-back to the slot: producers learn that it is free from
+        // `head`, and the stale sequence (`pos + 1`) can never equal the next
+        // lap's `pos + capacity + 1`, so the slot line is written only by
+        // producers. Release: a producer that reads this head may reuse it.
         self.control
             .head
             .store(pos.wrapping_add(1), Ordering::Release);

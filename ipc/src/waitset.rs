@@ -22,7 +22,8 @@ pub(crate) fn wait_until(
     let start = Instant::now();
     let spin_until = start + node.spin;
     let mut i = 0u32;
-    loop {
+    // A zero spin budget sleeps at once.
+    while !node.spin.is_zero() {
         for _ in 0..64 {
             if ready() {
                 return true;
@@ -30,7 +31,7 @@ pub(crate) fn wait_until(
             std::hint::spin_loop();
         }
         i += 1;
-        if i.is_multiple_of(4) || node.spin.is_zero() {
+        if i.is_multiple_of(4) {
             let now = Instant::now();
             if now >= spin_until || deadline.is_some_and(|d| now >= d) {
                 break;
