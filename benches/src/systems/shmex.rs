@@ -1,0 +1,349 @@
+//! shmex, through its public API only.
+//!
+//! - `pubsub-rtt`: two publish-subscribe exchanges (`ping`, `pong`), one
+//!   publisher and one subscriber (pattern `rtt`, key `rtt`) on each; every
+//!   message is a loaned chunk written in place (`loan` + `publish_loan`).
+//! - `reqresp-rtt`: one request-response exchange, a client here and a
+//!   server in the peer (`send_request` of a loan, `respond_loan`).
+//! - `stream` / `fanin`: one fan-in exchange, the consumer here and one
+//!   producer per peer (`send_loan`), retrying on a full pool or queue.
+//!
+//! Busy-polling uses `try_receive` in a loop; blocking uses `receive` on a
+//! node whose spin budget is zero, so a receiver that finds nothing sleeps.
+
+use crate::{
+    check_seq, err, read_payload, spin_pause, write_payload, Batch, Case, Clock, DriverSide,
+    Histogram, Mode, PeerArgs, PeerSide, Result, Run, Spec,
+};
+use ::shmex::{
+    Client, Consumer, Exchange, Limits, Node, Pattern, Producer, Publisher, RecvError, SendError,
+    Server, Subscriber,
+};
+use std::time::Duration;
+
+const KEY: &str = "rtt";
+
+fn node(name: String, namespace: String, mode: Mode) -> Result<Node> {
+    let spin = match mode {
+        Mode::Spin => ::shmex::DEFAULT_SPIN,
+        Mode::Blocking => Duration::ZERO,
+    };
+    Ok(Node::builder(name)
+        .namespace(namespace)
+        .spin(spin)
+        .create()?)
+}
+
+fn limits(spec: &Spec) -> Limits {
+    let depth = if spec.case.is_latency() { 8 } else { 256 };
+    Limits {
+        chunk_size: spec.size,
+        // Streams: the pool is the flow control (a free chunk guarantees a
+        // free inbox slot).
+        chunk_count: depth,
+        queue_depth: depth,
+        max_ports: 4,
+        mode: 0o600,
+    }
+}
+
+fn exchange_names(cell: u32) -> (String, String) {
+    (format!("c{cell}-ping"), format!("c{cell}-pong"))
+}
+
+/// Receives with `try` in a busy loop (spin) or `block` (blocking).
+#[inline(always)]
+fn recv<T>(
+    mode: Mode,
+    mut try_recv: impl FnMut() -> std::result::Result<Option<T>, RecvError>,
+    block: impl FnOnce() -> std::result::Result<T, RecvError>,
+) -> Result<T> {
+    match mode {
+        Mode::Spin => loop {
+            if let Some(x) = try_recv()? {
+                return Ok(x);
+            }
+            spin_pause();
+        },
+        Mode::Blocking => Ok(block()?),
+    }
+}
+
+enum DriverPorts {
+    Pubsub {
+        publisher: Publisher,
+        subscriber: Subscriber,
+        _ex: (Exchange, Exchange),
+    },
+    Reqresp {
+        client: Client,
+        _ex: Exchange,
+    },
+    Fanin {
+        consumer: Consumer,
+        _ex: Exchange,
+    },
+}
+
+struct Driver {
+    ports: DriverPorts,
+    spec: Spec,
+    seq: u64,
+    /// Per producer port index: next sequence number expected.
+    expected: Vec<(u32, u64)>,
+    _node: Node,
+}
+
+/// Driving side.
+pub fn driver(run: &Run, cell: u32, spec: Spec) -> Result<Box<dyn DriverSide>> {
+    let node = node(format!("drv-c{cell}"), run.shmex_namespace(), spec.mode)?;
+    let limits = limits(&spec);
+    let (ping, pong) = exchange_names(cell);
+    let ports = match spec.case {
+        Case::PubsubRtt => {
+            let a = node.create_exchange(&ping, Pattern::PublishSubscribe, limits)?;
+            let b = node.create_exchange(&pong, Pattern::PublishSubscribe, limits)?;
+            DriverPorts::Pubsub {
+                publisher: a.publisher()?,
+                subscriber: b.subscriber(KEY, 0)?,
+                _ex: (a, b),
+            }
+        }
+        Case::ReqrespRtt => {
+            let ex = node.create_exchange(&ping, Pattern::RequestResponse, limits)?;
+            DriverPorts::Reqresp {
+                client: ex.client()?,
+                _ex: ex,
+            }
+        }
+        Case::Stream | Case::Fanin => {
+            let ex = node.create_exchange(&ping, Pattern::FanIn, limits)?;
+            DriverPorts::Fanin {
+                consumer: ex.consumer()?,
+                _ex: ex,
+            }
+        }
+    };
+    Ok(Box::new(Driver {
+        ports,
+        spec,
+        seq: 0,
+        expected: Vec::new(),
+        _node: node,
+    }))
+}
+
+impl DriverSide for Driver {
+    fn run(&mut self, n: u64, peers: usize, clock: &Clock, hist: &mut Histogram) -> Result<Batch> {
+        let Spec {
+            size,
+            mode,
+            touched,
+            ..
+        } = self.spec;
+        match &self.ports {
+            DriverPorts::Pubsub {
+                publisher,
+                subscriber,
+                ..
+            } => {
+                let start = clock.now();
+                let mut prev = start;
+                for _ in 0..n {
+                    self.seq += 1;
+                    let mut loan = publisher.loan(size)?;
+                    write_payload(&mut loan, self.seq, touched);
+                    let report = publisher.publish_loan(KEY, loan)?;
+                    if report.delivered != 1 {
+                        return Err(err(format!("publish reached {report:?}")));
+                    }
+                    let sample = recv(mode, || subscriber.try_receive(), || subscriber.receive())?;
+                    check_seq(read_payload(&sample, touched), self.seq)?;
+                    drop(sample);
+                    let now = clock.now();
+                    hist.record(clock.ns(now.wrapping_sub(prev)));
+                    prev = now;
+                }
+                Ok(Batch {
+                    elapsed: clock.duration(prev.wrapping_sub(start)),
+                    msgs: n,
+                })
+            }
+            DriverPorts::Reqresp { client, .. } => {
+                let start = clock.now();
+                let mut prev = start;
+                for _ in 0..n {
+                    self.seq += 1;
+                    let mut loan = client.loan(size)?;
+                    write_payload(&mut loan, self.seq, touched);
+                    client.send_request(self.seq, loan)?;
+                    let response = recv(mode, || client.try_receive(), || client.receive())?;
+                    check_seq(response.tag(), self.seq)?;
+                    check_seq(read_payload(&response, touched), self.seq)?;
+                    drop(response);
+                    let now = clock.now();
+                    hist.record(clock.ns(now.wrapping_sub(prev)));
+                    prev = now;
+                }
+                Ok(Batch {
+                    elapsed: clock.duration(prev.wrapping_sub(start)),
+                    msgs: n,
+                })
+            }
+            DriverPorts::Fanin { consumer, .. } => {
+                let total = n * peers as u64;
+                let mut first = None;
+                let mut last = 0;
+                for _ in 0..total {
+                    let sample = recv(mode, || consumer.try_receive(), || consumer.receive())?;
+                    last = clock.now();
+                    first.get_or_insert(last);
+                    let seq = read_payload(&sample, touched);
+                    let sender = sample.sender();
+                    drop(sample);
+                    let slot = match self.expected.iter_mut().find(|(s, _)| *s == sender) {
+                        Some(slot) => slot,
+                        None => {
+                            self.expected.push((sender, 1));
+                            self.expected.last_mut().ok_or_else(|| err("unreachable"))?
+                        }
+                    };
+                    check_seq(seq, slot.1)?;
+                    slot.1 += 1;
+                }
+                Ok(Batch {
+                    elapsed: clock.duration(last.wrapping_sub(first.unwrap_or(last))),
+                    msgs: total,
+                })
+            }
+        }
+    }
+}
+
+enum PeerPorts {
+    Pubsub {
+        subscriber: Subscriber,
+        publisher: Publisher,
+        _ex: (Exchange, Exchange),
+    },
+    Reqresp {
+        server: Server,
+        _ex: Exchange,
+    },
+    Fanin {
+        producer: Producer,
+        _ex: Exchange,
+    },
+}
+
+struct Peer {
+    ports: PeerPorts,
+    spec: Spec,
+    seq: u64,
+    _node: Node,
+}
+
+/// Peer side: echo (round trips) or producer (streams).
+pub fn peer(args: &PeerArgs) -> Result<Box<dyn PeerSide>> {
+    let spec = args.spec;
+    let node = node(
+        format!("peer-c{}-{}", args.cell, args.index),
+        format!("{}-{}", crate::NAME_PREFIX, args.run),
+        spec.mode,
+    )?;
+    let (ping, pong) = exchange_names(args.cell);
+    let ports = match spec.case {
+        Case::PubsubRtt => {
+            let a = node.open_exchange(&ping)?;
+            let b = node.open_exchange(&pong)?;
+            PeerPorts::Pubsub {
+                subscriber: a.subscriber(KEY, 0)?,
+                publisher: b.publisher()?,
+                _ex: (a, b),
+            }
+        }
+        Case::ReqrespRtt => {
+            let ex = node.open_exchange(&ping)?;
+            PeerPorts::Reqresp {
+                server: ex.server()?,
+                _ex: ex,
+            }
+        }
+        Case::Stream | Case::Fanin => {
+            let ex = node.open_exchange(&ping)?;
+            PeerPorts::Fanin {
+                producer: ex.producer()?,
+                _ex: ex,
+            }
+        }
+    };
+    Ok(Box::new(Peer {
+        ports,
+        spec,
+        seq: 0,
+        _node: node,
+    }))
+}
+
+impl PeerSide for Peer {
+    fn run(&mut self, n: u64) -> Result<()> {
+        let Spec {
+            size,
+            mode,
+            touched,
+            ..
+        } = self.spec;
+        match &self.ports {
+            PeerPorts::Pubsub {
+                subscriber,
+                publisher,
+                ..
+            } => {
+                for _ in 0..n {
+                    self.seq += 1;
+                    let sample = recv(mode, || subscriber.try_receive(), || subscriber.receive())?;
+                    check_seq(read_payload(&sample, touched), self.seq)?;
+                    drop(sample);
+                    let mut loan = publisher.loan(size)?;
+                    write_payload(&mut loan, self.seq, touched);
+                    let report = publisher.publish_loan(KEY, loan)?;
+                    if report.delivered != 1 {
+                        return Err(err(format!("publish reached {report:?}")));
+                    }
+                }
+            }
+            PeerPorts::Reqresp { server, .. } => {
+                for _ in 0..n {
+                    self.seq += 1;
+                    let request = recv(mode, || server.try_receive(), || server.receive())?;
+                    check_seq(read_payload(&request, touched), self.seq)?;
+                    let mut loan = server.loan(size)?;
+                    write_payload(&mut loan, self.seq, touched);
+                    request.respond_loan(loan)?;
+                }
+            }
+            PeerPorts::Fanin { producer, .. } => {
+                for _ in 0..n {
+                    self.seq += 1;
+                    loop {
+                        let mut loan = match producer.loan(size) {
+                            Ok(l) => l,
+                            Err(SendError::PoolExhausted { .. }) => {
+                                spin_pause();
+                                continue;
+                            }
+                            Err(e) => return Err(e.into()),
+                        };
+                        write_payload(&mut loan, self.seq, touched);
+                        match producer.send_loan(0, loan) {
+                            Ok(()) => break,
+                            Err(SendError::QueueFull) => spin_pause(),
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
