@@ -1164,8 +1164,8 @@ impl PortCore {
     /// Loans a chunk for `len` bytes: from this port's return ring (chunks
     /// its own earlier messages left behind) when it has one, else from the
     /// shared free list.
-    pub fn loan(&self, len: usize) -> Result<Loan, SendError> {
-        let ex = &self.ex;
+    pub fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
+        let ex: &ExchangeInner = &self.ex;
         let max = ex.limits.chunk_size as usize;
         if len > max {
             return Err(SendError::PayloadTooLarge { len, max });
@@ -1185,7 +1185,7 @@ impl PortCore {
             }
         };
         Ok(Loan {
-            ex: ex.clone(),
+            ex,
             chunk,
             len,
             owner: Some(self.index),
@@ -1235,7 +1235,7 @@ impl PortCore {
     }
 
     /// Loans a chunk and copies `payload` into it.
-    pub fn loan_copy(&self, payload: &[u8]) -> Result<Loan, SendError> {
+    pub fn loan_copy(&self, payload: &[u8]) -> Result<Loan<'_>, SendError> {
         let mut loan = self.loan(payload.len())?;
         loan.copy_from_slice(payload);
         Ok(loan)

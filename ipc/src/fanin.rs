@@ -52,7 +52,7 @@ impl Producer {
     }
 
     /// Loans a chunk for a message of `len` bytes, to write in place.
-    pub fn loan(&self, len: usize) -> Result<Loan, SendError> {
+    pub fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
         self.core.loan(len)
     }
 
@@ -65,7 +65,7 @@ impl Producer {
     /// Sends a loaned chunk with `tag` (zero-copy). Errors:
     /// [`SendError::NoConsumer`], [`SendError::QueueFull`]; on error the chunk
     /// returns to the pool.
-    pub fn send_loan(&self, tag: u64, loan: Loan) -> Result<(), SendError> {
+    pub fn send_loan(&self, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
         loan.check_owner(&self.core.ex)?;
         let ex = &self.core.ex;
         let mut consumer = self.consumer.borrow_mut();
@@ -106,7 +106,7 @@ pub struct Consumer {
 impl Consumer {
     /// Returns the next message if one is there; [`Sample::sender`] tells which
     /// producer sent it.
-    pub fn try_receive(&self) -> Result<Option<Sample>, RecvError> {
+    pub fn try_receive(&self) -> Result<Option<Sample<'_>>, RecvError> {
         let Some(ring) = self.core.ring() else {
             return Ok(None);
         };
@@ -117,12 +117,12 @@ impl Consumer {
     }
 
     /// Blocks until a message arrives.
-    pub fn receive(&self) -> Result<Sample, RecvError> {
+    pub fn receive(&self) -> Result<Sample<'_>, RecvError> {
         blocking(&self.core, None, || self.try_receive())
     }
 
     /// Blocks at most `timeout`; [`RecvError::Timeout`] after.
-    pub fn receive_timeout(&self, timeout: Duration) -> Result<Sample, RecvError> {
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Sample<'_>, RecvError> {
         blocking(&self.core, Some(timeout), || self.try_receive())
     }
 }

@@ -72,7 +72,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// Loans a chunk for a publication of `len` bytes, to write in place.
-    pub fn loan(&self, len: usize) -> Result<Loan, SendError> {
+    pub fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
         self.core.loan(len)
     }
 
@@ -85,7 +85,7 @@ impl Publisher {
     /// Publishes a loaned chunk under routing `key` (zero-copy): every
     /// matching subscriber receives the same chunk. With no match the chunk
     /// returns to the pool and `delivered` is 0.
-    pub fn publish_loan(&self, key: &str, loan: Loan) -> Result<Published, SendError> {
+    pub fn publish_loan(&self, key: &str, loan: Loan<'_>) -> Result<Published, SendError> {
         loan.check_owner(&self.core.ex)?;
         let ex = &self.core.ex;
         let mut subs = self.subscribers.borrow_mut();
@@ -192,7 +192,7 @@ impl Subscriber {
     pub fn unsubscribe(self) {}
 
     /// Returns the next publication if one is there.
-    pub fn try_receive(&self) -> Result<Option<Sample>, RecvError> {
+    pub fn try_receive(&self) -> Result<Option<Sample<'_>>, RecvError> {
         let Some(ring) = self.core.ring() else {
             return Ok(None);
         };
@@ -205,12 +205,12 @@ impl Subscriber {
     }
 
     /// Blocks until a publication arrives.
-    pub fn receive(&self) -> Result<Sample, RecvError> {
+    pub fn receive(&self) -> Result<Sample<'_>, RecvError> {
         blocking(&self.core, None, || self.try_receive())
     }
 
     /// Blocks at most `timeout`; [`RecvError::Timeout`] after.
-    pub fn receive_timeout(&self, timeout: Duration) -> Result<Sample, RecvError> {
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Sample<'_>, RecvError> {
         blocking(&self.core, Some(timeout), || self.try_receive())
     }
 }

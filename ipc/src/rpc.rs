@@ -17,7 +17,6 @@ use crate::waitset::{WaitNode, Waitable};
 use shmex_core::ring::{Descriptor, PushError};
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Receives with the port's blocking policy: spin, then sleep.
@@ -66,7 +65,7 @@ impl Exchange {
     /// Attaches a server (request-response exchanges).
     pub fn server(&self) -> Result<Server, PortError> {
         let core = self.inner.attach(Role::Server, 0, b"")?;
-        let heads: Arc<[AtomicU32]> = (0..self.inner.limits.max_ports)
+        let heads: Box<[AtomicU32]> = (0..self.inner.limits.max_ports)
             .map(|_| AtomicU32::new(UNKNOWN_HEAD))
             .collect();
         Ok(Server {
@@ -95,7 +94,7 @@ pub struct Client {
 
 impl Client {
     /// Loans a chunk for a request of `len` bytes, to write in place.
-    pub fn loan(&self, len: usize) -> Result<Loan, SendError> {
+    pub fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
         self.core.loan(len)
     }
 
@@ -110,7 +109,7 @@ impl Client {
     /// [`SendError::NoServer`], [`SendError::QueueFull`] (every server's inbox
     /// is full, or this client has `queue_depth` requests outstanding). On
     /// error the chunk returns to the pool.
-    pub fn send_request(&self, tag: u64, loan: Loan) -> Result<(), SendError> {
+    pub fn send_request(&self, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
         loan.check_owner(&self.core.ex)?;
         self.check_room()?;
         let ex = &self.core.ex;
@@ -165,7 +164,7 @@ impl Client {
 
     /// Returns the next response if one is there. A request that will never
     /// be answered comes back as [`RecvError::RequestFailed`] with its tag.
-    pub fn try_receive(&self) -> Result<Option<Sample>, RecvError> {
+    pub fn try_receive(&self) -> Result<Option<Sample<'_>>, RecvError> {
         let Some(ring) = self.core.ring() else {
             return Ok(None);
         };
@@ -186,12 +185,12 @@ impl Client {
     }
 
     /// Blocks until a response (or failure notice) arrives.
-    pub fn receive(&self) -> Result<Sample, RecvError> {
+    pub fn receive(&self) -> Result<Sample<'_>, RecvError> {
         blocking(&self.core, None, || self.try_receive())
     }
 
     /// Blocks at most `timeout`; [`RecvError::Timeout`] after.
-    pub fn receive_timeout(&self, timeout: Duration) -> Result<Sample, RecvError> {
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Sample<'_>, RecvError> {
         blocking(&self.core, Some(timeout), || self.try_receive())
     }
 }
@@ -204,7 +203,7 @@ pub struct Server {
     core: PortCore,
     /// Last known inbox head of each client port, shared with this server's
     /// requests so responses rarely read the client's head line.
-    reply_heads: Arc<[AtomicU32]>,
+    reply_heads: Box<[AtomicU32]>,
 }
 
 /// A reply-head cache entry that was never read.
@@ -212,12 +211,12 @@ const UNKNOWN_HEAD: u32 = u32::MAX;
 
 impl Server {
     /// Loans a chunk for a response of `len` bytes, to write in place.
-    pub fn loan(&self, len: usize) -> Result<Loan, SendError> {
+    pub fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
         self.core.loan(len)
     }
 
     /// Returns the next request if one is there.
-    pub fn try_receive(&self) -> Result<Option<Request>, RecvError> {
+    pub fn try_receive(&self) -> Result<Option<Request<'_>>, RecvError> {
         let Some(ring) = self.core.ring() else {
             return Ok(None);
         };
@@ -234,7 +233,7 @@ impl Server {
                 sample,
                 reply,
                 answered: false,
-                reply_heads: self.reply_heads.clone(),
+                reply_heads: &self.reply_heads,
             })),
             Err(c) => {
                 self.core
@@ -246,12 +245,12 @@ impl Server {
     }
 
     /// Blocks until a request arrives.
-    pub fn receive(&self) -> Result<Request, RecvError> {
+    pub fn receive(&self) -> Result<Request<'_>, RecvError> {
         blocking(&self.core, None, || self.try_receive())
     }
 
     /// Blocks at most `timeout`; [`RecvError::Timeout`] after.
-    pub fn receive_timeout(&self, timeout: Duration) -> Result<Request, RecvError> {
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Request<'_>, RecvError> {
         blocking(&self.core, Some(timeout), || self.try_receive())
     }
 }
@@ -262,16 +261,16 @@ waitable!(Server);
 /// or [`respond_loan`](Self::respond_loan); dropping it unanswered tells the
 /// client ([`RecvError::RequestFailed`] with [`FailReason::Unanswered`]).
 /// The payload is read in place (`Deref<Target = Sample>`).
-pub struct Request {
-    sample: Sample,
+pub struct Request<'a> {
+    sample: Sample<'a>,
     reply: u64,
     answered: bool,
-    reply_heads: Arc<[AtomicU32]>,
+    reply_heads: &'a [AtomicU32],
 }
 
-impl Request {
-    fn ex(&self) -> &Arc<ExchangeInner> {
-        &self.sample.ex
+impl<'a> Request<'a> {
+    fn ex(&self) -> &'a ExchangeInner {
+        self.sample.ex
     }
 
     /// Answers with a copy of `payload`.
@@ -282,10 +281,10 @@ impl Request {
 
     /// Answers with a loaned chunk (zero-copy). Fails with
     /// [`RespondError::ClientGone`] when the client's port closed.
-    pub fn respond_loan(mut self, loan: Loan) -> Result<(), RespondError> {
+    pub fn respond_loan(mut self, loan: Loan<'_>) -> Result<(), RespondError> {
         loan.check_owner(self.ex())?;
         self.answered = true;
-        let ex = self.ex().clone();
+        let ex = self.ex();
         let Some(node) = ex.reply_target(self.reply) else {
             return Err(RespondError::ClientGone);
         };
@@ -329,14 +328,14 @@ impl Request {
     }
 }
 
-impl std::ops::Deref for Request {
-    type Target = Sample;
-    fn deref(&self) -> &Sample {
+impl<'a> std::ops::Deref for Request<'a> {
+    type Target = Sample<'a>;
+    fn deref(&self) -> &Sample<'a> {
         &self.sample
     }
 }
 
-impl Drop for Request {
+impl Drop for Request<'_> {
     fn drop(&mut self) {
         if !self.answered {
             self.ex()

@@ -4,15 +4,15 @@
 use crate::error::{PodError, SendError};
 use crate::exchange::{owner_flags, ExchangeInner};
 use shmex_core::ring::Descriptor;
-use std::sync::Arc;
 
 /// A chunk loaned from an exchange's pool, written in place, then sent. Dropping
-/// an unsent loan returns the chunk to the pool.
+/// an unsent loan returns the chunk to the pool. It borrows the port (or
+/// request) it came from, so holding it costs no reference counting.
 ///
 /// The bytes start as whatever the chunk held before (not zeroed). Payloads
 /// are 16-byte aligned.
-pub struct Loan {
-    pub(crate) ex: Arc<ExchangeInner>,
+pub struct Loan<'a> {
+    pub(crate) ex: &'a ExchangeInner,
     pub(crate) chunk: u32,
     pub(crate) len: usize,
     /// Port whose return ring the chunk goes back to.
@@ -21,7 +21,7 @@ pub struct Loan {
 
 impl ExchangeInner {
     /// Loans a chunk for a payload of `len` bytes.
-    pub(crate) fn loan(self: &Arc<Self>, len: usize) -> Result<Loan, SendError> {
+    pub(crate) fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
         let max = self.limits.chunk_size as usize;
         if len > max {
             return Err(SendError::PayloadTooLarge { len, max });
@@ -32,7 +32,7 @@ impl ExchangeInner {
                     h.owner.store(0, std::sync::atomic::Ordering::Relaxed);
                 }
                 Ok(Loan {
-                    ex: self.clone(),
+                    ex: self,
                     chunk,
                     len,
                     owner: None,
@@ -45,14 +45,14 @@ impl ExchangeInner {
     }
 
     /// Loans a chunk and copies `payload` into it.
-    pub(crate) fn loan_copy(self: &Arc<Self>, payload: &[u8]) -> Result<Loan, SendError> {
+    pub(crate) fn loan_copy(&self, payload: &[u8]) -> Result<Loan<'_>, SendError> {
         let mut loan = self.loan(payload.len())?;
         loan.copy_from_slice(payload);
         Ok(loan)
     }
 }
 
-impl Loan {
+impl Loan<'_> {
     /// Payload length in bytes.
     pub fn len(&self) -> usize {
         self.len
@@ -87,8 +87,8 @@ impl Loan {
     }
 
     /// Checks the loan came from `ex`.
-    pub(crate) fn check_owner(&self, ex: &Arc<ExchangeInner>) -> Result<(), SendError> {
-        if Arc::ptr_eq(&self.ex, ex) {
+    pub(crate) fn check_owner(&self, ex: &ExchangeInner) -> Result<(), SendError> {
+        if std::ptr::eq(self.ex, ex) {
             Ok(())
         } else {
             Err(SendError::ForeignLoan)
@@ -96,7 +96,7 @@ impl Loan {
     }
 }
 
-impl std::ops::Deref for Loan {
+impl std::ops::Deref for Loan<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self.ex.payload_ptr(self.chunk, self.len) {
@@ -108,7 +108,7 @@ impl std::ops::Deref for Loan {
     }
 }
 
-impl std::ops::DerefMut for Loan {
+impl std::ops::DerefMut for Loan<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         match self.ex.payload_ptr(self.chunk, self.len) {
             // SAFETY: as in Deref; nobody else holds a reference to an
@@ -119,7 +119,7 @@ impl std::ops::DerefMut for Loan {
     }
 }
 
-impl Drop for Loan {
+impl Drop for Loan<'_> {
     fn drop(&mut self) {
         if self.chunk != Descriptor::NO_CHUNK {
             self.ex.give_back(self.chunk);
@@ -128,12 +128,13 @@ impl Drop for Loan {
 }
 
 /// A received payload, read in place in shared memory. Dropping it releases
-/// the chunk (returned to the pool when its last receiver lets go).
+/// the chunk (returned to the pool when its last receiver lets go). It
+/// borrows the port it was received on: a sample cannot outlive its port.
 ///
 /// The bytes live in memory other processes map: a well-behaved sender never
 /// writes a chunk after sending it, but a hostile one could.
-pub struct Sample {
-    pub(crate) ex: Arc<ExchangeInner>,
+pub struct Sample<'a> {
+    pub(crate) ex: &'a ExchangeInner,
     pub(crate) chunk: u32,
     pub(crate) len: usize,
     pub(crate) tag: u64,
@@ -145,14 +146,14 @@ pub struct Sample {
     pub(crate) sender: u32,
 }
 
-impl Sample {
+impl<'a> Sample<'a> {
     /// Wraps a received descriptor after checking its chunk and length.
     pub(crate) fn from_descriptor(
-        ex: &Arc<ExchangeInner>,
+        ex: &'a ExchangeInner,
         d: &Descriptor,
-    ) -> Result<Sample, shmex_core::Corrupt> {
+    ) -> Result<Sample<'a>, shmex_core::Corrupt> {
         let s = Sample {
-            ex: ex.clone(),
+            ex,
             chunk: d.chunk,
             len: d.len as usize,
             tag: d.tag,
@@ -214,7 +215,7 @@ impl Sample {
     }
 }
 
-impl std::ops::Deref for Sample {
+impl std::ops::Deref for Sample<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self.ex.payload_ptr(self.chunk, self.len) {
@@ -226,7 +227,7 @@ impl std::ops::Deref for Sample {
     }
 }
 
-impl std::fmt::Debug for Sample {
+impl std::fmt::Debug for Sample<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sample")
             .field("exchange", &self.exchange())
@@ -237,7 +238,7 @@ impl std::fmt::Debug for Sample {
     }
 }
 
-impl Drop for Sample {
+impl Drop for Sample<'_> {
     fn drop(&mut self) {
         if self.chunk < self.ex.limits.chunk_count {
             self.ex.release_descriptor(&Descriptor {

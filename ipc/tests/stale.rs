@@ -42,7 +42,8 @@ fn creator() {
         .create_exchange("other", Pattern::PublishSubscribe, limits())
         .expect("create other");
     let _consumer = ex.consumer().expect("consumer");
-    let _loan = ex.producer().expect("producer").loan(8).expect("loan");
+    let producer = ex.producer().expect("producer");
+    let _loan = producer.loan(8).expect("loan");
     report("ready");
     wait_parent_eof();
     panic!("the parent was meant to kill this process");

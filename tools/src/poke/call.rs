@@ -142,7 +142,7 @@ fn exec(o: Options) -> Result<(), Failure> {
         }
     }
     let left = deadline.map_or(o.timeout, |d| d.saturating_duration_since(Instant::now()));
-    match client.receive_timeout(left) {
+    let outcome = match client.receive_timeout(left) {
         Ok(response) if response.tag() == o.tag => emit(None, &response, o.hex),
         Ok(response) => Err(Failure::Runtime(format!(
             "the response carries tag {}, the request had tag {}",
@@ -155,7 +155,8 @@ fn exec(o: Options) -> Result<(), Failure> {
         ))),
         Err(e @ RecvError::RequestFailed { .. }) => Err(Failure::Runtime(e.to_string())),
         Err(e) => Err(Failure::Runtime(format!("receive failed: {e}"))),
-    }
+    };
+    outcome
 }
 
 /// Runs `shmex call` with the arguments after `call`.
