@@ -20,7 +20,8 @@ pub(crate) fn wait_until(
         return true;
     }
     let start = Instant::now();
-    let spin_until = start + node.spin;
+    // A budget too large to represent spins until the deadline.
+    let spin_until = start.checked_add(node.spin);
     let mut i = 0u32;
     // A zero spin budget sleeps at once.
     while !node.spin.is_zero() {
@@ -33,7 +34,7 @@ pub(crate) fn wait_until(
         i += 1;
         if i.is_multiple_of(4) {
             let now = Instant::now();
-            if now >= spin_until || deadline.is_some_and(|d| now >= d) {
+            if spin_until.is_some_and(|s| now >= s) || deadline.is_some_and(|d| now >= d) {
                 break;
             }
         }
