@@ -1,8 +1,10 @@
 //! `shmex call`: sends one request on a request-response exchange and prints
 //! the response.
 
-use super::{common_help, emit, millis, port_failure, Common, Failure, Place, Positionals};
-use crate::args::{Args, Item, UsageError};
+use super::{
+    common_help, emit, millis, next_option, port_failure, Common, Failure, Place, Positionals,
+};
+use crate::args::{Args, UsageError};
 use shmex::{Pattern, RecvError, SendError};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -50,17 +52,7 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
     let mut common = Common::default();
     let mut pos = Positionals::new(["EXCHANGE", "MESSAGE"]);
     let (mut tag, mut timeout, mut wait_server, mut hex) = (0, 5000, None, false);
-    while let Some(item) = args.next_item() {
-        let opt = match item {
-            Item::Positional(p) => {
-                pos.push(p)?;
-                continue;
-            }
-            Item::Opt(opt) => opt,
-        };
-        if common.accept(&mut args, &opt)? {
-            continue;
-        }
+    while let Some(opt) = next_option(&mut args, &mut pos, &mut common)? {
         match opt.name.as_str() {
             "--tag" => tag = args.number(&opt, 0, u64::MAX)?,
             "--timeout-ms" => timeout = args.number(&opt, 1, super::MAX_MS)?,

@@ -18,7 +18,7 @@ pub mod publish;
 pub mod serve;
 pub mod sub;
 
-use crate::args::{Args, NamespaceArgs, Opt, UsageError};
+use crate::args::{Args, Item, NamespaceArgs, Opt, UsageError};
 use shmex::{Exchange, Limits, Namespace, Node, OpenError, Pattern, PortError};
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -126,6 +126,26 @@ impl<const N: usize> Positionals<N> {
             .try_into()
             .map_err(|_| UsageError("wrong number of arguments".into()))
     }
+}
+
+/// The next option only this command knows: positionals go to `pos`, the
+/// options every poking command shares to `common`. `None` at the end.
+pub fn next_option<const N: usize>(
+    args: &mut Args,
+    pos: &mut Positionals<N>,
+    common: &mut Common,
+) -> Result<Option<Opt>, UsageError> {
+    while let Some(item) = args.next_item() {
+        match item {
+            Item::Positional(p) => pos.push(p)?,
+            Item::Opt(opt) => {
+                if !common.accept(args, &opt)? {
+                    return Ok(Some(opt));
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Namespace and limit options.

@@ -1,7 +1,7 @@
 //! `shmex pub`: publishes a message on a publish-subscribe exchange.
 
-use super::{common_help, millis, port_failure, Common, Failure, Place, Positionals};
-use crate::args::{Args, Item, UsageError};
+use super::{common_help, millis, next_option, port_failure, Common, Failure, Place, Positionals};
+use crate::args::{Args, UsageError};
 use shmex::Pattern;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -52,17 +52,7 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
     let mut common = Common::default();
     let mut pos = Positionals::new(["EXCHANGE", "KEY", "MESSAGE"]);
     let (mut count, mut interval, mut wait_subscribers, mut wait) = (1, 0, None, None);
-    while let Some(item) = args.next_item() {
-        let opt = match item {
-            Item::Positional(p) => {
-                pos.push(p)?;
-                continue;
-            }
-            Item::Opt(opt) => opt,
-        };
-        if common.accept(&mut args, &opt)? {
-            continue;
-        }
+    while let Some(opt) = next_option(&mut args, &mut pos, &mut common)? {
         match opt.name.as_str() {
             "--count" => count = args.number(&opt, 0, u64::MAX)?,
             "--interval-ms" => interval = args.number(&opt, 0, super::MAX_MS)?,

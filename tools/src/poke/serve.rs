@@ -1,7 +1,7 @@
 //! `shmex serve`: an echo server on a request-response exchange.
 
-use super::{common_help, emit, port_failure, Common, Failure, Place, Positionals};
-use crate::args::{Args, Item, UsageError};
+use super::{common_help, emit, next_option, port_failure, Common, Failure, Place, Positionals};
+use crate::args::{Args, UsageError};
 use shmex::Pattern;
 use std::process::ExitCode;
 
@@ -46,17 +46,7 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
     let mut common = Common::default();
     let mut pos = Positionals::new(["EXCHANGE"]);
     let (mut count, mut prefix, mut hex) = (0, String::new(), false);
-    while let Some(item) = args.next_item() {
-        let opt = match item {
-            Item::Positional(p) => {
-                pos.push(p)?;
-                continue;
-            }
-            Item::Opt(opt) => opt,
-        };
-        if common.accept(&mut args, &opt)? {
-            continue;
-        }
+    while let Some(opt) = next_option(&mut args, &mut pos, &mut common)? {
         match opt.name.as_str() {
             "--count" => count = args.number(&opt, 0, u64::MAX)?,
             "--prefix" => prefix = args.value(&opt)?,
