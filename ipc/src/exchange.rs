@@ -282,11 +282,15 @@ impl std::fmt::Debug for Exchange {
     }
 }
 
-fn invalid_name(name: &str, reason: &'static str) -> OpenError {
-    OpenError::InvalidName {
-        name: name.to_string(),
-        reason,
-    }
+/// Checks an exchange name the way create and open do: 1–64 bytes of
+/// `[A-Za-z0-9_.-]`, not starting with `.`.
+pub fn check_exchange_name(name: &str) -> Result<(), OpenError> {
+    check_name("exchange", name, MAX_EXCHANGE_NAME, true).map_err(|(_, reason)| {
+        OpenError::InvalidName {
+            name: name.to_string(),
+            reason,
+        }
+    })
 }
 
 impl Exchange {
@@ -296,16 +300,14 @@ impl Exchange {
         pattern: Pattern,
         limits: Limits,
     ) -> Result<Exchange, OpenError> {
-        check_name("exchange", name, MAX_EXCHANGE_NAME, true)
-            .map_err(|(_, r)| invalid_name(name, r))?;
+        check_exchange_name(name)?;
         let size = limits.segment_size()?;
         let _guard = node.control()?;
         Self::create_locked(node, name, pattern, limits, size)
     }
 
     pub(crate) fn open(node: &Arc<NodeInner>, name: &str) -> Result<Exchange, OpenError> {
-        check_name("exchange", name, MAX_EXCHANGE_NAME, true)
-            .map_err(|(_, r)| invalid_name(name, r))?;
+        check_exchange_name(name)?;
         let _guard = node.control()?;
         Self::open_locked(node, name)?.ok_or_else(|| OpenError::NotFound {
             name: name.to_string(),
@@ -318,8 +320,7 @@ impl Exchange {
         pattern: Pattern,
         limits: Limits,
     ) -> Result<Exchange, OpenError> {
-        check_name("exchange", name, MAX_EXCHANGE_NAME, true)
-            .map_err(|(_, r)| invalid_name(name, r))?;
+        check_exchange_name(name)?;
         let size = limits.segment_size()?;
         let _guard = node.control()?;
         match Self::open_locked(node, name)? {

@@ -46,7 +46,7 @@ pub use error::{
     Corrupt, FailReason, NodeError, OpenError, PodError, PortError, RecvError, RespondError,
     SegmentError, SendError, WaitError,
 };
-pub use exchange::{list_exchanges, Exchange, ExchangeInfo, Limits, Pattern};
+pub use exchange::{check_exchange_name, list_exchanges, Exchange, ExchangeInfo, Limits, Pattern};
 pub use fanin::{Consumer, Producer};
 pub use layout::{layout_hash, LAYOUT_VERSION, MAX_KEY_LEN};
 pub use node::{
