@@ -1090,6 +1090,13 @@ impl ExchangeInner {
         })
     }
 
+    /// [`reap_dead_ports`](Self::reap_dead_ports) under the control lock.
+    pub fn reap_now(&self) {
+        if let Ok(_guard) = self.node.control() {
+            self.reap_dead_ports();
+        }
+    }
+
     /// Frees the ports of processes that are gone (their inbox drained:
     /// queued requests fail towards their clients, chunks return), and
     /// drains free ports that a late sender pushed to. Under the control lock.
@@ -1294,6 +1301,9 @@ pub(crate) struct Target {
     pub topic: Option<crate::topic::Topic>,
     /// This sender's last reading of the port's inbox head.
     pub head: u32,
+    /// The port owner's process (pid, start time).
+    pub pid: u32,
+    pub start_time: u64,
 }
 
 impl Targets {
@@ -1333,6 +1343,8 @@ impl Targets {
                 tag: p.tag.load(Ordering::Relaxed),
                 topic,
                 head: ring.head(),
+                pid: p.pid.load(Ordering::Relaxed),
+                start_time: p.start_time.load(Ordering::Relaxed),
             });
         }
         self.epoch = Some(epoch);

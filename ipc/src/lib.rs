@@ -54,7 +54,7 @@ pub use node::{
     DEFAULT_ROOT, DEFAULT_SPIN, HUNG_AFTER,
 };
 pub use pubsub::{Published, Publisher, Subscriber};
-pub use rpc::{Client, Request, Server};
+pub use rpc::{Client, Request, Server, SERVER_CHECK_INTERVAL};
 pub use sample::{Loan, Sample};
 pub use waitset::{WaitNode, WaitSet, Waitable};
 

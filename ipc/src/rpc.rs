@@ -59,6 +59,7 @@ impl Exchange {
             servers: RefCell::default(),
             next: Cell::new(std::process::id() as usize),
             outstanding: Cell::new(0),
+            pending: RefCell::default(),
         })
     }
 
@@ -90,7 +91,24 @@ pub struct Client {
     servers: RefCell<Targets>,
     next: Cell<usize>,
     outstanding: Cell<u32>,
+    /// Requests sent and not yet answered, with the process of the server
+    /// that got each one.
+    pending: RefCell<Vec<Pending>>,
 }
+
+/// A request in flight.
+struct Pending {
+    tag: u64,
+    pid: u32,
+    start_time: u64,
+    /// Its server's process is gone: unless a notice is queued, no answer
+    /// will ever come, and the client reports it failed.
+    doomed: bool,
+}
+
+/// How often a blocked `receive` checks that the servers holding its
+/// requests are still alive.
+pub const SERVER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 impl Client {
     /// Loans a chunk for a request of `len` bytes, to write in place.
@@ -134,6 +152,12 @@ impl Client {
                 Ok(()) => {
                     self.next.set((start + k + 1) % n);
                     self.outstanding.set(self.outstanding.get() + 1);
+                    self.pending.borrow_mut().push(Pending {
+                        tag,
+                        pid: t.pid,
+                        start_time: t.start_time,
+                        doomed: false,
+                    });
                     drop(servers);
                     self.core.after_send();
                     return Ok(());
@@ -163,35 +187,118 @@ impl Client {
     }
 
     /// Returns the next response if one is there. A request that will never
-    /// be answered comes back as [`RecvError::RequestFailed`] with its tag.
+    /// be answered comes back as [`RecvError::RequestFailed`] with its tag:
+    /// the server dropped it, its port closed, or (found by
+    /// [`check_servers`](Self::check_servers)) its process died.
     pub fn try_receive(&self) -> Result<Option<Sample<'_>>, RecvError> {
         let Some(ring) = self.core.ring() else {
             return Ok(None);
         };
-        let Some(d) = ring.pop() else {
-            return Ok(None);
-        };
+        loop {
+            let Some(d) = ring.pop() else {
+                return self.fail_doomed().map_or(Ok(None), Err);
+            };
+            let known = self.settle(d.tag);
+            if d.flags & FLAG_FAILED != 0 {
+                if !known {
+                    // Already reported when its server was found dead.
+                    continue;
+                }
+                let reason = if d.len == 0 {
+                    FailReason::Unanswered
+                } else {
+                    FailReason::ServerGone
+                };
+                return Err(RecvError::RequestFailed { tag: d.tag, reason });
+            }
+            return Ok(Some(Sample::from_descriptor(&self.core.ex, &d)?));
+        }
+    }
+
+    /// Forgets the pending request `tag`; false when none was pending.
+    fn settle(&self, tag: u64) -> bool {
+        let mut pending = self.pending.borrow_mut();
+        match pending.iter().position(|p| p.tag == tag) {
+            Some(i) => {
+                pending.swap_remove(i);
+                self.outstanding
+                    .set(self.outstanding.get().saturating_sub(1));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// With the inbox empty, reports one request whose server died.
+    fn fail_doomed(&self) -> Option<RecvError> {
+        let mut pending = self.pending.borrow_mut();
+        let i = pending.iter().position(|p| p.doomed)?;
+        let p = pending.swap_remove(i);
         self.outstanding
             .set(self.outstanding.get().saturating_sub(1));
-        if d.flags & FLAG_FAILED != 0 {
-            let reason = if d.len == 0 {
-                FailReason::Unanswered
-            } else {
-                FailReason::ServerGone
-            };
-            return Err(RecvError::RequestFailed { tag: d.tag, reason });
+        Some(RecvError::RequestFailed {
+            tag: p.tag,
+            reason: FailReason::ServerGone,
+        })
+    }
+
+    /// Checks that the processes of the servers holding this client's
+    /// requests are alive. When one died, its port is reclaimed (queued
+    /// requests come back as failure notices) and the requests it had taken
+    /// are reported failed by the next receive. `receive` and
+    /// `receive_timeout` do this every [`SERVER_CHECK_INTERVAL`] while they
+    /// wait; a client that polls with `try_receive` calls it itself. Returns
+    /// how many requests were found doomed.
+    pub fn check_servers(&self) -> usize {
+        let mut doomed = 0;
+        for p in self.pending.borrow_mut().iter_mut() {
+            if !p.doomed && !crate::sys::process_alive(p.pid, p.start_time) {
+                p.doomed = true;
+                doomed += 1;
+            }
         }
-        Ok(Some(Sample::from_descriptor(&self.core.ex, &d)?))
+        if doomed > 0 {
+            self.core.ex.reap_now();
+        }
+        doomed
+    }
+
+    fn has_doomed(&self) -> bool {
+        self.pending.borrow().iter().any(|p| p.doomed)
+    }
+
+    fn receive_until(&self, timeout: Option<Duration>) -> Result<Sample<'_>, RecvError> {
+        let deadline = timeout.and_then(crate::waitset::deadline);
+        let forever = timeout.is_none() || deadline.is_none();
+        loop {
+            if let Some(x) = self.try_receive()? {
+                return Ok(x);
+            }
+            let slice = crate::waitset::deadline(SERVER_CHECK_INTERVAL);
+            let until = match (deadline, slice) {
+                (Some(d), Some(s)) => Some(d.min(s)),
+                (d, s) => d.or(s),
+            };
+            let woke = crate::waitset::wait_until(&self.core.ex.node, until, || {
+                self.core.has_pending() || self.has_doomed()
+            });
+            if !woke {
+                if !forever && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    return Err(RecvError::Timeout);
+                }
+                self.check_servers();
+            }
+        }
     }
 
     /// Blocks until a response (or failure notice) arrives.
     pub fn receive(&self) -> Result<Sample<'_>, RecvError> {
-        blocking(&self.core, None, || self.try_receive())
+        self.receive_until(None)
     }
 
     /// Blocks at most `timeout`; [`RecvError::Timeout`] after.
     pub fn receive_timeout(&self, timeout: Duration) -> Result<Sample<'_>, RecvError> {
-        blocking(&self.core, Some(timeout), || self.try_receive())
+        self.receive_until(Some(timeout))
     }
 }
 
@@ -303,6 +410,8 @@ impl<'a> Request<'a> {
             tag: 0,
             topic: None,
             head: UNKNOWN_HEAD,
+            pid: 0,
+            start_time: 0,
         };
         let cache = self.reply_heads.get(port as usize);
         target.head = match cache.map(|c| c.load(Ordering::Relaxed)) {

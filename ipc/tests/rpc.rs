@@ -44,6 +44,7 @@ fn child_entry() {
         "one_shot_server" => one_shot_server(),
         "idle_server" => idle_server(),
         "client_until_full" => client_until_full(),
+        "taking_server" => taking_server(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -330,5 +331,54 @@ fn rpc_queue_full_drops_nothing() {
     assert_eq!(c2.num("answered"), accepted2);
     assert_eq!(ex.chunks_free(), limits.chunk_count, "chunks leaked");
     drop((ex, node));
+    ns.assert_clean();
+}
+
+/// Takes one request and holds it without answering until killed.
+fn taking_server() {
+    let node = child_node("taker");
+    let ex = node.open_exchange(&env_str("EXCHANGE")).expect("open");
+    let server = ex.server().expect("server");
+    report("ready");
+    let _held = server.receive_timeout(TIMEOUT).expect("a request");
+    report("took");
+    common::wait_parent_eof();
+    panic!("the parent was meant to kill this process");
+}
+
+/// A server killed with one request taken and one queued: the client gets a
+/// failure event for each (ServerGone), never a hang.
+#[test]
+fn server_killed_mid_request_fails_its_requests() {
+    let ns = TestNs::new("killed-server");
+    let node = ns.node("client");
+    let ex = node
+        .create_exchange("svc", Pattern::RequestResponse, Limits::default())
+        .expect("create");
+    let client = ex.client().expect("client");
+    let mut server = ChildProc::spawn(&ns, "taking_server", &[("EXCHANGE", "svc".into())]);
+    server.wait_for("ready");
+    client.request(7, b"taken").expect("request 7");
+    server.wait_for("took");
+    client.request(8, b"queued").expect("request 8");
+    server.kill();
+    let mut failed = Vec::new();
+    for _ in 0..2 {
+        // The timeout only guards against a hang; the failure comes from the
+        // client noticing the dead server.
+        match client.receive_timeout(TIMEOUT) {
+            Err(RecvError::RequestFailed { tag, reason }) => {
+                assert_eq!(reason, shmex::FailReason::ServerGone, "request {tag}");
+                failed.push(tag);
+            }
+            other => panic!("expected a failure event, got {other:?}"),
+        }
+    }
+    failed.sort();
+    assert_eq!(failed, vec![7, 8]);
+    assert_eq!(client.outstanding(), 0);
+    assert!(matches!(client.try_receive(), Ok(None)));
+    assert!(matches!(client.request(9, b"x"), Err(SendError::NoServer)));
+    drop((client, ex, node));
     ns.assert_clean();
 }
