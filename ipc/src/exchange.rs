@@ -228,6 +228,9 @@ pub(crate) struct ExchangeInner {
 /// A head cache entry that was never read.
 pub(crate) const UNKNOWN_HEAD: u32 = u32::MAX;
 
+/// An empty deferred-release slot.
+pub(crate) const NO_DEFERRED: u64 = u64::MAX;
+
 /// The segment's regions, bounds-checked once when the exchange is opened so
 /// the data path only checks indices.
 struct Regions {
@@ -535,10 +538,13 @@ impl Exchange {
         let cached: u32 = (0..ex.limits.max_ports)
             .map(|i| {
                 let ring = ex.return_ring(i).map_or(0, |r| r.len_hint());
-                let spare = ex
-                    .port(i)
-                    .is_some_and(|p| p.spare.0.load(Ordering::Relaxed) < ex.limits.chunk_count);
-                ring + u32::from(spare)
+                let (spare, deferred) = ex.port(i).map_or((false, false), |p| {
+                    (
+                        p.spare.chunk.load(Ordering::Relaxed) < ex.limits.chunk_count,
+                        p.spare.deferred.load(Ordering::Relaxed) != NO_DEFERRED,
+                    )
+                });
+                ring + u32::from(spare) + u32::from(deferred)
             })
             .sum();
         (ex.pool().free_count() + cached).min(ex.limits.chunk_count)
@@ -618,8 +624,13 @@ impl ExchangeInner {
             self.port(i)
                 .ok_or_else(corrupt)?
                 .spare
-                .0
+                .chunk
                 .store(Descriptor::NO_CHUNK, Ordering::Relaxed);
+            self.port(i)
+                .ok_or_else(corrupt)?
+                .spare
+                .deferred
+                .store(NO_DEFERRED, Ordering::Relaxed);
         }
         self.pool().init();
         let u = &h.users[0];
@@ -777,6 +788,44 @@ impl ExchangeInner {
         self.return_free(chunk, None, true);
     }
 
+    /// Releases a sole-delivered chunk received on port `port` later: it
+    /// parks in the port's deferred slot until the port's next receive (or
+    /// the next deferral), so a reply sent meanwhile does not wait for the
+    /// owner's return-ring line.
+    pub fn defer_return(&self, port: u32, chunk: u32, owner: Option<u32>) {
+        let Some(slot) = self.port(port) else {
+            self.return_free(chunk, owner, true);
+            return;
+        };
+        let owner_bits = owner.map_or(u64::from(u32::MAX), u64::from);
+        let prev = slot
+            .spare
+            .deferred
+            .swap(u64::from(chunk) | owner_bits << 32, Ordering::Relaxed);
+        self.release_deferred(prev);
+    }
+
+    /// Hands port `port`'s deferred chunk, if any, to its owner.
+    pub fn flush_deferred(&self, port: u32) {
+        if let Some(slot) = self.port(port) {
+            if slot.spare.deferred.load(Ordering::Relaxed) != NO_DEFERRED {
+                let prev = slot.spare.deferred.swap(NO_DEFERRED, Ordering::Relaxed);
+                self.release_deferred(prev);
+            }
+        }
+    }
+
+    fn release_deferred(&self, word: u64) {
+        if word == NO_DEFERRED {
+            return;
+        }
+        let chunk = word as u32;
+        let owner = (word >> 32) as u32;
+        if chunk < self.limits.chunk_count {
+            self.return_free(chunk, (owner != u32::MAX).then_some(owner), true);
+        }
+    }
+
     /// Frees a chunk nobody references any more: into the return ring of the
     /// port that loaned it (`owner`, else read from the chunk) while that port
     /// is attached and its ring has room, else onto the shared free list.
@@ -830,11 +879,15 @@ impl ExchangeInner {
     fn drain_returns(&self, port: u32) {
         let pool = self.pool();
         if let Some(slot) = self.port(port) {
-            let spare = slot.spare.0.swap(Descriptor::NO_CHUNK, Ordering::Relaxed);
+            let spare = slot
+                .spare
+                .chunk
+                .swap(Descriptor::NO_CHUNK, Ordering::Relaxed);
             if let Some(h) = self.chunk_header(spare) {
                 h.meta.refcount.store(0, Ordering::Relaxed);
                 let _ = pool.free(spare);
             }
+            self.flush_deferred(port);
         }
         let Some(ring) = self.return_ring(port) else {
             return;
@@ -956,8 +1009,11 @@ fn inspect(path: &std::path::Path, name: &str) -> Result<Option<ExchangeInfo>, S
         .count() as u32;
     let spares = port_slots
         .iter()
-        .filter(|p| p.spare.0.load(Ordering::Relaxed) < raw.chunk_count)
-        .count() as u32;
+        .map(|p| {
+            u32::from(p.spare.chunk.load(Ordering::Relaxed) < raw.chunk_count)
+                + u32::from(p.spare.deferred.load(Ordering::Relaxed) != NO_DEFERRED)
+        })
+        .sum::<u32>();
     let holders = h
         .users
         .iter()
@@ -1224,9 +1280,9 @@ impl PortCore {
         let Some(slot) = self.ex.port(self.index) else {
             return;
         };
-        if slot.spare.0.load(Ordering::Relaxed) == Descriptor::NO_CHUNK {
+        if slot.spare.chunk.load(Ordering::Relaxed) == Descriptor::NO_CHUNK {
             if let Some(c) = self.pop_cached() {
-                slot.spare.0.store(c, Ordering::Relaxed);
+                slot.spare.chunk.store(c, Ordering::Relaxed);
             }
         }
     }
@@ -1234,11 +1290,13 @@ impl PortCore {
     /// The spare chunk, if any (see [`PortSlot::spare`]).
     fn take_spare(&self) -> Option<u32> {
         let slot = self.ex.port(self.index)?;
-        let c = slot.spare.0.load(Ordering::Relaxed);
+        let c = slot.spare.chunk.load(Ordering::Relaxed);
         if c == Descriptor::NO_CHUNK {
             return None;
         }
-        slot.spare.0.store(Descriptor::NO_CHUNK, Ordering::Relaxed);
+        slot.spare
+            .chunk
+            .store(Descriptor::NO_CHUNK, Ordering::Relaxed);
         (c < self.ex.limits.chunk_count).then_some(c)
     }
 

@@ -107,11 +107,12 @@ impl Consumer {
     /// Returns the next message if one is there; [`Sample::sender`] tells which
     /// producer sent it.
     pub fn try_receive(&self) -> Result<Option<Sample<'_>>, RecvError> {
+        self.core.ex.flush_deferred(self.core.index);
         let Some(ring) = self.core.ring() else {
             return Ok(None);
         };
         match ring.pop() {
-            Some(d) => Ok(Some(Sample::from_descriptor(&self.core.ex, &d)?)),
+            Some(d) => Ok(Some(Sample::from_descriptor(&self.core, &d)?)),
             None => Ok(None),
         }
     }

@@ -132,15 +132,24 @@ pub(crate) struct PortSlot {
     /// Deliveries this port missed because its queue was full.
     pub gaps: AtomicU64,
     pub pattern: [AtomicU64; MAX_KEY_LEN / 8],
-    /// The owner's next free chunk, fetched from its return ring right after
-    /// a send (u32::MAX: none). Written only by the owner, on a line of its
-    /// own; counted as free, returned on detach and by reclaim.
+    /// Chunks the port's owner keeps at hand, on a line of its own written
+    /// only by the owner; both count as free and are given back on detach
+    /// and by reclaim.
     pub spare: SpareLine,
 }
 
-/// A port's spare chunk on its own cache line.
+/// A port's spare and deferred chunks.
 #[repr(C, align(64))]
-pub(crate) struct SpareLine(pub AtomicU32);
+pub(crate) struct SpareLine {
+    /// The next loan's chunk, fetched from the return ring right after a
+    /// send (u32::MAX: none).
+    pub chunk: AtomicU32,
+    _pad: AtomicU32,
+    /// A received chunk whose release to its owner's return ring waits for
+    /// this port's next receive, off the path of a reply sent meanwhile
+    /// (`chunk | owner << 32`, u64::MAX: none).
+    pub deferred: AtomicU64,
+}
 
 /// Port slot states.
 pub(crate) const PORT_FREE: u32 = 0;

@@ -193,13 +193,14 @@ impl Subscriber {
 
     /// Returns the next publication if one is there.
     pub fn try_receive(&self) -> Result<Option<Sample<'_>>, RecvError> {
+        self.core.ex.flush_deferred(self.core.index);
         let Some(ring) = self.core.ring() else {
             return Ok(None);
         };
         let Some(d) = ring.pop() else {
             return Ok(None);
         };
-        let mut sample = Sample::from_descriptor(&self.core.ex, &d)?;
+        let mut sample = Sample::from_descriptor(&self.core, &d)?;
         sample.publication = true;
         Ok(Some(sample))
     }

@@ -191,6 +191,7 @@ impl Client {
     /// the server dropped it, its port closed, or (found by
     /// [`check_servers`](Self::check_servers)) its process died.
     pub fn try_receive(&self) -> Result<Option<Sample<'_>>, RecvError> {
+        self.core.ex.flush_deferred(self.core.index);
         let Some(ring) = self.core.ring() else {
             return Ok(None);
         };
@@ -211,7 +212,7 @@ impl Client {
                 };
                 return Err(RecvError::RequestFailed { tag: d.tag, reason });
             }
-            return Ok(Some(Sample::from_descriptor(&self.core.ex, &d)?));
+            return Ok(Some(Sample::from_descriptor(&self.core, &d)?));
         }
     }
 
@@ -324,6 +325,7 @@ impl Server {
 
     /// Returns the next request if one is there.
     pub fn try_receive(&self) -> Result<Option<Request<'_>>, RecvError> {
+        self.core.ex.flush_deferred(self.core.index);
         let Some(ring) = self.core.ring() else {
             return Ok(None);
         };
@@ -335,7 +337,7 @@ impl Server {
             return Err(shmex_core::Corrupt("non-request in a server inbox").into());
         }
         let reply = d.meta;
-        match Sample::from_descriptor(&self.core.ex, &d) {
+        match Sample::from_descriptor(&self.core, &d) {
             Ok(sample) => Ok(Some(Request {
                 sample,
                 reply,

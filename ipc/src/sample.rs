@@ -2,7 +2,7 @@
 //! and [`Sample`] (a received chunk, read in place).
 
 use crate::error::{PodError, SendError};
-use crate::exchange::{owner_flags, ExchangeInner};
+use crate::exchange::{flags_owner, owner_flags, ExchangeInner, PortCore, FLAG_SOLE};
 use shmex_core::ring::Descriptor;
 
 /// A chunk loaned from an exchange's pool, written in place, then sent. Dropping
@@ -140,6 +140,8 @@ pub struct Sample<'a> {
     pub(crate) tag: u64,
     /// The descriptor's flags: how to release the chunk.
     flags: u32,
+    /// The port it was received on (where a sole chunk's release waits).
+    port: u32,
     /// Set for publications: `key()` then reads the routing key.
     pub(crate) publication: bool,
     key: std::cell::OnceCell<Option<Box<str>>>,
@@ -149,11 +151,13 @@ pub struct Sample<'a> {
 impl<'a> Sample<'a> {
     /// Wraps a received descriptor after checking its chunk and length.
     pub(crate) fn from_descriptor(
-        ex: &'a ExchangeInner,
+        core: &'a PortCore,
         d: &Descriptor,
     ) -> Result<Sample<'a>, shmex_core::Corrupt> {
+        let ex: &'a ExchangeInner = &core.ex;
         let s = Sample {
             ex,
+            port: core.index,
             chunk: d.chunk,
             len: d.len as usize,
             tag: d.tag,
@@ -240,12 +244,14 @@ impl std::fmt::Debug for Sample<'_> {
 
 impl Drop for Sample<'_> {
     fn drop(&mut self) {
-        if self.chunk < self.ex.limits.chunk_count {
-            self.ex.release_descriptor(&Descriptor {
-                chunk: self.chunk,
-                flags: self.flags,
-                ..Descriptor::default()
-            });
+        if self.chunk >= self.ex.limits.chunk_count {
+            return;
+        }
+        if self.flags & FLAG_SOLE != 0 {
+            self.ex
+                .defer_return(self.port, self.chunk, flags_owner(self.flags));
+        } else {
+            self.ex.release_ref(self.chunk);
         }
     }
 }
