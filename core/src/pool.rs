@@ -229,21 +229,6 @@ impl<'a, M: MetaTable + ?Sized> Pool<'a, M> {
         self.push_free(index)
     }
 
-    /// Takes a chunk out of another cache of free chunks (refcount 0, not on
-    /// the free list) and gives it one reference, as [`alloc`](Self::alloc)
-    /// would. Fails when the chunk still has references.
-    pub fn take_cached(&self, index: u32) -> Result<(), Corrupt> {
-        if index >= self.metas.len() {
-            return Err(Corrupt("chunk index out of range"));
-        }
-        let refcount = &self.metas.meta(index).refcount;
-        if refcount.load(Ordering::Acquire) != 0 {
-            return Err(Corrupt("cached free chunk has references"));
-        }
-        refcount.store(1, Ordering::Relaxed);
-        Ok(())
-    }
-
     fn push_free(&self, index: u32) -> Result<(), Corrupt> {
         let meta = self.metas.meta(index);
         let mut head = self.control.head.load(Ordering::Relaxed);

@@ -192,6 +192,9 @@ fn hold(chunks: &Chunks, returns: &HeapRing, c: u32) -> bool {
     let last = pool.drop_ref(c).unwrap();
     if last {
         chunks.held[i].store(false, Ordering::Relaxed);
+        // As the runtime's `return_free`: a cached free chunk keeps its
+        // owner's single reference.
+        pool.set_refcount(c, 1).unwrap();
         returns.ring().push(&desc(u64::from(c))).unwrap();
     }
     last
@@ -202,10 +205,9 @@ fn hold(chunks: &Chunks, returns: &HeapRing, c: u32) -> bool {
 /// 3 with `set_refcount`; it and two subscribers then each read the payload
 /// and drop one reference with `drop_ref` (which skips the locked decrement
 /// when it sees a count of 1). Whoever drops the last one pushes the chunk
-/// onto the owner's return ring; the owner pops it, takes it back with
-/// `take_cached`, overwrites the payload and finally frees it with
-/// `release`. Checks: exactly one `drop_ref` returns `Ok(true)`;
-/// `take_cached` accepts the returned chunk; the owner's overwrite does not
+/// onto the owner's return ring with a refcount of 1 (the owner's); the owner
+/// pops it, overwrites the payload and finally frees it with `release`.
+/// Checks: exactly one `drop_ref` returns `Ok(true)`; the owner's overwrite does not
 /// race with any holder's read (the last dropper acquired every earlier
 /// holder's release, and the ring carried that to the owner); and at the end
 /// every chunk is free.
@@ -235,8 +237,6 @@ fn refcount_fast_path_return_ring() {
             }
         };
         assert_eq!(back, c);
-        pool.take_cached(c)
-            .expect("returned chunk still referenced");
         let i = c as usize;
         assert!(!chunks.held[i].swap(true, Ordering::Relaxed));
         chunks.payload[i].with_mut(|p| unsafe { *p = 8 });
