@@ -535,19 +535,12 @@ impl Exchange {
     /// sending port's return ring.
     pub fn chunks_free(&self) -> u32 {
         let ex = &self.inner;
-        let cached: u32 = (0..ex.limits.max_ports)
-            .map(|i| {
-                let ring = ex.return_ring(i).map_or(0, |r| r.len_hint());
-                let (spare, deferred) = ex.port(i).map_or((false, false), |p| {
-                    (
-                        p.spare.chunk.load(Ordering::Relaxed) < ex.limits.chunk_count,
-                        p.spare.deferred.load(Ordering::Relaxed) != NO_DEFERRED,
-                    )
-                });
-                ring + u32::from(spare) + u32::from(deferred)
-            })
-            .sum();
-        (ex.pool().free_count() + cached).min(ex.limits.chunk_count)
+        count_free(
+            &ex.pool(),
+            ex.ports_table(),
+            ex.return_controls(),
+            ex.limits.chunk_count,
+        )
     }
 
     /// Ports currently attached (a snapshot).
@@ -671,6 +664,15 @@ impl ExchangeInner {
         let control = controls.get(port)?;
         let slots = slots.get(port * depth..(port + 1) * depth)?;
         Ring::new(control, slots)
+    }
+
+    /// The return rings' controls, one per port.
+    fn return_controls(&self) -> &[RingControl] {
+        // SAFETY: as in `header`.
+        let controls = unsafe { &*self.regions.ring_controls };
+        controls
+            .get(self.limits.max_ports as usize..)
+            .unwrap_or(&[])
     }
 
     /// Port `port`'s return ring (free chunks coming back to it).
@@ -1007,13 +1009,6 @@ fn inspect(path: &std::path::Path, name: &str) -> Result<Option<ExchangeInfo>, S
         .iter()
         .filter(|p| p.state.load(Ordering::Relaxed) == PORT_ACTIVE)
         .count() as u32;
-    let spares = port_slots
-        .iter()
-        .map(|p| {
-            u32::from(p.spare.chunk.load(Ordering::Relaxed) < raw.chunk_count)
-                + u32::from(p.spare.deferred.load(Ordering::Relaxed) != NO_DEFERRED)
-        })
-        .sum::<u32>();
     let holders = h
         .users
         .iter()
@@ -1022,30 +1017,44 @@ fn inspect(path: &std::path::Path, name: &str) -> Result<Option<ExchangeInfo>, S
             pid != 0 && sys::process_alive(pid, u.start_time.load(Ordering::Relaxed))
         })
         .count() as u32;
-    // Free chunks cached in return rings (refcount 1, yet free).
-    let cached: u32 = seg
+    let return_controls = seg
         .slice::<RingControl>(layout.ring_controls, 2 * raw.max_ports as usize)
-        .map_or(0, |controls| {
-            controls[raw.max_ports as usize..]
-                .iter()
-                .map(|c| {
-                    let tail = c.tail.load(Ordering::Relaxed);
-                    let head = c.head.load(Ordering::Relaxed);
-                    tail.wrapping_sub(head).min(RETURN_DEPTH)
-                })
-                .sum()
-        });
+        .map_or(&[][..], |c| &c[raw.max_ports as usize..]);
     Ok(Some(ExchangeInfo {
         name: name.to_string(),
         holders,
         pattern,
         ports,
         chunks_total: raw.chunk_count,
-        chunks_free: (pool.free_count() + cached + spares).min(raw.chunk_count),
+        chunks_free: count_free(&pool, port_slots, return_controls, raw.chunk_count),
         chunk_size: raw.chunk_size,
         queue_depth: raw.queue_depth,
         size: seg.len() as u64,
     }))
+}
+
+/// Free chunks (a snapshot): those on the free list plus those cached for a
+/// port (its return ring, spare and deferred slot, refcount 1 yet free).
+/// `return_controls` are the return rings' controls, one per port.
+fn count_free(
+    pool: &Pool<'_, ChunkTable>,
+    ports: &[PortSlot],
+    return_controls: &[RingControl],
+    chunk_count: u32,
+) -> u32 {
+    let cached: u32 = ports
+        .iter()
+        .map(|p| {
+            u32::from(p.spare.chunk.load(Ordering::Relaxed) < chunk_count)
+                + u32::from(p.spare.deferred.load(Ordering::Relaxed) != NO_DEFERRED)
+        })
+        .chain(return_controls.iter().map(|c| {
+            let tail = c.tail.load(Ordering::Relaxed);
+            let head = c.head.load(Ordering::Relaxed);
+            tail.wrapping_sub(head).min(RETURN_DEPTH)
+        }))
+        .sum();
+    (pool.free_count() + cached).min(chunk_count)
 }
 
 /// Descriptor flags.
