@@ -175,6 +175,28 @@ pub fn check_namespace(name: &str) -> Result<(), UsageError> {
     }
 }
 
+/// Parses a command's arguments with `parse`. `Err` carries the exit status
+/// when there is nothing to run: help was asked for (printed, 0) or the
+/// arguments are wrong (message and help on stderr, 2).
+pub fn parse_or_exit<O>(
+    name: &str,
+    help: &str,
+    args: Vec<String>,
+    parse: fn(Vec<String>) -> Result<Option<O>, UsageError>,
+) -> Result<O, std::process::ExitCode> {
+    match parse(args) {
+        Ok(Some(o)) => Ok(o),
+        Ok(None) => {
+            print!("{help}");
+            Err(std::process::ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("shmex {name}: {e}\n\n{help}");
+            Err(std::process::ExitCode::from(2))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

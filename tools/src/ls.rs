@@ -61,16 +61,9 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
 
 /// Runs `shmex ls` with the arguments after `ls`.
 pub fn run(args: Vec<String>) -> ExitCode {
-    let opts = match parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("shmex ls: {e}\n\n{HELP}");
-            return ExitCode::from(2);
-        }
+    let opts = match crate::args::parse_or_exit("ls", HELP, args, parse) {
+        Ok(o) => o,
+        Err(status) => return status,
     };
     let listing = Listing::read(&opts.namespace);
     if opts.json {

@@ -244,16 +244,9 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
 
 /// Runs `shmex demo` with the arguments after `demo`.
 pub fn run(args: Vec<String>) -> ExitCode {
-    let opts = match parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("shmex demo: {e}\n\n{HELP}");
-            return ExitCode::from(2);
-        }
+    let opts = match crate::args::parse_or_exit("demo", HELP, args, parse) {
+        Ok(o) => o,
+        Err(status) => return status,
     };
     let demo = Demo {
         results: Arc::default(),

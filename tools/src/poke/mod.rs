@@ -69,16 +69,9 @@ pub fn run<O>(
     parse: fn(Vec<String>) -> Result<Option<O>, UsageError>,
     exec: fn(O) -> Result<(), Failure>,
 ) -> ExitCode {
-    let opts = match parse(args) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            print!("{help}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("shmex {name}: {e}\n\n{help}");
-            return ExitCode::from(2);
-        }
+    let opts = match crate::args::parse_or_exit(name, help, args, parse) {
+        Ok(o) => o,
+        Err(status) => return status,
     };
     match exec(opts) {
         Ok(()) | Err(Failure::Closed) => ExitCode::SUCCESS,
