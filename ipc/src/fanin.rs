@@ -7,8 +7,8 @@
 
 use crate::error::{PortError, RecvError, SendError};
 use crate::exchange::{Exchange, PortCore, Role, Targets, FLAG_FANIN, FLAG_SOLE};
-use crate::rpc::{blocking, waitable};
 use crate::sample::{Loan, Sample};
+use crate::waitset::{blocking, waitable};
 use crate::waitset::{WaitNode, Waitable};
 use shmex_core::ring::{Descriptor, PushError};
 use std::cell::RefCell;

@@ -11,9 +11,9 @@
 use crate::error::{PortError, RecvError, SendError};
 use crate::exchange::{Exchange, PortCore, Role, Targets, FLAG_PUBLISH, FLAG_SOLE};
 use crate::layout::store_bytes;
-use crate::rpc::{blocking, waitable};
 use crate::sample::{Loan, Sample};
 use crate::topic::Topic;
+use crate::waitset::{blocking, waitable};
 use crate::waitset::{WaitNode, Waitable};
 use shmex_core::ring::{Descriptor, PushError};
 use std::cell::RefCell;

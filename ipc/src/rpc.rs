@@ -13,43 +13,11 @@ use crate::exchange::{
     FLAG_RESPONSE, FLAG_SOLE,
 };
 use crate::sample::{Loan, Sample};
-use crate::waitset::{WaitNode, Waitable};
+use crate::waitset::{blocking, waitable, WaitNode, Waitable};
 use shmex_core::ring::{Descriptor, PushError};
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-
-/// Receives with the port's blocking policy: spin, then sleep.
-pub(crate) fn blocking<T>(
-    core: &PortCore,
-    timeout: Option<Duration>,
-    mut try_receive: impl FnMut() -> Result<Option<T>, RecvError>,
-) -> Result<T, RecvError> {
-    let deadline = timeout.and_then(crate::waitset::deadline);
-    let forever = timeout.is_none() || deadline.is_none();
-    loop {
-        if let Some(x) = try_receive()? {
-            return Ok(x);
-        }
-        if !crate::waitset::wait_until(&core.ex.node, deadline, || core.has_pending()) && !forever {
-            return Err(RecvError::Timeout);
-        }
-    }
-}
-
-macro_rules! waitable {
-    ($t:ty) => {
-        impl Waitable for $t {
-            fn has_pending(&self) -> bool {
-                self.core.has_pending()
-            }
-            fn wait_node(&self) -> WaitNode {
-                WaitNode(self.core.ex.node.clone())
-            }
-        }
-    };
-}
-pub(crate) use waitable;
 
 impl Exchange {
     /// Attaches a client (request-response exchanges).

@@ -4,7 +4,8 @@
 //! every sender wakes the receiving port's node. So one thread can block on
 //! any set of its node's ports, across exchanges: a [`WaitSet`].
 
-use crate::error::WaitError;
+use crate::error::{RecvError, WaitError};
+use crate::exchange::PortCore;
 use crate::node::NodeInner;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,3 +160,35 @@ impl<'a> WaitSet<'a> {
         }
     }
 }
+
+/// Receives with the port's blocking policy: spin, then sleep.
+pub(crate) fn blocking<T>(
+    core: &PortCore,
+    timeout: Option<Duration>,
+    mut try_receive: impl FnMut() -> Result<Option<T>, RecvError>,
+) -> Result<T, RecvError> {
+    let deadline = timeout.and_then(deadline);
+    let forever = timeout.is_none() || deadline.is_none();
+    loop {
+        if let Some(x) = try_receive()? {
+            return Ok(x);
+        }
+        if !wait_until(&core.ex.node, deadline, || core.has_pending()) && !forever {
+            return Err(RecvError::Timeout);
+        }
+    }
+}
+
+macro_rules! waitable {
+    ($t:ty) => {
+        impl Waitable for $t {
+            fn has_pending(&self) -> bool {
+                self.core.has_pending()
+            }
+            fn wait_node(&self) -> WaitNode {
+                WaitNode(self.core.ex.node.clone())
+            }
+        }
+    };
+}
+pub(crate) use waitable;
