@@ -103,6 +103,12 @@ pub struct Limits {
     /// File mode of the segment: 0o600 (default) or 0o660 to share with the
     /// group.
     pub mode: u32,
+    /// Keep the exchange up when its creator dies and when its last handle
+    /// closes (default `false`: a transient exchange goes down when its
+    /// creator dies, and is removed when its last handle closes). A
+    /// persistent exchange is removed only by
+    /// [`Node::remove_exchange`](crate::Node::remove_exchange).
+    pub persistent: bool,
 }
 
 impl Default for Limits {
@@ -113,6 +119,7 @@ impl Default for Limits {
             queue_depth: 64,
             max_ports: 16,
             mode: 0o600,
+            persistent: false,
         }
     }
 }
@@ -528,6 +535,10 @@ impl Exchange {
                 .file
                 .metadata()
                 .map_or(0o600, |m| m.mode() & 0o777),
+            persistent: self
+                .inner
+                .header()
+                .is_some_and(|h| h.persistent.load(Ordering::Relaxed) == 1),
         }
     }
 

@@ -10,7 +10,7 @@ use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Version of the segment layout; bumped on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// First 8 bytes of every shmex segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMEX\0\0\x01");
 /// Segment kind: the namespace registry.
@@ -60,6 +60,9 @@ pub(crate) struct RegistryHeader {
     /// Set (never cleared) when a node joined that cannot issue the heavy
     /// barrier (`membarrier`): from then on senders fence on every send.
     pub senders_fence: AtomicU32,
+    /// Bumped whenever an exchange of the namespace is created, goes down or
+    /// is removed; watchers re-check their exchange when it moves.
+    pub exchanges_epoch: AtomicU32,
 }
 
 /// One node's registry slot.
@@ -84,6 +87,9 @@ pub(crate) struct WaitLine(pub WaitWord);
 /// Node slot states.
 pub(crate) const NODE_FREE: u32 = 0;
 pub(crate) const NODE_ALIVE: u32 = 1;
+/// The node's process died and a reclaim pass cleaned up after it; the slot
+/// is free for reuse.
+pub(crate) const NODE_RECLAIMED: u32 = 2;
 
 /// Exchange header, after the segment header.
 #[repr(C, align(64))]
@@ -100,10 +106,27 @@ pub(crate) struct ExchangeHeader {
     pub name_len: AtomicU32,
     pub name: [AtomicU64; MAX_EXCHANGE_NAME / 8],
     pub creator_pid: AtomicU32,
-    _pad: AtomicU32,
+    /// 1: stays up when its creator dies or its last handle closes.
+    pub persistent: AtomicU32,
     pub creator_start: AtomicU64,
+    /// Identifies this incarnation of the name (a watcher tells a re-created
+    /// exchange from the one it knew).
+    pub incarnation: AtomicU64,
     pub users: [UserSlot; MAX_USERS as usize],
+    /// [`EX_PAUSED`] and [`EX_DOWN`], on a line of its own: every data-path
+    /// operation reads it, only reclaim writes it.
+    pub state: StateLine,
 }
+
+/// The exchange's state word, padded to a cache line.
+#[repr(C, align(64))]
+pub(crate) struct StateLine(pub AtomicU32);
+
+/// Exchange state bit: a reclaim pass is running; data-path operations wait.
+pub(crate) const EX_PAUSED: u32 = 1;
+/// Exchange state bit: the exchange went down (its creator died); every
+/// operation fails with `ExchangeDown`.
+pub(crate) const EX_DOWN: u32 = 2;
 
 /// One open handle on an exchange: which process holds it.
 #[repr(C)]
@@ -144,7 +167,10 @@ pub(crate) struct SpareLine {
     /// The next loan's chunk, fetched from the return ring right after a
     /// send (u32::MAX: none).
     pub chunk: AtomicU32,
-    _pad: AtomicU32,
+    /// Odd while the owner is inside a data-path operation on this port
+    /// (bumped on entry and exit): reclaim waits for every live port to be
+    /// between operations, where its records are exact.
+    pub busy: AtomicU32,
     /// A received chunk whose release to its owner's return ring waits for
     /// this port's next receive, off the path of a reply sent meanwhile
     /// (`chunk | owner << 32`, u64::MAX: none).
@@ -187,11 +213,14 @@ unsafe impl Shared for Slot {}
 unsafe impl Shared for PoolLine {}
 unsafe impl Shared for ChunkHeader {}
 unsafe impl Shared for KeyArea {}
+unsafe impl Shared for AtomicU64 {}
+unsafe impl Shared for StateLine {}
 
 /// FNV-1a over the sizes and alignments of every shared structure: two builds
 /// with the same version but different layouts disagree here.
 pub fn layout_hash() -> u64 {
-    let facts: [usize; 21] = [
+    let facts: [usize; 22] = [
+        size_of::<StateLine>(),
         size_of::<SegmentHeader>(),
         size_of::<RegistryHeader>(),
         size_of::<NodeSlot>(),
@@ -255,6 +284,10 @@ pub(crate) struct ExchangeLayout {
     pub ring_slots: usize,
     /// Slots of the return rings, [`RETURN_DEPTH`] per port.
     pub return_slots: usize,
+    /// Each port's holdings: one bit per chunk it holds in hand (loaned,
+    /// or received and not yet released), `holding_words` words per port.
+    pub holdings: usize,
+    pub holding_words: usize,
     pub chunks: usize,
     pub chunk_stride: usize,
     /// Offset of the routing key inside a chunk block.
@@ -296,8 +329,15 @@ impl ExchangeLayout {
             .and_then(|n| n.checked_mul(size_of::<Slot>()))
             .ok_or_else(too_big)?;
         let return_slots = ring_slots.checked_add(slots).ok_or_else(too_big)?;
-        let chunks = (l.max_ports as usize * RETURN_DEPTH as usize * size_of::<Slot>())
+        let holdings = (l.max_ports as usize * RETURN_DEPTH as usize * size_of::<Slot>())
             .checked_add(return_slots)
+            .and_then(|x| align_up(x, 64))
+            .ok_or_else(too_big)?;
+        // Whole cache lines per port: each port's bits are written only by it.
+        let holding_words = align_up((l.chunk_count as usize).div_ceil(64), 8).ok_or_else(too_big)?;
+        let chunks = (l.max_ports as usize)
+            .checked_mul(holding_words * 8)
+            .and_then(|n| n.checked_add(holdings))
             .and_then(|x| align_up(x, 4096))
             .ok_or_else(too_big)?;
         let key_offset = align_up(CHUNK_HEADER + l.chunk_size as usize, 8).ok_or_else(too_big)?;
@@ -312,6 +352,8 @@ impl ExchangeLayout {
             ring_controls,
             ring_slots,
             return_slots,
+            holdings,
+            holding_words,
             chunks,
             chunk_stride,
             key_offset,

@@ -35,6 +35,7 @@ mod fanin;
 mod layout;
 mod node;
 mod pubsub;
+mod reclaim;
 mod rpc;
 mod sample;
 mod segment;
@@ -50,7 +51,7 @@ pub use exchange::{check_exchange_name, list_exchanges, Exchange, ExchangeInfo, 
 pub use fanin::{Consumer, Producer};
 pub use layout::{layout_hash, LAYOUT_VERSION, MAX_KEY_LEN};
 pub use node::{
-    list_nodes, Namespace, Node, NodeBuilder, NodeInfo, DEFAULT_HEARTBEAT, DEFAULT_NAMESPACE,
+    list_nodes, Namespace, Node, NodeBuilder, NodeInfo, Reclaimed, DEFAULT_HEARTBEAT, DEFAULT_NAMESPACE,
     DEFAULT_ROOT, DEFAULT_SPIN, HUNG_AFTER,
 };
 pub use pubsub::{Published, Publisher, Subscriber};

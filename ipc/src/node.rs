@@ -525,6 +525,26 @@ impl Node {
         Exchange::open(&self.inner, name)
     }
 
+    /// Finds the nodes of this namespace whose processes are gone and reclaims
+    /// everything they held on every exchange of the namespace: their ports
+    /// leave, chunks they had loaned, queued, cached or were reading return
+    /// to the pool, requests queued at or held by a dead server fail towards
+    /// their clients, half-finished sends are voided, and transient exchanges
+    /// they created go down. Safe to call from any number of processes at
+    /// once: each dead node is reclaimed exactly once (under the namespace's
+    /// control lock). The heartbeat thread runs it whenever it sees a dead
+    /// node; `shmex supervisor` runs it on every process exit.
+    pub fn reclaim_dead(&self) -> Result<Reclaimed, SegmentError> {
+        crate::reclaim::reclaim_dead(&self.inner)
+    }
+
+    /// Takes exchange `name` down and removes it, persistent or not: its
+    /// users get `ExchangeDown` from then on, watchers see
+    /// [`ExchangeEvent::Down`](crate::ExchangeEvent::Down).
+    pub fn remove_exchange(&self, name: &str) -> Result<(), crate::OpenError> {
+        crate::reclaim::remove_exchange(&self.inner, name)
+    }
+
     /// Opens exchange `name`, creating it when it does not exist. An existing
     /// exchange must have the same pattern and limits.
     pub fn open_or_create_exchange(
@@ -537,6 +557,37 @@ impl Node {
     }
 }
 
+/// What one reclaim pass ([`Node::reclaim_dead`]) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// Nodes found dead and now marked "reclaimed".
+    pub nodes: Vec<NodeInfo>,
+    /// Ports of dead processes detached from their exchanges.
+    pub ports: u32,
+    /// Chunks given back to their pools (loaned, queued, cached or held by
+    /// the dead).
+    pub chunks: u32,
+    /// Requests failed towards their clients (queued at or held by a dead
+    /// server).
+    pub requests_failed: u32,
+    /// Transient exchanges taken down because their creator died.
+    pub exchanges_down: Vec<String>,
+    /// Exchanges skipped because a live port stayed inside an operation (a
+    /// stopped process); a later pass retries them.
+    pub busy: Vec<String>,
+}
+
+impl Reclaimed {
+    /// True when the pass found nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+            && self.ports == 0
+            && self.chunks == 0
+            && self.exchanges_down.is_empty()
+            && self.busy.is_empty()
+    }
+}
+
 /// What `shmex ls` shows of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
@@ -546,9 +597,13 @@ pub struct NodeInfo {
     pub name: String,
     /// Process id.
     pub pid: u32,
-    /// "alive", "hung" (process exists, heartbeat older than [`HUNG_AFTER`])
-    /// or "dead" (process gone, slot not yet reclaimed).
+    /// "alive", "hung" (process exists, heartbeat older than [`HUNG_AFTER`]),
+    /// "dead" (process gone, not yet reclaimed) or "reclaimed" (process gone,
+    /// everything it held given back; the slot is free for reuse).
     pub state: &'static str,
+    /// Start time of its process (clock ticks since boot, from
+    /// `/proc/PID/stat`): with `pid`, identifies the process across pid reuse.
+    pub start_time: u64,
     /// Milliseconds since its last heartbeat.
     pub heartbeat_age_ms: u64,
 }
@@ -584,6 +639,7 @@ pub fn list_nodes(ns: &Namespace) -> Result<Vec<NodeInfo>, SegmentError> {
                 (true, false) => "alive",
             },
             heartbeat_age_ms: age,
+            start_time: s.start_time.load(Ordering::Relaxed),
         });
     }
     Ok(out)
