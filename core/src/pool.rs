@@ -249,6 +249,47 @@ impl<'a, M: MetaTable + ?Sized> Pool<'a, M> {
         Err(Corrupt("free-list head never settles"))
     }
 
+    /// Rebuilds the free list from scratch: every chunk `is_free` says is
+    /// free is linked in with a refcount of 0; the others are left alone.
+    /// Returns how many chunks the list holds. Only while nobody else uses the
+    /// pool (reclaim runs it with every live user paused); the head's version
+    /// moves on, so a user that read the old head cannot succeed a CAS on it.
+    pub fn rebuild(&self, is_free: impl Fn(u32) -> bool) -> u32 {
+        let old = self.control.head.load(Ordering::Acquire);
+        let mut head = NIL;
+        let mut count = 0;
+        for i in (0..self.metas.len()).rev() {
+            if is_free(i) {
+                let m = self.metas.meta(i);
+                m.next.store(head, Ordering::Relaxed);
+                m.refcount.store(0, Ordering::Relaxed);
+                head = i;
+                count += 1;
+            }
+        }
+        let version = ((old >> 32) as u32).wrapping_add(1);
+        self.control
+            .head
+            .store(pack(version, head), Ordering::Release);
+        count
+    }
+
+    /// The chunks on the free list, in order, or `Err` when the list is
+    /// longer than the pool (a cycle) or names a chunk out of range. Only
+    /// while nobody else uses the pool.
+    pub fn free_list(&self) -> Result<Vec<u32>, Corrupt> {
+        let mut out = Vec::new();
+        let mut i = self.control.head.load(Ordering::Acquire) as u32;
+        while i != NIL {
+            if i >= self.metas.len() || out.len() >= self.metas.len() as usize {
+                return Err(Corrupt("free list out of range or cyclic"));
+            }
+            out.push(i);
+            i = self.metas.meta(i).next.load(Ordering::Relaxed);
+        }
+        Ok(out)
+    }
+
     /// Number of chunks with no reference (free), counted by scanning the
     /// refcounts. A snapshot: exact only while nobody allocates or releases.
     pub fn free_count(&self) -> u32 {

@@ -236,6 +236,59 @@ impl<'a> Ring<'a> {
         slot.seq.load(Ordering::Acquire) == pos.wrapping_add(1)
     }
 
+    /// Publishes `filler` in every slot between the consumer and the tail
+    /// that a producer claimed but never published (it died between its CAS
+    /// and its publish), so the consumer can pass them. Returns how many.
+    /// Only while no producer is inside a push (reclaim runs it with every
+    /// live user paused): a claimed slot is then a dead producer's.
+    pub fn void_unpublished(&self, filler: &Descriptor) -> u32 {
+        let head = self.control.head.load(Ordering::Acquire);
+        let tail = self.control.tail.load(Ordering::Acquire);
+        let n = tail.wrapping_sub(head).min(self.capacity());
+        let mut voided = 0;
+        for i in 0..n {
+            let pos = head.wrapping_add(i);
+            let slot = &self.slots[(pos & self.mask) as usize];
+            if slot.seq.load(Ordering::Acquire) != pos.wrapping_add(1) {
+                slot.chunk.store(filler.chunk, Ordering::Relaxed);
+                slot.len.store(filler.len, Ordering::Relaxed);
+                slot.flags.store(filler.flags, Ordering::Relaxed);
+                slot.tag.store(filler.tag, Ordering::Relaxed);
+                slot.meta.store(filler.meta, Ordering::Relaxed);
+                slot.seq.store(pos.wrapping_add(1), Ordering::Release);
+                voided += 1;
+            }
+        }
+        if tail.wrapping_sub(head) > self.capacity() {
+            // A tail beyond a full lap is corrupt: pull it back.
+            self.control
+                .tail
+                .store(head.wrapping_add(self.capacity()), Ordering::Release);
+        }
+        voided
+    }
+
+    /// Calls `f` with every published descriptor between the consumer and
+    /// the tail, without consuming them (reclaim counts references with it).
+    pub fn for_each_queued(&self, mut f: impl FnMut(&Descriptor)) {
+        let head = self.control.head.load(Ordering::Acquire);
+        let tail = self.control.tail.load(Ordering::Acquire);
+        let n = tail.wrapping_sub(head).min(self.capacity());
+        for i in 0..n {
+            let pos = head.wrapping_add(i);
+            let slot = &self.slots[(pos & self.mask) as usize];
+            if slot.seq.load(Ordering::Acquire) == pos.wrapping_add(1) {
+                f(&Descriptor {
+                    chunk: slot.chunk.load(Ordering::Relaxed),
+                    len: slot.len.load(Ordering::Relaxed),
+                    flags: slot.flags.load(Ordering::Relaxed),
+                    tag: slot.tag.load(Ordering::Relaxed),
+                    meta: slot.meta.load(Ordering::Relaxed),
+                });
+            }
+        }
+    }
+
     /// Approximate number of queued descriptors (for inspection only).
     pub fn len_hint(&self) -> u32 {
         let tail = self.control.tail.load(Ordering::Relaxed);

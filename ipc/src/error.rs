@@ -187,6 +187,12 @@ pub enum PortError {
         /// Its `max_ports`.
         max: u32,
     },
+    /// The exchange went down (its creator died, or it was removed).
+    #[error("exchange {exchange:?} is down")]
+    ExchangeDown {
+        /// The exchange.
+        exchange: String,
+    },
     /// A fan-in exchange already has its consumer.
     #[error("exchange {exchange:?} already has a consumer")]
     ConsumerExists {
@@ -245,6 +251,10 @@ pub enum SendError {
     /// A loan from another exchange was passed in.
     #[error("the loan belongs to another exchange")]
     ForeignLoan,
+    /// The exchange went down (its creator died, or it was removed): open
+    /// it again once it is back up (watch it to learn when).
+    #[error("the exchange is down")]
+    ExchangeDown,
     /// Shared state is inconsistent.
     #[error(transparent)]
     Corrupt(#[from] Corrupt),
@@ -274,6 +284,10 @@ pub enum RecvError {
     /// Nothing arrived before the deadline.
     #[error("timed out")]
     Timeout,
+    /// The exchange went down (its creator died, or it was removed): open
+    /// it again once it is back up (watch it to learn when).
+    #[error("the exchange is down")]
+    ExchangeDown,
     /// A request of this client will never be answered.
     #[error("request {tag} failed: {reason}")]
     RequestFailed {

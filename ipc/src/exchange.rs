@@ -13,8 +13,8 @@
 use crate::error::{OpenError, PortError, SegmentError, SendError};
 use crate::layout::{
     load_bytes, store_bytes, ChunkHeader, ExchangeHeader, ExchangeLayout, KeyArea, PoolLine,
-    PortSlot, RawLimits, KIND_EXCHANGE, MAX_EXCHANGE_NAME, MAX_USERS, PORT_ACTIVE, PORT_FREE,
-    RETURN_DEPTH,
+    PortSlot, RawLimits, EX_DOWN, EX_PAUSED, KIND_EXCHANGE, MAX_EXCHANGE_NAME, MAX_USERS,
+    PORT_ACTIVE, PORT_FREE, RETURN_DEPTH,
 };
 use crate::node::{check_name, Namespace, NodeInner};
 use crate::sample::Loan;
@@ -23,7 +23,7 @@ use crate::sys;
 use shmex_core::pool::{ChunkMeta, MetaTable, Pool};
 use shmex_core::ring::{Descriptor, PushError, Ring, RingControl, Slot};
 use shmex_core::Corrupt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Which message exchange pattern an exchange serves; fixes the roles its
@@ -229,11 +229,46 @@ pub(crate) struct ExchangeInner {
     regions: Regions,
     /// This process's last reading of each port's return-ring head.
     return_heads: Box<[AtomicU32]>,
-    user: u32,
+    /// This handle's entry in the users table ([`NO_USER`]: none).
+    pub(crate) user: u32,
 }
 
 /// A head cache entry that was never read.
 pub(crate) const UNKNOWN_HEAD: u32 = u32::MAX;
+
+/// A data-path operation in progress on one port ([`ExchangeInner::enter`]);
+/// ends when dropped.
+pub(crate) struct OpGuard<'a> {
+    busy: Option<&'a AtomicU32>,
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.busy {
+            // Release: a reclaim pass that sees the port idle sees its records.
+            b.store(b.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+        }
+    }
+}
+
+/// The exchange is down ([`ExchangeInner::enter`] failed).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Down;
+
+impl From<Down> for SendError {
+    fn from(_: Down) -> Self {
+        SendError::ExchangeDown
+    }
+}
+
+impl From<Down> for crate::error::RecvError {
+    fn from(_: Down) -> Self {
+        crate::error::RecvError::ExchangeDown
+    }
+}
+
+/// `ExchangeInner::user` of a mapping made by reclaim, not a user's handle.
+const NO_USER: u32 = u32::MAX;
 
 /// An empty deferred-release slot.
 pub(crate) const NO_DEFERRED: u64 = u64::MAX;
@@ -246,6 +281,7 @@ struct Regions {
     ring_controls: *const [RingControl],
     ring_slots: *const [Slot],
     return_slots: *const [Slot],
+    holdings: *const [AtomicU64],
     pool: *const PoolLine,
 }
 
@@ -271,6 +307,7 @@ impl Regions {
             ring_slots: seg
                 .slice::<Slot>(layout.ring_slots, ports * limits.queue_depth as usize)?,
             return_slots: seg.slice::<Slot>(layout.return_slots, ports * RETURN_DEPTH as usize)?,
+            holdings: seg.slice::<AtomicU64>(layout.holdings, ports * layout.holding_words)?,
             pool: seg.get::<PoolLine>(layout.pool)?,
         })
     }
@@ -419,68 +456,39 @@ impl Exchange {
                 return Err(OpenError::InvalidLimits { reason });
             }
         };
-        let inner = match ExchangeInner::new(node, name, pattern, raw, layout, seg) {
+        let mut inner = match ExchangeInner::new(node, name, pattern, raw, layout, seg) {
             Ok(inner) => inner,
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
                 return Err(e.into());
             }
         };
-        if let Err(e) = inner.initialise(name, pattern) {
+        if let Err(e) = inner.initialise(name, pattern, limits.persistent) {
             let _ = std::fs::remove_file(&path);
             return Err(e.into());
         }
+        // initialise recorded the creator as user 0.
+        inner.user = 0;
+        node.exchanges_changed();
         Ok(Exchange {
             inner: Arc::new(inner),
         })
     }
 
     /// Opens and validates an existing exchange; `Ok(None)` when absent or
-    /// stale (a stale file is removed). Under the control lock.
+    /// stale (a transient exchange whose holders all exited: removed). Runs
+    /// a reclaim pass on it. Under the control lock.
     fn open_locked(node: &Arc<NodeInner>, name: &str) -> Result<Option<Exchange>, OpenError> {
-        let path = node.namespace.exchange_path(name);
-        let Some(seg) = Segment::open(&path)? else {
+        let Some(mut inner) = ExchangeInner::map_locked(node, name)? else {
             return Ok(None);
         };
-        if seg.is_uninitialised() {
-            // Its creator died while creating it (we hold the lock it held).
-            let _ = std::fs::remove_file(&path);
+        let h = inner.header().ok_or_else(|| SegmentError::Corrupt {
+            path: inner.seg.path.clone(),
+            what: "header does not fit".into(),
+        })?;
+        if h.state.0.load(Ordering::Acquire) & EX_DOWN != 0 {
+            // Taken down while we looked it up; its file is being removed.
             return Ok(None);
-        }
-        seg.check_header(KIND_EXCHANGE, "exchange")?;
-        let corrupt = |what: String| SegmentError::Corrupt {
-            path: path.clone(),
-            what,
-        };
-        let h: &ExchangeHeader = seg
-            .get(0)
-            .ok_or_else(|| corrupt("header does not fit".into()))?;
-        let pattern_code = h.pattern.load(Ordering::Relaxed);
-        let pattern = Pattern::from_code(pattern_code)
-            .ok_or_else(|| corrupt(format!("unknown pattern code {pattern_code}")))?;
-        let raw = RawLimits {
-            chunk_size: h.chunk_size.load(Ordering::Relaxed),
-            chunk_count: h.chunk_count.load(Ordering::Relaxed),
-            queue_depth: h.queue_depth.load(Ordering::Relaxed),
-            max_ports: h.max_ports.load(Ordering::Relaxed),
-        };
-        let layout = ExchangeLayout::compute(&raw).map_err(|r| corrupt(format!("limits: {r}")))?;
-        if layout.total != seg.len() {
-            return Err(SegmentError::SizeMismatch {
-                path,
-                what: "exchange size for its limits",
-                expected: layout.total as u64,
-                found: seg.len() as u64,
-            }
-            .into());
-        }
-        let stored_name = load_bytes(&h.name, h.name_len.load(Ordering::Relaxed) as usize);
-        if stored_name != name.as_bytes() {
-            return Err(corrupt(format!(
-                "header names exchange {:?}",
-                String::from_utf8_lossy(&stored_name)
-            ))
-            .into());
         }
         // Drop entries of dead processes; none left means the file is stale.
         let mut live = 0;
@@ -495,16 +503,18 @@ impl Exchange {
                 u.pid.store(0, Ordering::Relaxed);
             }
         }
-        if live == 0 {
-            let _ = std::fs::remove_file(&path);
+        if live == 0 && h.persistent.load(Ordering::Relaxed) == 0 {
+            let _ = std::fs::remove_file(&inner.seg.path);
             return Ok(None);
         }
-        let mut inner = ExchangeInner::new(node, name, pattern, raw, layout, seg)?;
+        inner.reclaim_locked();
+        if inner.is_down() {
+            return Ok(None);
+        }
         inner.user = inner.add_user().ok_or_else(|| OpenError::TooManyUsers {
             name: name.to_string(),
             max: MAX_USERS,
         })?;
-        inner.reap_dead_ports();
         Ok(Some(Exchange {
             inner: Arc::new(inner),
         }))
@@ -586,11 +596,67 @@ impl ExchangeInner {
             return_heads: (0..limits.max_ports)
                 .map(|_| AtomicU32::new(UNKNOWN_HEAD))
                 .collect(),
-            user: 0,
+            user: NO_USER,
         })
     }
 
-    fn header(&self) -> Option<&ExchangeHeader> {
+    /// Maps and validates the existing exchange `name` without joining it
+    /// (no entry in its users table); `Ok(None)` when absent. Removes a file
+    /// whose creator died while creating it. Under the control lock.
+    pub(crate) fn map_locked(
+        node: &Arc<NodeInner>,
+        name: &str,
+    ) -> Result<Option<ExchangeInner>, OpenError> {
+        let path = node.namespace.exchange_path(name);
+        let Some(seg) = Segment::open(&path)? else {
+            return Ok(None);
+        };
+        if seg.is_uninitialised() {
+            // Its creator died while creating it (we hold the lock it held).
+            let _ = std::fs::remove_file(&path);
+            return Ok(None);
+        }
+        seg.check_header(KIND_EXCHANGE, "exchange")?;
+        let corrupt = |what: String| SegmentError::Corrupt {
+            path: path.clone(),
+            what,
+        };
+        let h: &ExchangeHeader = seg
+            .get(0)
+            .ok_or_else(|| corrupt("header does not fit".into()))?;
+        let pattern_code = h.pattern.load(Ordering::Relaxed);
+        let pattern = Pattern::from_code(pattern_code)
+            .ok_or_else(|| corrupt(format!("unknown pattern code {pattern_code}")))?;
+        let raw = RawLimits {
+            chunk_size: h.chunk_size.load(Ordering::Relaxed),
+            chunk_count: h.chunk_count.load(Ordering::Relaxed),
+            queue_depth: h.queue_depth.load(Ordering::Relaxed),
+            max_ports: h.max_ports.load(Ordering::Relaxed),
+        };
+        let layout = ExchangeLayout::compute(&raw).map_err(|r| corrupt(format!("limits: {r}")))?;
+        if layout.total != seg.len() {
+            return Err(SegmentError::SizeMismatch {
+                path,
+                what: "exchange size for its limits",
+                expected: layout.total as u64,
+                found: seg.len() as u64,
+            }
+            .into());
+        }
+        let stored_name = load_bytes(&h.name, h.name_len.load(Ordering::Relaxed) as usize);
+        if stored_name != name.as_bytes() {
+            return Err(corrupt(format!(
+                "header names exchange {:?}",
+                String::from_utf8_lossy(&stored_name)
+            ))
+            .into());
+        }
+        Ok(Some(ExchangeInner::new(
+            node, name, pattern, raw, layout, seg,
+        )?))
+    }
+
+    pub(crate) fn header(&self) -> Option<&ExchangeHeader> {
         // SAFETY: validated inside the mapping by Regions::new; the mapping
         // lives as long as self; ExchangeHeader is Shared.
         Some(unsafe { &*self.regions.header })
@@ -602,7 +668,12 @@ impl ExchangeInner {
     }
 
     /// Fills a freshly created, all-zero segment. Under the control lock.
-    fn initialise(&self, name: &str, pattern: Pattern) -> Result<(), SegmentError> {
+    fn initialise(
+        &self,
+        name: &str,
+        pattern: Pattern,
+        persistent: bool,
+    ) -> Result<(), SegmentError> {
         let corrupt = || SegmentError::Corrupt {
             path: self.seg.path.clone(),
             what: "new segment too small for its layout".into(),
@@ -622,6 +693,8 @@ impl ExchangeInner {
         h.creator_pid.store(self.node.pid, Ordering::Relaxed);
         h.creator_start
             .store(self.node.start_time, Ordering::Relaxed);
+        h.persistent.store(u32::from(persistent), Ordering::Relaxed);
+        h.incarnation.store(new_incarnation(), Ordering::Relaxed);
         for i in 0..self.limits.max_ports {
             self.ring(i).ok_or_else(corrupt)?.init();
             self.return_ring(i).ok_or_else(corrupt)?.init();
@@ -703,6 +776,88 @@ impl ExchangeInner {
 
     pub fn port(&self, index: u32) -> Option<&PortSlot> {
         self.ports_table().get(index as usize)
+    }
+
+    /// Port `port`'s holdings bits (see [`ExchangeLayout::holdings`]).
+    pub(crate) fn holdings(&self, port: u32) -> Option<&[AtomicU64]> {
+        let w = self.layout.holding_words;
+        // SAFETY: as in `header`.
+        let all = unsafe { &*self.regions.holdings };
+        all.get(port as usize * w..(port as usize + 1) * w)
+    }
+
+    /// Records that port `port` holds `chunk` in hand. Only the port's owner
+    /// calls it (single writer: a plain read-modify-write).
+    pub(crate) fn hold(&self, port: u32, chunk: u32) {
+        if let Some(w) = self.holdings(port).and_then(|h| h.get(chunk as usize / 64)) {
+            let bit = 1u64 << (chunk % 64);
+            w.store(w.load(Ordering::Relaxed) | bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Records that port `port` no longer holds `chunk`.
+    pub(crate) fn unhold(&self, port: u32, chunk: u32) {
+        if let Some(w) = self.holdings(port).and_then(|h| h.get(chunk as usize / 64)) {
+            let bit = 1u64 << (chunk % 64);
+            w.store(w.load(Ordering::Relaxed) & !bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts a data-path operation on port `port`: marks the port busy so a
+    /// reclaim pass waits for the operation to end, and waits while a pass
+    /// runs. Fails when the exchange is down. Nested calls on the same port
+    /// (a release inside a send) join the outer operation.
+    pub(crate) fn enter(&self, port: u32) -> Result<OpGuard<'_>, Down> {
+        let (Some(slot), Some(h)) = (self.port(port), self.header()) else {
+            return Ok(OpGuard { busy: None });
+        };
+        let busy = &slot.spare.busy;
+        loop {
+            let b = busy.load(Ordering::Relaxed);
+            if b & 1 == 1 {
+                return Ok(OpGuard { busy: None });
+            }
+            busy.store(b.wrapping_add(1), Ordering::Relaxed);
+            // Pairs with reclaim's barrier between pausing and reading `busy`:
+            // either it sees us busy, or we see the pause.
+            self.node.light_barrier();
+            let state = h.state.0.load(Ordering::Acquire);
+            if state == 0 {
+                return Ok(OpGuard { busy: Some(busy) });
+            }
+            busy.store(b.wrapping_add(2), Ordering::Release);
+            if state & EX_DOWN != 0 {
+                return Err(Down);
+            }
+            self.wait_unpaused();
+        }
+    }
+
+    /// True once the exchange went down.
+    pub(crate) fn is_down(&self) -> bool {
+        self.header()
+            .is_some_and(|h| h.state.0.load(Ordering::Acquire) & EX_DOWN != 0)
+    }
+
+    /// Waits for a reclaim pass to end. A pass holds the control lock, so
+    /// after a short spin this blocks on the lock; a pass whose process died
+    /// left the exchange paused, and the waiter finishes it.
+    fn wait_unpaused(&self) {
+        let paused = || {
+            self.header()
+                .is_some_and(|h| h.state.0.load(Ordering::Acquire) & EX_PAUSED != 0)
+        };
+        for _ in 0..200 {
+            if !paused() {
+                return;
+            }
+            std::thread::yield_now();
+        }
+        if let Ok(_guard) = self.node.control() {
+            if paused() {
+                self.reclaim_locked();
+            }
+        }
     }
 
     /// The routing-key area of chunk `chunk`.
@@ -889,7 +1044,7 @@ impl ExchangeInner {
 
     /// Moves every chunk cached for port `port` (its spare and its return
     /// ring) to the free list.
-    fn drain_returns(&self, port: u32) {
+    pub(crate) fn drain_returns(&self, port: u32) {
         let pool = self.pool();
         if let Some(slot) = self.port(port) {
             let spare = slot
@@ -916,6 +1071,9 @@ impl ExchangeInner {
 
 impl Drop for ExchangeInner {
     fn drop(&mut self) {
+        if self.user == NO_USER {
+            return;
+        }
         let Ok(_guard) = self.node.control() else {
             return;
         };
@@ -931,10 +1089,21 @@ impl Drop for ExchangeInner {
             let pid = u.pid.load(Ordering::Relaxed);
             pid != 0 && sys::process_alive(pid, u.start_time.load(Ordering::Relaxed))
         });
-        if !live && self.seg.path_is_ours() {
+        let persistent = h.persistent.load(Ordering::Relaxed) == 1;
+        if !live && !persistent && !self.is_down() && self.seg.path_is_ours() {
+            h.state.0.fetch_or(EX_DOWN, Ordering::AcqRel);
             let _ = std::fs::remove_file(&self.seg.path);
+            self.node.exchanges_changed();
         }
     }
+}
+
+/// A value that tells one incarnation of an exchange name from the next.
+fn new_incarnation() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ (u64::from(std::process::id()) << 40)
 }
 
 /// What `shmex ls` shows of an exchange.
@@ -1078,6 +1247,9 @@ pub(crate) const FLAG_FANIN: u32 = 16;
 /// without touching the refcount, and it hands the chunk straight back to its
 /// owner's return ring, so a small message's line is never pulled back.
 pub(crate) const FLAG_SOLE: u32 = 32;
+/// A slot reclaim filled in for a sender that died mid-push: no chunk, no
+/// message; receivers pass over it.
+pub(crate) const FLAG_VOID: u32 = 64;
 
 /// Descriptor flags bits naming the port that loaned the chunk (`owner + 1`
 /// in the high 16 bits, 0 for none).
@@ -1121,7 +1293,12 @@ impl ExchangeInner {
             });
         }
         let _guard = self.node.control()?;
-        self.reap_dead_ports();
+        self.reclaim_locked();
+        if self.is_down() {
+            return Err(PortError::ExchangeDown {
+                exchange: self.name.to_string(),
+            });
+        }
         let slots = || (0..self.limits.max_ports).filter_map(|i| self.port(i).map(|p| (i, p)));
         if role == Role::Consumer
             && slots().any(|(_, p)| {
@@ -1166,47 +1343,17 @@ impl ExchangeInner {
         })
     }
 
-    /// [`reap_dead_ports`](Self::reap_dead_ports) under the control lock.
-    pub fn reap_now(&self) {
+    /// A reclaim pass on this exchange ([`reclaim_locked`](Self::reclaim_locked)),
+    /// taking the control lock.
+    pub fn reclaim_now(&self) {
         if let Ok(_guard) = self.node.control() {
-            self.reap_dead_ports();
-        }
-    }
-
-    /// Frees the ports of processes that are gone (their inbox drained:
-    /// queued requests fail towards their clients, chunks return), and
-    /// drains free ports that a late sender pushed to. Under the control lock.
-    fn reap_dead_ports(&self) {
-        let mut reaped = false;
-        for i in 0..self.limits.max_ports {
-            let Some(p) = self.port(i) else { break };
-            if p.state.load(Ordering::Acquire) == PORT_ACTIVE
-                && !sys::process_alive(
-                    p.pid.load(Ordering::Relaxed),
-                    p.start_time.load(Ordering::Relaxed),
-                )
-            {
-                p.state.store(PORT_FREE, Ordering::Release);
-                self.drain(i);
-                self.drain_returns(i);
-                reaped = true;
-            } else if p.state.load(Ordering::Acquire) == PORT_FREE {
-                // A sender (or releaser) that saw the port just before it
-                // closed pushed after its final drain: fail or free it.
-                self.drain(i);
-                self.drain_returns(i);
-            }
-        }
-        if reaped {
-            if let Some(h) = self.header() {
-                h.ports_epoch.fetch_add(1, Ordering::AcqRel);
-            }
+            self.reclaim_locked();
         }
     }
 
     /// Empties port `index`'s inbox: chunks go back to the pool, queued
     /// requests fail towards their clients.
-    fn drain(&self, index: u32) {
+    pub(crate) fn drain(&self, index: u32) {
         let Some(ring) = self.ring(index) else { return };
         while let Some(d) = ring.pop() {
             if d.flags & FLAG_REQUEST != 0 {
@@ -1244,48 +1391,48 @@ impl ExchangeInner {
     }
 }
 
-impl PortCore {
-    /// Loans a chunk for `len` bytes: from this port's return ring (chunks
-    /// its own earlier messages left behind) when it has one, else from the
-    /// shared free list.
-    pub fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
-        let ex: &ExchangeInner = &self.ex;
-        let max = ex.limits.chunk_size as usize;
+impl ExchangeInner {
+    /// Loans a chunk for `len` bytes held by port `port`: its spare, else
+    /// from its return ring (chunks its own earlier messages left behind),
+    /// else from the shared free list.
+    pub fn loan_on(&self, port: u32, len: usize) -> Result<Loan<'_>, SendError> {
+        let max = self.limits.chunk_size as usize;
         if len > max {
             return Err(SendError::PayloadTooLarge { len, max });
         }
-        let pool = ex.pool();
-        let chunk = self.take_spare().or_else(|| self.pop_cached());
+        let _op = self.enter(port)?;
+        let chunk = self.take_spare(port).or_else(|| self.pop_cached(port));
         let chunk = match chunk {
             Some(c) => c,
             None => {
-                let c = pool.alloc()?.ok_or(SendError::PoolExhausted {
-                    chunks: ex.limits.chunk_count,
+                let c = self.pool().alloc()?.ok_or(SendError::PoolExhausted {
+                    chunks: self.limits.chunk_count,
                 })?;
-                if let Some(h) = ex.chunk_header(c) {
-                    h.owner.store(self.index + 1, Ordering::Relaxed);
+                if let Some(h) = self.chunk_header(c) {
+                    h.owner.store(port + 1, Ordering::Relaxed);
                 }
                 c
             }
         };
+        self.hold(port, chunk);
         Ok(Loan {
-            ex,
+            ex: self,
             chunk,
             len,
-            owner: Some(self.index),
+            owner: Some(port),
+            port,
         })
     }
 
-    /// Takes a free chunk from this port's return ring (refcount 1, owner this
-    /// port). A chunk that fails the check is left alone rather than handed
-    /// out twice.
-    fn pop_cached(&self) -> Option<u32> {
-        let ex = &self.ex;
-        let ring = ex.return_ring(self.index)?;
+    /// Takes a free chunk from port `port`'s return ring (refcount 1, owner
+    /// this port). A chunk that fails the check is left alone rather than
+    /// handed out twice.
+    fn pop_cached(&self, port: u32) -> Option<u32> {
+        let ring = self.return_ring(port)?;
         while let Some(d) = ring.pop() {
-            let ours = ex.chunk_header(d.chunk).is_some_and(|h| {
+            let ours = self.chunk_header(d.chunk).is_some_and(|h| {
                 h.meta.refcount.load(Ordering::Acquire) == 1
-                    && h.owner.load(Ordering::Relaxed) == self.index + 1
+                    && h.owner.load(Ordering::Relaxed) == port + 1
             });
             if ours {
                 return Some(d.chunk);
@@ -1294,22 +1441,22 @@ impl PortCore {
         None
     }
 
-    /// Called after a successful send: fetches the next loan's chunk now,
-    /// overlapping its cache miss with the message's flight.
-    pub fn after_send(&self) {
-        let Some(slot) = self.ex.port(self.index) else {
+    /// Called inside a send operation after it succeeded: fetches the next
+    /// loan's chunk now, overlapping its cache miss with the message's flight.
+    pub fn after_send(&self, port: u32) {
+        let Some(slot) = self.port(port) else {
             return;
         };
         if slot.spare.chunk.load(Ordering::Relaxed) == Descriptor::NO_CHUNK {
-            if let Some(c) = self.pop_cached() {
+            if let Some(c) = self.pop_cached(port) {
                 slot.spare.chunk.store(c, Ordering::Relaxed);
             }
         }
     }
 
-    /// The spare chunk, if any (see [`PortSlot::spare`]).
-    fn take_spare(&self) -> Option<u32> {
-        let slot = self.ex.port(self.index)?;
+    /// Port `port`'s spare chunk, if any (see [`PortSlot::spare`]).
+    fn take_spare(&self, port: u32) -> Option<u32> {
+        let slot = self.port(port)?;
         let c = slot.spare.chunk.load(Ordering::Relaxed);
         if c == Descriptor::NO_CHUNK {
             return None;
@@ -1317,22 +1464,58 @@ impl PortCore {
         slot.spare
             .chunk
             .store(Descriptor::NO_CHUNK, Ordering::Relaxed);
-        (c < self.ex.limits.chunk_count).then_some(c)
+        (c < self.limits.chunk_count).then_some(c)
+    }
+
+    /// Loans a chunk held by port `port` and copies `payload` into it.
+    pub fn loan_copy_on(&self, port: u32, payload: &[u8]) -> Result<Loan<'_>, SendError> {
+        let mut loan = self.loan_on(port, payload.len())?;
+        loan.copy_from_slice(payload);
+        Ok(loan)
+    }
+}
+
+impl PortCore {
+    /// Loans a chunk for `len` bytes ([`ExchangeInner::loan_on`]).
+    pub fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
+        self.ex.loan_on(self.index, len)
     }
 
     /// Loans a chunk and copies `payload` into it.
     pub fn loan_copy(&self, payload: &[u8]) -> Result<Loan<'_>, SendError> {
-        let mut loan = self.loan(payload.len())?;
-        loan.copy_from_slice(payload);
-        Ok(loan)
+        self.ex.loan_copy_on(self.index, payload)
+    }
+
+    /// Starts a data-path operation on this port ([`ExchangeInner::enter`]).
+    pub fn enter(&self) -> Result<OpGuard<'_>, Down> {
+        self.ex.enter(self.index)
+    }
+
+    /// See [`ExchangeInner::after_send`].
+    pub fn after_send(&self) {
+        self.ex.after_send(self.index);
     }
 
     pub fn ring(&self) -> Option<Ring<'_>> {
         self.ex.ring(self.index)
     }
 
+    /// Pops the next descriptor from this port's inbox, passing over the
+    /// void ones reclaim left where a dead sender's push never finished.
+    pub fn pop(&self) -> Option<Descriptor> {
+        let ring = self.ring()?;
+        loop {
+            let d = ring.pop()?;
+            if d.flags & FLAG_VOID == 0 {
+                return Some(d);
+            }
+        }
+    }
+
+    /// True when a receive would return now: something queued, or the
+    /// exchange went down (the receive reports it).
     pub fn has_pending(&self) -> bool {
-        self.ring().is_some_and(|r| r.has_pending())
+        self.ring().is_some_and(|r| r.has_pending()) || self.ex.is_down()
     }
 
     pub fn address(&self) -> u64 {
@@ -1353,8 +1536,13 @@ impl Drop for PortCore {
         if let Some(h) = self.ex.header() {
             h.ports_epoch.fetch_add(1, Ordering::AcqRel);
         }
+        // Senders and releasers that saw the port attached finish first.
+        self.ex.grace_period(self.index);
         self.ex.drain(self.index);
         self.ex.drain_returns(self.index);
+        for w in self.ex.holdings(self.index).unwrap_or(&[]) {
+            w.store(0, Ordering::Relaxed);
+        }
         drop(guard);
     }
 }
@@ -1449,4 +1637,14 @@ impl Targets {
         }
         Ok(())
     }
+}
+
+/// True when the exchange file at `path` says it is persistent (read
+/// without joining it; false when it cannot be read).
+pub(crate) fn is_persistent(path: &std::path::Path) -> bool {
+    let Ok(Some(seg)) = Segment::open_read_only(path) else {
+        return false;
+    };
+    seg.get::<ExchangeHeader>(0)
+        .is_some_and(|h| h.persistent.load(Ordering::Relaxed) == 1)
 }

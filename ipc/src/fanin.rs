@@ -67,6 +67,7 @@ impl Producer {
     /// returns to the pool.
     pub fn send_loan(&self, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
         loan.check_owner(&self.core.ex)?;
+        let _op = self.core.enter()?;
         let ex = &self.core.ex;
         let mut consumer = self.consumer.borrow_mut();
         consumer.refresh(ex, Role::Consumer);
@@ -107,11 +108,9 @@ impl Consumer {
     /// Returns the next message if one is there; [`Sample::sender`] tells which
     /// producer sent it.
     pub fn try_receive(&self) -> Result<Option<Sample<'_>>, RecvError> {
+        let _op = self.core.enter()?;
         self.core.ex.flush_deferred(self.core.index);
-        let Some(ring) = self.core.ring() else {
-            return Ok(None);
-        };
-        match ring.pop() {
+        match self.core.pop() {
             Some(d) => Ok(Some(Sample::from_descriptor(&self.core, &d)?)),
             None => Ok(None),
         }

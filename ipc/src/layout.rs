@@ -334,7 +334,8 @@ impl ExchangeLayout {
             .and_then(|x| align_up(x, 64))
             .ok_or_else(too_big)?;
         // Whole cache lines per port: each port's bits are written only by it.
-        let holding_words = align_up((l.chunk_count as usize).div_ceil(64), 8).ok_or_else(too_big)?;
+        let holding_words =
+            align_up((l.chunk_count as usize).div_ceil(64), 8).ok_or_else(too_big)?;
         let chunks = (l.max_ports as usize)
             .checked_mul(holding_words * 8)
             .and_then(|n| n.checked_add(holdings))

@@ -42,6 +42,7 @@ mod segment;
 mod sys;
 pub mod topic;
 mod waitset;
+mod watch;
 
 pub use error::{
     Corrupt, FailReason, NodeError, OpenError, PodError, PortError, RecvError, RespondError,
@@ -51,13 +52,14 @@ pub use exchange::{check_exchange_name, list_exchanges, Exchange, ExchangeInfo, 
 pub use fanin::{Consumer, Producer};
 pub use layout::{layout_hash, LAYOUT_VERSION, MAX_KEY_LEN};
 pub use node::{
-    list_nodes, Namespace, Node, NodeBuilder, NodeInfo, Reclaimed, DEFAULT_HEARTBEAT, DEFAULT_NAMESPACE,
-    DEFAULT_ROOT, DEFAULT_SPIN, HUNG_AFTER,
+    list_nodes, Namespace, Node, NodeBuilder, NodeInfo, Reclaimed, DEFAULT_HEARTBEAT,
+    DEFAULT_NAMESPACE, DEFAULT_ROOT, DEFAULT_SPIN, HUNG_AFTER,
 };
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, Server, SERVER_CHECK_INTERVAL};
 pub use sample::{Loan, Sample};
 pub use waitset::{WaitNode, WaitSet, Waitable};
+pub use watch::{ExchangeEvent, Watch};
 
 /// The README's examples, compiled as doctests so they stay true.
 #[doc = include_str!("../../README.md")]

@@ -11,7 +11,7 @@ use crate::error::{NodeError, SegmentError};
 use crate::exchange::{Exchange, Limits, Pattern};
 use crate::layout::{
     load_bytes, store_bytes, NodeSlot, RegistryHeader, RegistryLayout, KIND_REGISTRY, MAX_NODES,
-    MAX_NODE_NAME, NODE_ALIVE, NODE_FREE,
+    MAX_NODE_NAME, NODE_ALIVE, NODE_FREE, NODE_RECLAIMED,
 };
 use crate::segment::{Created, Segment};
 use crate::sys;
@@ -178,16 +178,18 @@ impl NodeBuilder {
                 path: registry.path.clone(),
                 source: e,
             })?;
-            reap_dead_nodes(&registry);
             if !sys::membarrier_register() {
                 if let Some(h) = registry.get::<RegistryHeader>(0) {
                     h.senders_fence.store(1, Ordering::Release);
                 }
             }
+            // A free slot, else one whose node was reclaimed, else one whose
+            // process died (reclaim still finds its ports by pid).
+            let state = |i| slot(&registry, i).map(|s| s.state.load(Ordering::Relaxed));
             let index = (0..MAX_NODES)
-                .find(|&i| {
-                    slot(&registry, i).is_some_and(|s| s.state.load(Ordering::Relaxed) == NODE_FREE)
-                })
+                .find(|&i| state(i) == Some(NODE_FREE))
+                .or_else(|| (0..MAX_NODES).find(|&i| state(i) == Some(NODE_RECLAIMED)))
+                .or_else(|| (0..MAX_NODES).find(|&i| is_dead(&registry, i)))
                 .ok_or(NodeError::RegistryFull { max: MAX_NODES })?;
             let s = slot(&registry, index).ok_or(NodeError::RegistryFull { max: MAX_NODES })?;
             s.pid.store(pid, Ordering::Relaxed);
@@ -201,8 +203,7 @@ impl NodeBuilder {
             index
         };
         let registry = Arc::new(registry);
-        let heartbeat = Heartbeat::start(registry.clone(), index, self.heartbeat);
-        let inner = NodeInner {
+        let inner = Arc::new_cyclic(|me| NodeInner {
             name: self.name,
             namespace: ns,
             index,
@@ -210,16 +211,18 @@ impl NodeBuilder {
             start_time,
             spin: self.spin,
             control: Mutex::new(()),
+            heartbeat: Heartbeat::start(registry.clone(), index, self.heartbeat, me.clone()),
             registry,
-            heartbeat,
-        };
-        Ok(Node {
-            inner: Arc::new(inner),
-        })
+        });
+        // Nodes notice dead peers when they join.
+        if inner.sees_dead_node() {
+            let _ = crate::reclaim::reclaim_dead(&inner);
+        }
+        Ok(Node { inner })
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -232,20 +235,16 @@ fn slot(registry: &Segment, index: u32) -> Option<&NodeSlot> {
     registry.get(RegistryLayout::SLOTS + index as usize * std::mem::size_of::<NodeSlot>())
 }
 
-/// Frees the slots of nodes whose processes are gone. Under the control lock.
-fn reap_dead_nodes(registry: &Segment) {
-    for i in 0..MAX_NODES {
-        if let Some(s) = slot(registry, i) {
-            if s.state.load(Ordering::Relaxed) != NODE_FREE
-                && !sys::process_alive(
-                    s.pid.load(Ordering::Relaxed),
-                    s.start_time.load(Ordering::Relaxed),
-                )
-            {
-                s.state.store(NODE_FREE, Ordering::Release);
-            }
-        }
-    }
+/// True when slot `index` holds a node whose process is gone and that no
+/// reclaim pass has cleaned up after yet.
+fn is_dead(registry: &Segment, index: u32) -> bool {
+    slot(registry, index).is_some_and(|s| {
+        s.state.load(Ordering::Acquire) == NODE_ALIVE
+            && !sys::process_alive(
+                s.pid.load(Ordering::Relaxed),
+                s.start_time.load(Ordering::Relaxed),
+            )
+    })
 }
 
 /// Opens (creating if needed) the registry and validates it. Loops when the
@@ -324,16 +323,22 @@ thread_local! {
     static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// The background thread that writes a node's heartbeat. It holds the
-/// registry mapping, not the node, so a node is always dropped (and
-/// deregistered) by its last user, never by this thread.
+/// The background thread that writes a node's heartbeat and, when it sees a
+/// dead node in the registry, runs a reclaim pass ([`Node::reclaim_dead`]).
+/// It holds the registry mapping and only a weak reference to the node, so
+/// the node is normally dropped (and deregistered) by its last user.
 struct Heartbeat {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Heartbeat {
-    fn start(registry: Arc<Segment>, index: u32, interval: Duration) -> Option<Heartbeat> {
+    fn start(
+        registry: Arc<Segment>,
+        index: u32,
+        interval: Duration,
+        node: std::sync::Weak<NodeInner>,
+    ) -> Option<Heartbeat> {
         if interval.is_zero() {
             return None;
         }
@@ -346,6 +351,12 @@ impl Heartbeat {
                     if let Some(s) = slot(&registry, index) {
                         s.heartbeat.store(now_ms(), Ordering::Relaxed);
                     }
+                    let dead = (0..MAX_NODES).any(|i| i != index && is_dead(&registry, i));
+                    if dead {
+                        if let Some(node) = node.upgrade() {
+                            let _ = crate::reclaim::reclaim_dead(&node);
+                        }
+                    }
                     std::thread::park_timeout(interval);
                 }
             })
@@ -356,7 +367,11 @@ impl Heartbeat {
     fn stop(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
         self.thread.thread().unpark();
-        let _ = self.thread.join();
+        // The thread itself may hold the last reference to the node for a
+        // moment (during a reclaim pass): it then ends on its own.
+        if std::thread::current().id() != self.thread.thread().id() {
+            let _ = self.thread.join();
+        }
     }
 }
 
@@ -409,6 +424,29 @@ impl NodeInner {
             .is_some_and(|h| h.senders_fence.load(Ordering::Acquire) == 0)
     }
 
+    /// The cheap side of the barrier pair that orders "I am busy / I sleep"
+    /// before "is anyone pausing / is anything queued": a compiler fence when
+    /// the other side issues [`heavy_barrier`](Self::heavy_barrier) with
+    /// `membarrier`, else a full fence.
+    pub fn light_barrier(&self) {
+        if self.asymmetric() {
+            std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        } else {
+            std::sync::atomic::fence(Ordering::SeqCst);
+        }
+    }
+
+    /// The heavy side: forces a full barrier on every running thread of
+    /// every registered process (or is a plain full fence when some node
+    /// could not register, in which case [`light_barrier`](Self::light_barrier)
+    /// fences).
+    pub fn heavy_barrier(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.asymmetric() {
+            sys::membarrier_global();
+        }
+    }
+
     /// Called by a receiver between announcing itself as a sleeper and its
     /// last check of its queues.
     pub fn before_sleep_check(&self) {
@@ -431,6 +469,35 @@ impl NodeInner {
     pub fn own_slot(&self) -> Option<&NodeSlot> {
         self.slot(self.index)
     }
+
+    /// An exchange was created, went down or was removed: moves the
+    /// namespace's exchange epoch and wakes every node, so watchers look.
+    pub fn exchanges_changed(&self) {
+        if let Some(h) = self.registry.get::<RegistryHeader>(0) {
+            h.exchanges_epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        for i in 0..MAX_NODES {
+            if self
+                .slot(i)
+                .is_some_and(|s| s.state.load(Ordering::Relaxed) == NODE_ALIVE)
+            {
+                self.wake(i);
+            }
+        }
+    }
+
+    /// The namespace's exchange epoch (see [`exchanges_changed`](Self::exchanges_changed)).
+    pub fn exchanges_epoch(&self) -> u32 {
+        self.registry
+            .get::<RegistryHeader>(0)
+            .map_or(0, |h| h.exchanges_epoch.load(Ordering::Acquire))
+    }
+
+    /// True when some other node of the namespace died and was not
+    /// reclaimed yet (what the heartbeat thread checks each beat).
+    pub fn sees_dead_node(&self) -> bool {
+        (0..MAX_NODES).any(|i| i != self.index && is_dead(&self.registry, i))
+    }
 }
 
 impl Drop for NodeInner {
@@ -442,24 +509,33 @@ impl Drop for NodeInner {
         if let Some(s) = self.own_slot() {
             s.state.store(NODE_FREE, Ordering::Release);
         }
-        reap_dead_nodes(&self.registry);
         let anyone_left = (0..MAX_NODES).any(|i| {
             self.slot(i)
-                .is_some_and(|s| s.state.load(Ordering::Relaxed) != NODE_FREE)
+                .is_some_and(|s| s.state.load(Ordering::Relaxed) == NODE_ALIVE)
+                && !is_dead(&self.registry, i)
         });
         if !anyone_left && self.registry.path_is_ours() {
-            // Last one out: every exchange left in the namespace belongs to
-            // dead processes. Remove them, then the registry.
+            // Last one out: every transient exchange left in the namespace
+            // belongs to dead processes. Remove them, then the registry
+            // unless a persistent exchange stays.
             let prefix = self.namespace.exchange_prefix();
+            let mut keep = false;
             for path in self.namespace.segment_files() {
                 let is_exchange = path
                     .file_name()
                     .is_some_and(|n| n.to_string_lossy().starts_with(&prefix));
-                if is_exchange {
+                if !is_exchange {
+                    continue;
+                }
+                if crate::exchange::is_persistent(&path) {
+                    keep = true;
+                } else {
                     let _ = std::fs::remove_file(&path);
                 }
             }
-            let _ = std::fs::remove_file(&self.registry.path);
+            if !keep {
+                let _ = std::fs::remove_file(&self.registry.path);
+            }
         }
     }
 }
@@ -536,6 +612,16 @@ impl Node {
     /// node; `shmex supervisor` runs it on every process exit.
     pub fn reclaim_dead(&self) -> Result<Reclaimed, SegmentError> {
         crate::reclaim::reclaim_dead(&self.inner)
+    }
+
+    /// Watches exchange `name` (which need not exist yet): the [`Watch`]
+    /// reports [`ExchangeEvent::Down`](crate::ExchangeEvent::Down) when it
+    /// goes down and [`ExchangeEvent::Up`](crate::ExchangeEvent::Up) when it
+    /// is (re)created.
+    ///
+    /// [`Watch`]: crate::Watch
+    pub fn watch(&self, name: &str) -> Result<crate::Watch, crate::OpenError> {
+        crate::watch::Watch::new(&self.inner, name)
     }
 
     /// Takes exchange `name` down and removes it, persistent or not: its
@@ -622,7 +708,8 @@ pub fn list_nodes(ns: &Namespace) -> Result<Vec<NodeInfo>, SegmentError> {
     let mut out = Vec::new();
     for i in 0..MAX_NODES {
         let Some(s) = slot(&seg, i) else { break };
-        if s.state.load(Ordering::Acquire) == NODE_FREE {
+        let slot_state = s.state.load(Ordering::Acquire);
+        if slot_state == NODE_FREE {
             continue;
         }
         let pid = s.pid.load(Ordering::Relaxed);
@@ -634,6 +721,7 @@ pub fn list_nodes(ns: &Namespace) -> Result<Vec<NodeInfo>, SegmentError> {
             name: String::from_utf8_lossy(&load_bytes(&s.name, name_len)).into_owned(),
             pid,
             state: match (alive, age > HUNG_AFTER.as_millis() as u64) {
+                _ if slot_state == NODE_RECLAIMED => "reclaimed",
                 (false, _) => "dead",
                 (true, true) => "hung",
                 (true, false) => "alive",

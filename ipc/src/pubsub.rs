@@ -87,6 +87,7 @@ impl Publisher {
     /// returns to the pool and `delivered` is 0.
     pub fn publish_loan(&self, key: &str, loan: Loan<'_>) -> Result<Published, SendError> {
         loan.check_owner(&self.core.ex)?;
+        let _op = self.core.enter()?;
         let ex = &self.core.ex;
         let mut subs = self.subscribers.borrow_mut();
         subs.refresh(ex, Role::Subscriber);
@@ -193,11 +194,9 @@ impl Subscriber {
 
     /// Returns the next publication if one is there.
     pub fn try_receive(&self) -> Result<Option<Sample<'_>>, RecvError> {
+        let _op = self.core.enter()?;
         self.core.ex.flush_deferred(self.core.index);
-        let Some(ring) = self.core.ring() else {
-            return Ok(None);
-        };
-        let Some(d) = ring.pop() else {
+        let Some(d) = self.core.pop() else {
             return Ok(None);
         };
         let mut sample = Sample::from_descriptor(&self.core, &d)?;

@@ -98,6 +98,7 @@ impl Client {
     pub fn send_request(&self, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
         loan.check_owner(&self.core.ex)?;
         self.check_room()?;
+        let _op = self.core.enter()?;
         let ex = &self.core.ex;
         let mut servers = self.servers.borrow_mut();
         servers.refresh(ex, Role::Server);
@@ -159,12 +160,10 @@ impl Client {
     /// the server dropped it, its port closed, or (found by
     /// [`check_servers`](Self::check_servers)) its process died.
     pub fn try_receive(&self) -> Result<Option<Sample<'_>>, RecvError> {
+        let _op = self.core.enter()?;
         self.core.ex.flush_deferred(self.core.index);
-        let Some(ring) = self.core.ring() else {
-            return Ok(None);
-        };
         loop {
-            let Some(d) = ring.pop() else {
+            let Some(d) = self.core.pop() else {
                 return self.fail_doomed().map_or(Ok(None), Err);
             };
             let known = self.settle(d.tag);
@@ -227,7 +226,7 @@ impl Client {
             }
         }
         if doomed > 0 {
-            self.core.ex.reap_now();
+            self.core.ex.reclaim_now();
         }
         doomed
     }
@@ -293,11 +292,9 @@ impl Server {
 
     /// Returns the next request if one is there.
     pub fn try_receive(&self) -> Result<Option<Request<'_>>, RecvError> {
+        let _op = self.core.enter()?;
         self.core.ex.flush_deferred(self.core.index);
-        let Some(ring) = self.core.ring() else {
-            return Ok(None);
-        };
-        let Some(d) = ring.pop() else {
+        let Some(d) = self.core.pop() else {
             return Ok(None);
         };
         if d.flags & FLAG_REQUEST == 0 {
@@ -352,7 +349,7 @@ impl<'a> Request<'a> {
 
     /// Answers with a copy of `payload`.
     pub fn respond(self, payload: &[u8]) -> Result<(), RespondError> {
-        let loan = self.ex().loan_copy(payload)?;
+        let loan = self.ex().loan_copy_on(self.sample.port, payload)?;
         self.respond_loan(loan)
     }
 
@@ -362,6 +359,7 @@ impl<'a> Request<'a> {
         loan.check_owner(self.ex())?;
         self.answered = true;
         let ex = self.ex();
+        let _op = ex.enter(self.sample.port).map_err(SendError::from)?;
         let Some(node) = ex.reply_target(self.reply) else {
             return Err(RespondError::ClientGone);
         };
@@ -417,8 +415,10 @@ impl<'a> std::ops::Deref for Request<'a> {
 impl Drop for Request<'_> {
     fn drop(&mut self) {
         if !self.answered {
-            self.ex()
-                .fail_request(self.reply, self.sample.tag, FailReason::Unanswered);
+            if let Ok(_op) = self.ex().enter(self.sample.port) {
+                self.ex()
+                    .fail_request(self.reply, self.sample.tag, FailReason::Unanswered);
+            }
         }
     }
 }

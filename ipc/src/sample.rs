@@ -17,39 +17,8 @@ pub struct Loan<'a> {
     pub(crate) len: usize,
     /// Port whose return ring the chunk goes back to.
     pub(crate) owner: Option<u32>,
-}
-
-impl ExchangeInner {
-    /// Loans a chunk for a payload of `len` bytes.
-    pub(crate) fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
-        let max = self.limits.chunk_size as usize;
-        if len > max {
-            return Err(SendError::PayloadTooLarge { len, max });
-        }
-        match self.pool().alloc()? {
-            Some(chunk) => {
-                if let Some(h) = self.chunk_header(chunk) {
-                    h.owner.store(0, std::sync::atomic::Ordering::Relaxed);
-                }
-                Ok(Loan {
-                    ex: self,
-                    chunk,
-                    len,
-                    owner: None,
-                })
-            }
-            None => Err(SendError::PoolExhausted {
-                chunks: self.limits.chunk_count,
-            }),
-        }
-    }
-
-    /// Loans a chunk and copies `payload` into it.
-    pub(crate) fn loan_copy(&self, payload: &[u8]) -> Result<Loan<'_>, SendError> {
-        let mut loan = self.loan(payload.len())?;
-        loan.copy_from_slice(payload);
-        Ok(loan)
-    }
+    /// Port that holds it (its holdings record the loan).
+    pub(crate) port: u32,
 }
 
 impl Loan<'_> {
@@ -81,8 +50,10 @@ impl Loan<'_> {
 
     /// Takes the chunk out; the caller now owns its reference. Returns the
     /// chunk, the length and the owner bits for the descriptor's flags.
+    /// Call inside the sending operation ([`ExchangeInner::enter`]).
     pub(crate) fn into_raw(mut self) -> (u32, u32, u32) {
         let chunk = std::mem::replace(&mut self.chunk, Descriptor::NO_CHUNK);
+        self.ex.unhold(self.port, chunk);
         (chunk, self.len as u32, owner_flags(self.owner))
     }
 
@@ -121,7 +92,12 @@ impl std::ops::DerefMut for Loan<'_> {
 
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
-        if self.chunk != Descriptor::NO_CHUNK {
+        if self.chunk == Descriptor::NO_CHUNK {
+            return;
+        }
+        // A down exchange is never used again: nothing to give back.
+        if let Ok(_op) = self.ex.enter(self.port) {
+            self.ex.unhold(self.port, self.chunk);
             self.ex.give_back(self.chunk);
         }
     }
@@ -140,8 +116,9 @@ pub struct Sample<'a> {
     pub(crate) tag: u64,
     /// The descriptor's flags: how to release the chunk.
     flags: u32,
-    /// The port it was received on (where a sole chunk's release waits).
-    port: u32,
+    /// The port it was received on (its holdings record the sample; a sole
+    /// chunk's release waits there).
+    pub(crate) port: u32,
     /// Set for publications: `key()` then reads the routing key.
     pub(crate) publication: bool,
     key: std::cell::OnceCell<Option<Box<str>>>,
@@ -149,7 +126,9 @@ pub struct Sample<'a> {
 }
 
 impl<'a> Sample<'a> {
-    /// Wraps a received descriptor after checking its chunk and length.
+    /// Wraps a received descriptor after checking its chunk and length, and
+    /// records the chunk in the port's holdings. Call inside the receiving
+    /// operation ([`ExchangeInner::enter`]).
     pub(crate) fn from_descriptor(
         core: &'a PortCore,
         d: &Descriptor,
@@ -166,6 +145,7 @@ impl<'a> Sample<'a> {
             key: std::cell::OnceCell::new(),
             sender: d.meta as u32,
         };
+        ex.hold(core.index, d.chunk);
         // On error the Sample's drop releases the chunk if its index is valid.
         ex.payload_ptr(d.chunk, d.len as usize)?;
         Ok(s)
@@ -247,6 +227,11 @@ impl Drop for Sample<'_> {
         if self.chunk >= self.ex.limits.chunk_count {
             return;
         }
+        // A down exchange is never used again: nothing to give back.
+        let Ok(_op) = self.ex.enter(self.port) else {
+            return;
+        };
+        self.ex.unhold(self.port, self.chunk);
         if self.flags & FLAG_SOLE != 0 {
             self.ex
                 .defer_return(self.port, self.chunk, flags_owner(self.flags));
