@@ -1557,6 +1557,11 @@ pub(crate) struct Targets {
     /// `list` it matched (publishers usually repeat keys).
     last_key: Option<String>,
     pub matched: Vec<usize>,
+    /// When a full target was last checked for a dead process.
+    last_dead_check: Option<std::time::Instant>,
+    /// A full target's process was found dead: the next send runs a
+    /// reclaim pass first (it cannot run inside the send's operation).
+    reclaim_wanted: bool,
 }
 
 /// One port a sender delivers to.
@@ -1573,6 +1578,35 @@ pub(crate) struct Target {
 }
 
 impl Targets {
+    /// Called when a delivery found a target's inbox full: at most every
+    /// 100 ms, checks whether the process of one of the targets is gone, and
+    /// if so asks for a reclaim pass before the next send.
+    pub fn note_full(&mut self) {
+        let now = std::time::Instant::now();
+        if self
+            .last_dead_check
+            .is_some_and(|t| now.duration_since(t) < crate::rpc::SERVER_CHECK_INTERVAL)
+        {
+            return;
+        }
+        self.last_dead_check = Some(now);
+        if self
+            .list
+            .iter()
+            .any(|t| !sys::process_alive(t.pid, t.start_time))
+        {
+            self.reclaim_wanted = true;
+        }
+    }
+
+    /// Runs the reclaim pass [`note_full`](Self::note_full) asked for.
+    /// Call before entering the send's operation.
+    pub fn reclaim_if_wanted(&mut self, ex: &ExchangeInner) {
+        if std::mem::take(&mut self.reclaim_wanted) {
+            ex.reclaim_now();
+        }
+    }
+
     /// Brings the list up to date with the port table (ports of `role`).
     pub fn refresh(&mut self, ex: &ExchangeInner, role: Role) {
         let epoch = ex.ports_epoch();

@@ -67,9 +67,10 @@ impl Producer {
     /// returns to the pool.
     pub fn send_loan(&self, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
         loan.check_owner(&self.core.ex)?;
-        let _op = self.core.enter()?;
         let ex = &self.core.ex;
         let mut consumer = self.consumer.borrow_mut();
+        consumer.reclaim_if_wanted(ex);
+        let _op = self.core.enter()?;
         consumer.refresh(ex, Role::Consumer);
         let Some(t) = consumer.list.first_mut() else {
             return Err(SendError::NoConsumer);
@@ -89,6 +90,7 @@ impl Producer {
             }
             Err(PushError::Full) => {
                 ex.give_back(chunk);
+                consumer.note_full();
                 Err(SendError::QueueFull)
             }
             Err(PushError::Corrupt(c)) => {

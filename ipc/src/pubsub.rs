@@ -87,9 +87,10 @@ impl Publisher {
     /// returns to the pool and `delivered` is 0.
     pub fn publish_loan(&self, key: &str, loan: Loan<'_>) -> Result<Published, SendError> {
         loan.check_owner(&self.core.ex)?;
-        let _op = self.core.enter()?;
         let ex = &self.core.ex;
         let mut subs = self.subscribers.borrow_mut();
+        subs.reclaim_if_wanted(ex);
+        let _op = self.core.enter()?;
         subs.refresh(ex, Role::Subscriber);
         // Validates the key (length, no wildcard words) before it is copied.
         subs.match_key(key)
@@ -157,6 +158,9 @@ impl Publisher {
             ex.release_ref(chunk);
         }
         self.core.after_send();
+        if report.missed > 0 {
+            subs.note_full();
+        }
         Ok(report)
     }
 }

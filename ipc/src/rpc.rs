@@ -98,9 +98,10 @@ impl Client {
     pub fn send_request(&self, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
         loan.check_owner(&self.core.ex)?;
         self.check_room()?;
-        let _op = self.core.enter()?;
         let ex = &self.core.ex;
         let mut servers = self.servers.borrow_mut();
+        servers.reclaim_if_wanted(ex);
+        let _op = self.core.enter()?;
         servers.refresh(ex, Role::Server);
         let n = servers.list.len();
         if n == 0 {
@@ -139,6 +140,7 @@ impl Client {
             }
         }
         ex.give_back(chunk);
+        servers.note_full();
         Err(SendError::QueueFull)
     }
 
