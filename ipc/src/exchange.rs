@@ -1085,6 +1085,13 @@ impl Drop for ExchangeInner {
                 u.pid.store(0, Ordering::Relaxed);
             }
         }
+        // The creator closing cleanly hands the exchange over to its other
+        // users (only a creator's death takes a transient exchange down).
+        if h.creator_pid.load(Ordering::Relaxed) == self.node.pid
+            && h.creator_start.load(Ordering::Relaxed) == self.node.start_time
+        {
+            h.creator_pid.store(0, Ordering::Relaxed);
+        }
         let live = h.users.iter().any(|u| {
             let pid = u.pid.load(Ordering::Relaxed);
             pid != 0 && sys::process_alive(pid, u.start_time.load(Ordering::Relaxed))
@@ -1425,18 +1432,23 @@ impl ExchangeInner {
     }
 
     /// Takes a free chunk from port `port`'s return ring (refcount 1, owner
-    /// this port). A chunk that fails the check is left alone rather than
-    /// handed out twice.
+    /// this port). A free chunk loaned by an earlier port of this slot (its
+    /// owner reset by reclaim) goes to the free list; a chunk whose refcount
+    /// is not 1 is left alone rather than handed out twice.
     fn pop_cached(&self, port: u32) -> Option<u32> {
         let ring = self.return_ring(port)?;
         while let Some(d) = ring.pop() {
-            let ours = self.chunk_header(d.chunk).is_some_and(|h| {
-                h.meta.refcount.load(Ordering::Acquire) == 1
-                    && h.owner.load(Ordering::Relaxed) == port + 1
-            });
-            if ours {
+            let Some(h) = self.chunk_header(d.chunk) else {
+                continue;
+            };
+            if h.meta.refcount.load(Ordering::Acquire) != 1 {
+                continue;
+            }
+            if h.owner.load(Ordering::Relaxed) == port + 1 {
                 return Some(d.chunk);
             }
+            h.meta.refcount.store(0, Ordering::Relaxed);
+            let _ = self.pool().free(d.chunk);
         }
         None
     }

@@ -70,12 +70,7 @@ impl ExchangeInner {
         if state & EX_DOWN != 0 {
             return false;
         }
-        if h.persistent.load(Ordering::Relaxed) == 0
-            && !sys::process_alive(
-                h.creator_pid.load(Ordering::Relaxed),
-                h.creator_start.load(Ordering::Relaxed),
-            )
-        {
+        if self.creator_died() {
             return true;
         }
         (0..self.limits.max_ports).any(|i| {
@@ -91,6 +86,17 @@ impl ExchangeInner {
                 }
             }
         })
+    }
+
+    /// True when the creator of this transient exchange died (it did not
+    /// close its handle: a clean close clears the creator).
+    fn creator_died(&self) -> bool {
+        let Some(h) = self.header() else { return false };
+        let pid = h.creator_pid.load(Ordering::Relaxed);
+        h.persistent.load(Ordering::Relaxed) == 0
+            && h.state.0.load(Ordering::Relaxed) & EX_DOWN == 0
+            && pid != 0
+            && !sys::process_alive(pid, h.creator_start.load(Ordering::Relaxed))
     }
 
     /// Runs a reclaim pass (see the module docs) if one is needed. Under the
@@ -203,6 +209,14 @@ impl ExchangeInner {
                 let deferred = p.spare.deferred.load(Ordering::Relaxed);
                 if deferred != NO_DEFERRED {
                     count(deferred as u32);
+                    // Its owner left: release it to the free list, not to
+                    // whichever port takes the owner's slot next.
+                    let owner = (deferred >> 32) as usize;
+                    if !live.get(owner).copied().unwrap_or(false) {
+                        p.spare
+                            .deferred
+                            .store(deferred | u64::from(u32::MAX) << 32, Ordering::Relaxed);
+                    }
                 }
             }
             for (w, word) in self.holdings(i).unwrap_or(&[]).iter().enumerate() {
@@ -238,13 +252,7 @@ impl ExchangeInner {
         }
 
         // 5. A transient exchange goes down with its creator.
-        if h.persistent.load(Ordering::Relaxed) == 0
-            && h.state.0.load(Ordering::Relaxed) & EX_DOWN == 0
-            && !sys::process_alive(
-                h.creator_pid.load(Ordering::Relaxed),
-                h.creator_start.load(Ordering::Relaxed),
-            )
-        {
+        if self.creator_died() {
             self.take_down();
             pass.down = true;
         }
