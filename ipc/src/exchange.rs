@@ -479,7 +479,7 @@ impl Exchange {
     /// stale (a transient exchange whose holders all exited: removed). Runs
     /// a reclaim pass on it. Under the control lock.
     fn open_locked(node: &Arc<NodeInner>, name: &str) -> Result<Option<Exchange>, OpenError> {
-        let Some(mut inner) = ExchangeInner::map_locked(node, name)? else {
+        let Some(mut inner) = ExchangeInner::map_locked(node, name, true)? else {
             return Ok(None);
         };
         let h = inner.header().ok_or_else(|| SegmentError::Corrupt {
@@ -603,12 +603,19 @@ impl ExchangeInner {
     /// Maps and validates the existing exchange `name` without joining it
     /// (no entry in its users table); `Ok(None)` when absent. Removes a file
     /// whose creator died while creating it. Under the control lock.
+    /// `populate` maps every page now (for a handle that will use it).
     pub(crate) fn map_locked(
         node: &Arc<NodeInner>,
         name: &str,
+        populate: bool,
     ) -> Result<Option<ExchangeInner>, OpenError> {
         let path = node.namespace.exchange_path(name);
-        let Some(seg) = Segment::open(&path)? else {
+        let seg = if populate {
+            Segment::open(&path)?
+        } else {
+            Segment::open_lazy(&path)?
+        };
+        let Some(seg) = seg else {
             return Ok(None);
         };
         if seg.is_uninitialised() {

@@ -348,7 +348,7 @@ pub(crate) fn reclaim_dead(node: &Arc<NodeInner>) -> Result<Reclaimed, SegmentEr
         };
         // An exchange that cannot be mapped (another build, corrupt) is left
         // for `shmex ls` to report.
-        let Ok(Some(ex)) = ExchangeInner::map_locked(node, &name) else {
+        let Ok(Some(ex)) = ExchangeInner::map_locked(node, &name, false) else {
             continue;
         };
         if ex.is_down() {
@@ -417,7 +417,7 @@ impl ExchangeInner {
 pub(crate) fn remove_exchange(node: &Arc<NodeInner>, name: &str) -> Result<(), OpenError> {
     crate::exchange::check_exchange_name(name)?;
     let _guard = node.control()?;
-    match ExchangeInner::map_locked(node, name)? {
+    match ExchangeInner::map_locked(node, name, false)? {
         Some(ex) if !ex.is_down() => {
             ex.take_down();
             Ok(())

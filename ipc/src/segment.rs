@@ -88,6 +88,17 @@ impl Segment {
     /// Opens an existing segment, refusing objects of other users. `Ok(None)`
     /// when nothing of that name exists.
     pub fn open(path: &Path) -> Result<Option<Segment>, SegmentError> {
+        Self::open_writable(path, true)
+    }
+
+    /// Like [`open`](Self::open) without populating the mapping: for a
+    /// short visit (a reclaim pass) that touches a few lines of a possibly
+    /// large segment.
+    pub fn open_lazy(path: &Path) -> Result<Option<Segment>, SegmentError> {
+        Self::open_writable(path, false)
+    }
+
+    fn open_writable(path: &Path, populate: bool) -> Result<Option<Segment>, SegmentError> {
         let file = match OpenOptions::new()
             .read(true)
             .write(true)
@@ -98,7 +109,7 @@ impl Segment {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(path)(e)),
         };
-        Self::map(path.to_owned(), file).map(Some)
+        Self::map_with(path.to_owned(), file, true, populate).map(Some)
     }
 
     /// Opens an existing segment for inspection only: read-only descriptor
@@ -114,14 +125,19 @@ impl Segment {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(path)(e)),
         };
-        Self::map_with(path.to_owned(), file, false).map(Some)
+        Self::map_with(path.to_owned(), file, false, false).map(Some)
     }
 
     fn map(path: PathBuf, file: File) -> Result<Segment, SegmentError> {
-        Self::map_with(path, file, true)
+        Self::map_with(path, file, true, true)
     }
 
-    fn map_with(path: PathBuf, file: File, writable: bool) -> Result<Segment, SegmentError> {
+    fn map_with(
+        path: PathBuf,
+        file: File,
+        writable: bool,
+        populate: bool,
+    ) -> Result<Segment, SegmentError> {
         let meta = file.metadata().map_err(io(&path))?;
         let ours = crate::sys::euid();
         if meta.uid() != ours {
@@ -144,7 +160,7 @@ impl Segment {
         options.len(len.max(1));
         let map = if !writable {
             options.map_raw_read_only(&file)
-        } else if len == 0 {
+        } else if len == 0 || !populate {
             options.map_raw(&file)
         } else {
             options.populate().map_raw(&file)
