@@ -46,12 +46,19 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
 /// The start time of process `pid` in clock ticks since boot (field 22 of
 /// `/proc/PID/stat`), or `None` when the process does not exist.
 pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|(_, start)| start)
+}
+
+/// Fields 3 (state) and 22 (start time) of `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: skip past
     // the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     // After ')' come fields 3.. ; start time is field 22, i.e. index 19 here.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 /// This process's (pid, start time).
@@ -61,15 +68,17 @@ pub(crate) fn self_identity() -> (u32, u64) {
 }
 
 /// True when the process `pid` started at `start_time` still runs. Pids are
-/// reused: a live process with another start time is a different process.
+/// reused: a live process with another start time is a different process. A
+/// zombie (exited, not yet reaped by its parent) counts as dead: it holds no
+/// memory and will never act again.
 pub(crate) fn process_alive(pid: u32, start_time: u64) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
         return false;
     }
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
         Err(nix::errno::Errno::ESRCH) => false,
-        _ => match process_start_time(pid) {
-            Some(t) => t == start_time,
+        _ => match proc_stat(pid) {
+            Some((state, t)) => t == start_time && state != 'Z' && state != 'X',
             // Cannot read /proc: trust kill().
             None => true,
         },
