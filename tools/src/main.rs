@@ -3,6 +3,9 @@
 //! - `shmex demo` runs request-response, publish-subscribe and fan-in between
 //!   real processes (this binary re-executed as children) and prints latency
 //!   and throughput figures;
+//! - `shmex supervisor` watches a namespace: reclaims what dead processes
+//!   held as soon as they exit, reports hung nodes and keeps the static
+//!   exchanges of its config file up ([`supervisor`]);
 //! - `shmex ls` lists the nodes and exchanges of a namespace;
 //! - `shmex sub` / `shmex pub` subscribe and publish on a publish-subscribe
 //!   exchange, `shmex serve` / `shmex call` answer and send requests on a
@@ -17,6 +20,7 @@ mod demo;
 mod json;
 mod ls;
 mod poke;
+mod supervisor;
 
 use std::process::ExitCode;
 
@@ -28,6 +32,8 @@ shmex: zero-copy messaging between processes on one host
 Usage:
   shmex demo [--namespace NS] [--root DIR] [--requests N] [--spin-us US]
              [--timeout SECS]
+  shmex supervisor [--namespace NS] [--root DIR] [--config FILE]
+                   [--hung-after-ms MS] [--kill-hung] [--tick-ms MS] [--json]
   shmex ls [--json] [--namespace NS] [--root DIR]
   shmex sub EXCHANGE PATTERN [--count N] [--timeout-ms MS] [--tag T] [--hex]
   shmex pub EXCHANGE KEY MESSAGE [--count N] [--interval-ms MS]
@@ -44,6 +50,9 @@ each opens the exchange, creating it when missing.
 Commands:
   demo   run request-response, publish-subscribe and fan-in between real
          processes and print latency and throughput figures
+  supervisor
+         watch a namespace: reclaim what dead processes held as soon as they
+         exit, report hung nodes, keep static exchanges (config file) up
   ls     list the nodes and exchanges of a namespace
   sub    subscribe to a publish-subscribe exchange, print `KEY PAYLOAD` lines
   pub    publish a message on a publish-subscribe exchange
@@ -76,6 +85,7 @@ fn main() -> ExitCode {
     let command = args.remove(0);
     match command.as_str() {
         "demo" => demo::run(args),
+        "supervisor" => supervisor::run(args),
         "ls" => ls::run(args),
         "sub" => poke::sub::run(args),
         "pub" => poke::publish::run(args),
@@ -96,6 +106,7 @@ fn help(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
         None => print!("{USAGE}"),
         Some("demo") => print!("{}", demo::HELP),
+        Some("supervisor") => print!("{}", supervisor::HELP),
         Some("ls") => print!("{}", ls::HELP),
         Some("sub") => print!("{}", poke::sub::HELP),
         Some("pub") => print!("{}", poke::publish::HELP),

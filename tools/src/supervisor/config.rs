@@ -110,11 +110,7 @@ fn check_exchange(x: RawExchange) -> Result<StaticExchange, String> {
     let persistent = match x.mode.as_deref() {
         None | Some("persistent") => true,
         Some("transient") => false,
-        Some(other) => {
-            return Err(format!(
-                "unknown mode {other:?} (persistent or transient)"
-            ))
-        }
+        Some(other) => return Err(format!("unknown mode {other:?} (persistent or transient)")),
     };
     let mode = match x.permissions.as_deref() {
         None | Some("0600" | "600" | "0o600") => 0o600,
@@ -212,7 +208,10 @@ mod tests {
     #[test]
     fn errors_name_the_problem() {
         let e = error("[[exchange]]\nname = \"a\"\npattern = \"gossip\"\n");
-        assert!(e.contains("exchange #1 (\"a\")") && e.contains("gossip"), "{e}");
+        assert!(
+            e.contains("exchange #1 (\"a\")") && e.contains("gossip"),
+            "{e}"
+        );
 
         let e = error("[[exchange]]\nname = \"a\"\npattern = \"fan-in\"\ncolour = 1\n");
         assert!(e.contains("colour"), "{e}");

@@ -10,7 +10,7 @@
 //! | `exchange_up` | exchange, pattern, persistent, created |
 //! | `exchange_recreated` | exchange, pattern, persistent, created, reason (`removed` / `replaced`) |
 //! | `dead` | node, id, pid (its exit was seen through its pidfd) |
-//! | `reclaimed` | node, id, pid, by (`supervisor` / `peer`); when by the supervisor: ports, chunks, requests_failed, exchanges_down, busy, pass_nodes, reclaim_us, and detect_us when its exit was seen |
+//! | `reclaimed` | node, id, pid, by (`supervisor`, or `other`: another pass, e.g. a heartbeat thread's); when by the supervisor: ports, chunks, requests_failed, exchanges_down, busy, pass_nodes, reclaim_us, and detect_us when its exit was seen |
 //! | `left` | node, id, pid (exited after leaving the namespace cleanly) |
 //! | `hung` | node, id, pid, heartbeat_age_ms, killed (with `--kill-hung`), error |
 //! | `alive` | node, id, pid, heartbeat_age_ms, hung_ms |
@@ -133,8 +133,10 @@ pub fn human_duration(d: Duration) -> String {
     let us = d.as_micros();
     if us < 1000 {
         format!("{us} µs")
-    } else if us < 1_000_000 {
+    } else if us < 10_000 {
         format!("{:.1} ms", us as f64 / 1000.0)
+    } else if us < 1_000_000 {
+        format!("{} ms", us / 1000)
     } else {
         format!("{:.1} s", d.as_secs_f64())
     }
@@ -163,6 +165,7 @@ mod tests {
     fn formats() {
         assert_eq!(human_duration(Duration::from_micros(180)), "180 µs");
         assert_eq!(human_duration(Duration::from_micros(2500)), "2.5 ms");
+        assert_eq!(human_duration(Duration::from_micros(306_400)), "306 ms");
         assert_eq!(human_duration(Duration::from_millis(1200)), "1.2 s");
         assert_eq!(plural(1u32, "port"), "1 port");
         assert_eq!(plural(0u32, "port"), "0 ports");
