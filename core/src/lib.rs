@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod gate;
 pub mod pool;
 pub mod ring;
 pub mod sync;

@@ -13,7 +13,7 @@
 use crate::error::{OpenError, PortError, SegmentError, SendError};
 use crate::layout::{
     load_bytes, store_bytes, ChunkHeader, ExchangeHeader, ExchangeLayout, KeyArea, PoolLine,
-    PortSlot, RawLimits, EX_DOWN, EX_PAUSED, KIND_EXCHANGE, MAX_EXCHANGE_NAME, MAX_USERS,
+    PortSlot, RawLimits, EX_DOWN, KIND_EXCHANGE, MAX_EXCHANGE_NAME, MAX_USERS,
     PORT_ACTIVE, PORT_FREE, RETURN_DEPTH,
 };
 use crate::node::{check_name, Namespace, NodeInner};
@@ -22,7 +22,7 @@ use crate::segment::{Created, Segment};
 use crate::sys;
 use shmex_core::pool::{ChunkMeta, MetaTable, Pool};
 use shmex_core::ring::{Descriptor, PushError, Ring, RingControl, Slot};
-use shmex_core::Corrupt;
+use shmex_core::{gate, Corrupt};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -245,8 +245,7 @@ pub(crate) struct OpGuard<'a> {
 impl Drop for OpGuard<'_> {
     fn drop(&mut self) {
         if let Some(b) = self.busy {
-            // Release: a reclaim pass that sees the port idle sees its records.
-            b.store(b.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+            gate::exit(b);
         }
     }
 }
@@ -820,40 +819,27 @@ impl ExchangeInner {
         };
         let busy = &slot.spare.busy;
         loop {
-            let b = busy.load(Ordering::Relaxed);
-            if b & 1 == 1 {
-                return Ok(OpGuard { busy: None });
+            // The Dekker handshake with reclaim's pause (see `gate`): with
+            // `membarrier` on the reclaimer's side, a compiler fence here.
+            match gate::enter(busy, &h.state.0, self.node.asymmetric()) {
+                gate::Enter::Entered => return Ok(OpGuard { busy: Some(busy) }),
+                gate::Enter::Nested => return Ok(OpGuard { busy: None }),
+                gate::Enter::Down => return Err(Down),
+                gate::Enter::Paused => self.wait_unpaused(),
             }
-            busy.store(b.wrapping_add(1), Ordering::Relaxed);
-            // Pairs with reclaim's barrier between pausing and reading `busy`:
-            // either it sees us busy, or we see the pause.
-            self.node.light_barrier();
-            let state = h.state.0.load(Ordering::Acquire);
-            if state == 0 {
-                return Ok(OpGuard { busy: Some(busy) });
-            }
-            busy.store(b.wrapping_add(2), Ordering::Release);
-            if state & EX_DOWN != 0 {
-                return Err(Down);
-            }
-            self.wait_unpaused();
         }
     }
 
     /// True once the exchange went down.
     pub(crate) fn is_down(&self) -> bool {
-        self.header()
-            .is_some_and(|h| h.state.0.load(Ordering::Acquire) & EX_DOWN != 0)
+        self.header().is_some_and(|h| gate::is_down(&h.state.0))
     }
 
     /// Waits for a reclaim pass to end. A pass holds the control lock, so
     /// after a short spin this blocks on the lock; a pass whose process died
     /// left the exchange paused, and the waiter finishes it.
     fn wait_unpaused(&self) {
-        let paused = || {
-            self.header()
-                .is_some_and(|h| h.state.0.load(Ordering::Acquire) & EX_PAUSED != 0)
-        };
+        let paused = || self.header().is_some_and(|h| gate::is_paused(&h.state.0));
         for _ in 0..200 {
             if !paused() {
                 return;
@@ -1105,7 +1091,7 @@ impl Drop for ExchangeInner {
         });
         let persistent = h.persistent.load(Ordering::Relaxed) == 1;
         if !live && !persistent && !self.is_down() && self.seg.path_is_ours() {
-            h.state.0.fetch_or(EX_DOWN, Ordering::AcqRel);
+            gate::take_down(&h.state.0);
             let _ = std::fs::remove_file(&self.seg.path);
             self.node.exchanges_changed();
         }

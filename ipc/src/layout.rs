@@ -123,10 +123,10 @@ pub(crate) struct ExchangeHeader {
 pub(crate) struct StateLine(pub AtomicU32);
 
 /// Exchange state bit: a reclaim pass is running; data-path operations wait.
-pub(crate) const EX_PAUSED: u32 = 1;
+pub(crate) const EX_PAUSED: u32 = shmex_core::gate::PAUSED;
 /// Exchange state bit: the exchange went down (its creator died); every
 /// operation fails with `ExchangeDown`.
-pub(crate) const EX_DOWN: u32 = 2;
+pub(crate) const EX_DOWN: u32 = shmex_core::gate::DOWN;
 
 /// One open handle on an exchange: which process holds it.
 #[repr(C)]

@@ -418,28 +418,15 @@ impl NodeInner {
 
     /// True when receivers in this namespace issue the heavy barrier before
     /// sleeping, so a sender need not fence.
-    fn asymmetric(&self) -> bool {
+    pub fn asymmetric(&self) -> bool {
         self.registry
             .get::<RegistryHeader>(0)
             .is_some_and(|h| h.senders_fence.load(Ordering::Acquire) == 0)
     }
 
-    /// The cheap side of the barrier pair that orders "I am busy / I sleep"
-    /// before "is anyone pausing / is anything queued": a compiler fence when
-    /// the other side issues [`heavy_barrier`](Self::heavy_barrier) with
-    /// `membarrier`, else a full fence.
-    pub fn light_barrier(&self) {
-        if self.asymmetric() {
-            std::sync::atomic::compiler_fence(Ordering::SeqCst);
-        } else {
-            std::sync::atomic::fence(Ordering::SeqCst);
-        }
-    }
-
-    /// The heavy side: forces a full barrier on every running thread of
+    /// The heavy side of the asymmetric barrier pairs (wake-up, `gate`): forces a full barrier on every running thread of
     /// every registered process (or is a plain full fence when some node
-    /// could not register, in which case [`light_barrier`](Self::light_barrier)
-    /// fences).
+    /// could not register, in which case the light side fences too).
     pub fn heavy_barrier(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
         if self.asymmetric() {

@@ -37,6 +37,7 @@ use crate::exchange::{ExchangeInner, FLAG_REQUEST, FLAG_VOID, NO_DEFERRED};
 use crate::layout::{EX_DOWN, EX_PAUSED, NODE_ALIVE, NODE_RECLAIMED, PORT_ACTIVE, PORT_FREE};
 use crate::node::{NodeInfo, NodeInner, Reclaimed};
 use crate::sys;
+use shmex_core::gate;
 use shmex_core::ring::Descriptor;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -119,7 +120,7 @@ impl ExchangeInner {
         };
 
         // 1. Pause, and wait for every live port to be between operations.
-        h.state.0.fetch_or(EX_PAUSED, Ordering::SeqCst);
+        gate::pause(&h.state.0);
         self.node.heavy_barrier();
         let deadline = Instant::now() + IDLE_WAIT;
         let mut live = vec![false; ports as usize];
@@ -129,9 +130,9 @@ impl ExchangeInner {
                 continue;
             }
             let Some(p) = self.port(i) else { continue };
-            while p.spare.busy.load(Ordering::Acquire) & 1 == 1 {
+            while !gate::is_idle(&p.spare.busy) {
                 if Instant::now() >= deadline {
-                    h.state.0.fetch_and(!EX_PAUSED, Ordering::Release);
+                    gate::resume(&h.state.0);
                     pass.busy = true;
                     return pass;
                 }
@@ -259,7 +260,7 @@ impl ExchangeInner {
 
         // 6. Resume.
         h.ports_epoch.fetch_add(1, Ordering::AcqRel);
-        h.state.0.fetch_and(!EX_PAUSED, Ordering::Release);
+        gate::resume(&h.state.0);
         self.wake_all_ports();
         pass
     }
@@ -268,7 +269,7 @@ impl ExchangeInner {
     /// the control lock.
     pub(crate) fn take_down(&self) {
         if let Some(h) = self.header() {
-            h.state.0.fetch_or(EX_DOWN, Ordering::AcqRel);
+            gate::take_down(&h.state.0);
         }
         if self.seg.path_is_ours() {
             let _ = std::fs::remove_file(&self.seg.path);
@@ -294,6 +295,7 @@ impl ExchangeInner {
     /// up after [`IDLE_WAIT`] (a stopped process); the next reclaim pass
     /// then sweeps what it pushed.
     pub(crate) fn grace_period(&self, leaving: u32) {
+        gate::grace_fence();
         self.node.heavy_barrier();
         let deadline = Instant::now() + IDLE_WAIT;
         for i in 0..self.limits.max_ports {
@@ -304,11 +306,10 @@ impl ExchangeInner {
             if p.state.load(Ordering::Acquire) != PORT_ACTIVE {
                 continue;
             }
-            let seen = p.spare.busy.load(Ordering::Acquire);
-            if seen & 1 == 0 {
+            let Some(seen) = gate::op_in_progress(&p.spare.busy) else {
                 continue;
-            }
-            while p.spare.busy.load(Ordering::Acquire) == seen {
+            };
+            while !gate::op_ended(&p.spare.busy, seen) {
                 if Instant::now() >= deadline {
                     return;
                 }
