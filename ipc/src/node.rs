@@ -203,17 +203,26 @@ impl NodeBuilder {
             index
         };
         let registry = Arc::new(registry);
-        let inner = Arc::new_cyclic(|me| NodeInner {
-            name: self.name,
-            namespace: ns,
+        let control = Arc::new(Mutex::new(()));
+        let inner = |heartbeat, owns_slot| NodeInner {
+            name: self.name.clone(),
+            namespace: ns.clone(),
             index,
             pid,
             start_time,
             spin: self.spin,
-            control: Mutex::new(()),
-            heartbeat: Heartbeat::start(registry.clone(), index, self.heartbeat, me.clone()),
-            registry,
-        });
+            control: control.clone(),
+            registry: registry.clone(),
+            heartbeat,
+            owns_slot,
+        };
+        // The heartbeat thread reclaims through a twin that shares the
+        // registry and the control lock but owns no slot, so it never holds
+        // the node itself: dropping the node's last handle stops the thread
+        // (waiting for a pass in progress) and deregisters at once.
+        let twin = Arc::new(inner(None, false));
+        let heartbeat = Heartbeat::start(registry.clone(), index, self.heartbeat, twin);
+        let inner = Arc::new(inner(heartbeat, true));
         // Nodes notice dead peers when they join.
         if inner.sees_dead_node() {
             let _ = crate::reclaim::reclaim_dead(&inner);
@@ -313,9 +322,14 @@ pub(crate) struct NodeInner {
     pub pid: u32,
     pub start_time: u64,
     pub spin: Duration,
-    control: Mutex<()>,
+    /// The control lock's in-process half (`flock` is per open file, shared
+    /// by the threads); shared with the heartbeat thread's twin.
+    control: Arc<Mutex<()>>,
     pub registry: Arc<Segment>,
     heartbeat: Option<Heartbeat>,
+    /// False for the heartbeat thread's twin: dropping it deregisters
+    /// nothing.
+    owns_slot: bool,
 }
 
 thread_local! {
@@ -325,8 +339,10 @@ thread_local! {
 
 /// The background thread that writes a node's heartbeat and, when it sees a
 /// dead node in the registry, runs a reclaim pass ([`Node::reclaim_dead`]).
-/// It holds the registry mapping and only a weak reference to the node, so
-/// the node is normally dropped (and deregistered) by its last user.
+/// It reclaims through a twin of the node (same registry, same control
+/// lock, no slot of its own), never through the node itself, so the node is
+/// always dropped (and deregistered) by its last user, who first stops this
+/// thread.
 struct Heartbeat {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<()>,
@@ -337,7 +353,7 @@ impl Heartbeat {
         registry: Arc<Segment>,
         index: u32,
         interval: Duration,
-        node: std::sync::Weak<NodeInner>,
+        twin: Arc<NodeInner>,
     ) -> Option<Heartbeat> {
         if interval.is_zero() {
             return None;
@@ -353,9 +369,7 @@ impl Heartbeat {
                     }
                     let dead = (0..MAX_NODES).any(|i| i != index && is_dead(&registry, i));
                     if dead {
-                        if let Some(node) = node.upgrade() {
-                            let _ = crate::reclaim::reclaim_dead(&node);
-                        }
+                        let _ = crate::reclaim::reclaim_dead(&twin);
                     }
                     std::thread::park_timeout(interval);
                 }
@@ -367,11 +381,7 @@ impl Heartbeat {
     fn stop(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
         self.thread.thread().unpark();
-        // The thread itself may hold the last reference to the node for a
-        // moment (during a reclaim pass): it then ends on its own.
-        if std::thread::current().id() != self.thread.thread().id() {
-            let _ = self.thread.join();
-        }
+        let _ = self.thread.join();
     }
 }
 
@@ -491,6 +501,9 @@ impl Drop for NodeInner {
     fn drop(&mut self) {
         if let Some(h) = self.heartbeat.take() {
             h.stop();
+        }
+        if !self.owns_slot {
+            return;
         }
         let Ok(_guard) = self.control() else { return };
         if let Some(s) = self.own_slot() {
@@ -640,8 +653,9 @@ pub struct Reclaimed {
     /// Chunks given back to their pools (loaned, queued, cached or held by
     /// the dead).
     pub chunks: u32,
-    /// Requests failed towards their clients (queued at or held by a dead
-    /// server).
+    /// Requests queued at a dead server, failed towards their clients.
+    /// (Requests a dead server had taken are reported failed by their
+    /// clients' own check of the servers holding them.)
     pub requests_failed: u32,
     /// Transient exchanges taken down because their creator died.
     pub exchanges_down: Vec<String>,

@@ -525,3 +525,21 @@ pub fn words(bytes: &[u8]) -> Vec<u64> {
 pub fn payload(words: &[u64]) -> Vec<u8> {
     words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
+
+// ---------------------------------------------------------------------------
+// Added for the fault tests
+// ---------------------------------------------------------------------------
+
+impl ChildProc {
+    /// Kills the child with SIGKILL, reaps it and returns its exit status
+    /// with its output, for a child that may have failed before it was
+    /// killed (its status then is not SIGKILL).
+    pub fn kill_and_reap_verbose(mut self) -> (ExitStatus, String) {
+        self.kill();
+        let diag = self.diagnostics();
+        let status = self
+            .status
+            .unwrap_or_else(|| panic!("child {} could not be reaped", self.label));
+        (status, diag)
+    }
+}
