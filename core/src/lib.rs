@@ -15,6 +15,8 @@
 #![warn(missing_docs)]
 
 pub mod gate;
+pub mod ledger;
+pub mod mpmc;
 pub mod pool;
 pub mod ring;
 pub mod sync;

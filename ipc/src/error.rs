@@ -255,6 +255,12 @@ pub enum SendError {
     /// it again once it is back up (watch it to learn when).
     #[error("the exchange is down")]
     ExchangeDown,
+    /// A task priority outside `0 .. PRIORITIES`.
+    #[error("task priority {priority} out of range (0..=3)")]
+    InvalidPriority {
+        /// The priority asked for.
+        priority: u8,
+    },
     /// Shared state is inconsistent.
     #[error(transparent)]
     Corrupt(#[from] Corrupt),
@@ -288,6 +294,13 @@ pub enum RecvError {
     /// it again once it is back up (watch it to learn when).
     #[error("the exchange is down")]
     ExchangeDown,
+    /// A worker holds its prefetch limit of unacknowledged tasks: ack or
+    /// nack one first.
+    #[error("the worker holds its prefetch limit of {limit} unacknowledged tasks")]
+    PrefetchLimit {
+        /// The limit.
+        limit: u32,
+    },
     /// A request of this client will never be answered.
     #[error("request {tag} failed: {reason}")]
     RequestFailed {
@@ -347,4 +360,23 @@ impl PodError {
             },
         }
     }
+}
+
+/// Acking or nacking a task failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// This worker does not hold that delivery: it was acked or nacked
+    /// already, taken back after its ack timeout (and maybe redelivered), or
+    /// belongs to another worker.
+    #[error("task {task} is not held by this worker")]
+    NotHeld {
+        /// The delivery.
+        task: crate::tasks::TaskId,
+    },
+    /// The exchange went down.
+    #[error("the exchange is down")]
+    ExchangeDown,
+    /// The exchange's words are inconsistent.
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
 }

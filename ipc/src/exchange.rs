@@ -13,8 +13,8 @@
 use crate::error::{OpenError, PortError, SegmentError, SendError};
 use crate::layout::{
     load_bytes, store_bytes, ChunkHeader, ExchangeHeader, ExchangeLayout, KeyArea, PoolLine,
-    PortSlot, RawLimits, EX_DOWN, KIND_EXCHANGE, MAX_EXCHANGE_NAME, MAX_USERS,
-    PORT_ACTIVE, PORT_FREE, RETURN_DEPTH,
+    PortSlot, RawLimits, EX_DOWN, KIND_EXCHANGE, MAX_EXCHANGE_NAME, MAX_USERS, PORT_ACTIVE,
+    PORT_FREE, RETURN_DEPTH,
 };
 use crate::node::{check_name, Namespace, NodeInner};
 use crate::sample::Loan;
@@ -37,6 +37,9 @@ pub enum Pattern {
     PublishSubscribe,
     /// Many producers, one consumer.
     FanIn,
+    /// Task distribution: submitters queue tasks, workers take them within
+    /// a prefetch limit and ack or nack each; unacked tasks are redelivered.
+    Tasks,
 }
 
 impl Pattern {
@@ -45,6 +48,7 @@ impl Pattern {
             Pattern::RequestResponse => 1,
             Pattern::PublishSubscribe => 2,
             Pattern::FanIn => 3,
+            Pattern::Tasks => 4,
         }
     }
 
@@ -53,16 +57,19 @@ impl Pattern {
             1 => Some(Pattern::RequestResponse),
             2 => Some(Pattern::PublishSubscribe),
             3 => Some(Pattern::FanIn),
+            4 => Some(Pattern::Tasks),
             _ => None,
         }
     }
 
-    /// Short name used by the tools: `request-response`, `pubsub`, `fan-in`.
+    /// Short name used by the tools: `request-response`, `pubsub`, `fan-in`,
+    /// `tasks`.
     pub fn as_str(self) -> &'static str {
         match self {
             Pattern::RequestResponse => "request-response",
             Pattern::PublishSubscribe => "pubsub",
             Pattern::FanIn => "fan-in",
+            Pattern::Tasks => "tasks",
         }
     }
 }
@@ -80,8 +87,9 @@ impl std::str::FromStr for Pattern {
             "request-response" | "rpc" => Ok(Pattern::RequestResponse),
             "pubsub" | "publish-subscribe" => Ok(Pattern::PublishSubscribe),
             "fan-in" | "fanin" => Ok(Pattern::FanIn),
+            "tasks" | "task-distribution" => Ok(Pattern::Tasks),
             _ => Err(format!(
-                "unknown pattern {s:?} (request-response, pubsub, fan-in)"
+                "unknown pattern {s:?} (request-response, pubsub, fan-in, tasks)"
             )),
         }
     }
@@ -103,6 +111,13 @@ pub struct Limits {
     /// File mode of the segment: 0o600 (default) or 0o660 to share with the
     /// group.
     pub mode: u32,
+    /// Task exchanges: how long a worker may hold a task unacknowledged
+    /// before it is taken back and redelivered (default 30 s).
+    pub ack_timeout: std::time::Duration,
+    /// Task exchanges: deliveries after which an unacknowledged task goes to
+    /// the dead-letter queue instead of being redelivered (1 ..= 255,
+    /// default 5).
+    pub max_deliveries: u32,
     /// Keep the exchange up when its creator dies and when its last handle
     /// closes (default `false`: a transient exchange goes down when its
     /// creator dies, and is removed when its last handle closes). A
@@ -119,14 +134,17 @@ impl Default for Limits {
             queue_depth: 64,
             max_ports: 16,
             mode: 0o600,
+            ack_timeout: std::time::Duration::from_secs(30),
+            max_deliveries: 5,
             persistent: false,
         }
     }
 }
 
 impl Limits {
-    fn raw(&self) -> RawLimits {
+    fn raw(&self, pattern: Pattern) -> RawLimits {
         RawLimits {
+            tasks: pattern == Pattern::Tasks,
             chunk_size: self.chunk_size as u64,
             chunk_count: self.chunk_count,
             queue_depth: self.queue_depth,
@@ -134,16 +152,21 @@ impl Limits {
         }
     }
 
-    /// Bytes of shared memory an exchange with these limits needs, or why the
-    /// limits are invalid. Compare with the free space of the root folder
-    /// (containers often give `/dev/shm` only 64 MiB).
-    pub fn segment_size(&self) -> Result<usize, OpenError> {
+    /// Bytes of shared memory an exchange of `pattern` with these limits
+    /// needs, or why the limits are invalid. Compare with the free space of
+    /// the root folder (containers often give `/dev/shm` only 64 MiB).
+    pub fn segment_size(&self, pattern: Pattern) -> Result<usize, OpenError> {
         if self.mode != 0o600 && self.mode != 0o660 {
             return Err(OpenError::InvalidLimits {
                 reason: format!("mode {:o} must be 600 or 660", self.mode),
             });
         }
-        ExchangeLayout::compute(&self.raw())
+        if pattern == Pattern::Tasks && !(1..=255).contains(&self.max_deliveries) {
+            return Err(OpenError::InvalidLimits {
+                reason: format!("max_deliveries {} not in 1..=255", self.max_deliveries),
+            });
+        }
+        ExchangeLayout::compute(&self.raw(pattern))
             .map(|l| l.total)
             .map_err(|reason| OpenError::InvalidLimits { reason })
     }
@@ -158,6 +181,8 @@ pub(crate) enum Role {
     Subscriber = 4,
     Producer = 5,
     Consumer = 6,
+    Submitter = 7,
+    Worker = 8,
 }
 
 impl Role {
@@ -169,6 +194,8 @@ impl Role {
             Role::Subscriber => "subscriber",
             Role::Producer => "producer",
             Role::Consumer => "consumer",
+            Role::Submitter => "submitter",
+            Role::Worker => "worker",
         }
     }
 
@@ -177,6 +204,7 @@ impl Role {
             Role::Client | Role::Server => Pattern::RequestResponse,
             Role::Publisher | Role::Subscriber => Pattern::PublishSubscribe,
             Role::Producer | Role::Consumer => Pattern::FanIn,
+            Role::Submitter | Role::Worker => Pattern::Tasks,
         }
     }
 }
@@ -347,7 +375,7 @@ impl Exchange {
         limits: Limits,
     ) -> Result<Exchange, OpenError> {
         check_exchange_name(name)?;
-        let size = limits.segment_size()?;
+        let size = limits.segment_size(pattern)?;
         let _guard = node.control()?;
         Self::create_locked(node, name, pattern, limits, size)
     }
@@ -367,7 +395,7 @@ impl Exchange {
         limits: Limits,
     ) -> Result<Exchange, OpenError> {
         check_exchange_name(name)?;
-        let size = limits.segment_size()?;
+        let size = limits.segment_size(pattern)?;
         let _guard = node.control()?;
         match Self::open_locked(node, name)? {
             Some(ex) => {
@@ -447,7 +475,7 @@ impl Exchange {
                 }
             }
         };
-        let raw = limits.raw();
+        let raw = limits.raw(pattern);
         let layout = match ExchangeLayout::compute(&raw) {
             Ok(l) => l,
             Err(reason) => {
@@ -462,7 +490,7 @@ impl Exchange {
                 return Err(e.into());
             }
         };
-        if let Err(e) = inner.initialise(name, pattern, limits.persistent) {
+        if let Err(e) = inner.initialise(name, pattern, &limits) {
             let _ = std::fs::remove_file(&path);
             return Err(e.into());
         }
@@ -544,6 +572,18 @@ impl Exchange {
                 .file
                 .metadata()
                 .map_or(0o600, |m| m.mode() & 0o777),
+            ack_timeout: self
+                .inner
+                .task_header()
+                .map_or(Limits::default().ack_timeout, |h| {
+                    std::time::Duration::from_millis(h.ack_timeout_ms.load(Ordering::Relaxed))
+                }),
+            max_deliveries: self
+                .inner
+                .task_header()
+                .map_or(Limits::default().max_deliveries, |h| {
+                    h.max_deliveries.load(Ordering::Relaxed)
+                }),
             persistent: self
                 .inner
                 .header()
@@ -634,6 +674,7 @@ impl ExchangeInner {
         let pattern = Pattern::from_code(pattern_code)
             .ok_or_else(|| corrupt(format!("unknown pattern code {pattern_code}")))?;
         let raw = RawLimits {
+            tasks: pattern == Pattern::Tasks,
             chunk_size: h.chunk_size.load(Ordering::Relaxed),
             chunk_count: h.chunk_count.load(Ordering::Relaxed),
             queue_depth: h.queue_depth.load(Ordering::Relaxed),
@@ -678,7 +719,7 @@ impl ExchangeInner {
         &self,
         name: &str,
         pattern: Pattern,
-        persistent: bool,
+        limits: &Limits,
     ) -> Result<(), SegmentError> {
         let corrupt = || SegmentError::Corrupt {
             path: self.seg.path.clone(),
@@ -699,7 +740,8 @@ impl ExchangeInner {
         h.creator_pid.store(self.node.pid, Ordering::Relaxed);
         h.creator_start
             .store(self.node.start_time, Ordering::Relaxed);
-        h.persistent.store(u32::from(persistent), Ordering::Relaxed);
+        h.persistent
+            .store(u32::from(limits.persistent), Ordering::Relaxed);
         h.incarnation.store(new_incarnation(), Ordering::Relaxed);
         for i in 0..self.limits.max_ports {
             self.ring(i).ok_or_else(corrupt)?.init();
@@ -716,6 +758,7 @@ impl ExchangeInner {
                 .store(NO_DEFERRED, Ordering::Relaxed);
         }
         self.pool().init();
+        self.initialise_tasks(limits.ack_timeout, limits.max_deliveries);
         let u = &h.users[0];
         u.pid.store(self.node.pid, Ordering::Relaxed);
         u.node.store(self.node.index, Ordering::Relaxed);
@@ -1168,6 +1211,7 @@ fn inspect(path: &std::path::Path, name: &str) -> Result<Option<ExchangeInfo>, S
     let pattern =
         Pattern::from_code(code).ok_or_else(|| corrupt(format!("unknown pattern {code}")))?;
     let raw = RawLimits {
+        tasks: pattern == Pattern::Tasks,
         chunk_size: h.chunk_size.load(Ordering::Relaxed),
         chunk_count: h.chunk_count.load(Ordering::Relaxed),
         queue_depth: h.queue_depth.load(Ordering::Relaxed),
@@ -1326,6 +1370,11 @@ impl ExchangeInner {
             .store(self.node.start_time, Ordering::Relaxed);
         slot.tag.store(tag, Ordering::Relaxed);
         slot.gaps.store(0, Ordering::Relaxed);
+        for w in [&slot.tasks.held, &slot.tasks.prefetch, &slot.tasks.max_held] {
+            w.store(0, Ordering::Relaxed);
+        }
+        slot.tasks.delivered.store(0, Ordering::Relaxed);
+        slot.tasks.acked.store(0, Ordering::Relaxed);
         slot.pattern_len
             .store(pattern.len() as u32, Ordering::Relaxed);
         store_bytes(&slot.pattern, pattern);

@@ -155,6 +155,8 @@ pub(crate) struct PortSlot {
     /// Deliveries this port missed because its queue was full.
     pub gaps: AtomicU64,
     pub pattern: [AtomicU64; MAX_KEY_LEN / 8],
+    /// A worker's delivery counters (task exchanges).
+    pub tasks: TaskLine,
     /// Chunks the port's owner keeps at hand, on a line of its own written
     /// only by the owner; both count as free and are given back on detach
     /// and by reclaim.
@@ -176,6 +178,49 @@ pub(crate) struct SpareLine {
     /// (`chunk | owner << 32`, u64::MAX: none).
     pub deferred: AtomicU64,
 }
+
+/// A worker's counters, written by the worker (and by whoever takes one of
+/// its tasks back), read by `task_stats`.
+#[repr(C, align(64))]
+pub(crate) struct TaskLine {
+    /// Tasks delivered to this worker and not yet acked, nacked or taken back.
+    pub held: AtomicU32,
+    /// Its prefetch limit.
+    pub prefetch: AtomicU32,
+    /// The most it ever held at once.
+    pub max_held: AtomicU32,
+    _pad: AtomicU32,
+    /// Deliveries to it.
+    pub delivered: AtomicU64,
+    /// Its acks.
+    pub acked: AtomicU64,
+}
+
+/// Head of a task exchange's task region.
+#[repr(C, align(128))]
+pub(crate) struct TaskHeader {
+    /// Next submission sequence number (FIFO order within a priority).
+    pub next_seq: AtomicU64,
+    pub ack_timeout_ms: AtomicU64,
+    pub max_deliveries: AtomicU32,
+    _pad: AtomicU32,
+    /// When a worker last looked for expired deliveries (ms since the epoch).
+    pub last_sweep_ms: AtomicU64,
+    pub submitted: AtomicU64,
+    pub acked: AtomicU64,
+    pub redelivered: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+/// The queues of a task exchange: free entries, one ready queue per
+/// priority, dead letters.
+pub(crate) const TASK_QUEUES: usize = 2 + shmex_core::ledger::PRIORITIES as usize;
+/// Index of the free-entry queue among the task queues.
+pub(crate) const FREE_QUEUE: usize = 0;
+/// Index of the dead-letter queue among the task queues.
+pub(crate) const DEAD_QUEUE: usize = 1;
+/// Index of the ready queue of priority 0 (priority `p` is `READY_QUEUE + p`).
+pub(crate) const READY_QUEUE: usize = 2;
 
 /// Port slot states.
 pub(crate) const PORT_FREE: u32 = 0;
@@ -215,12 +260,20 @@ unsafe impl Shared for ChunkHeader {}
 unsafe impl Shared for KeyArea {}
 unsafe impl Shared for AtomicU64 {}
 unsafe impl Shared for StateLine {}
+unsafe impl Shared for TaskHeader {}
+unsafe impl Shared for shmex_core::ledger::TaskEntry {}
+unsafe impl Shared for shmex_core::mpmc::MpmcControl {}
+unsafe impl Shared for shmex_core::mpmc::MpmcSlot {}
 
 /// FNV-1a over the sizes and alignments of every shared structure: two builds
 /// with the same version but different layouts disagree here.
 pub fn layout_hash() -> u64 {
-    let facts: [usize; 22] = [
+    let facts: [usize; 26] = [
         size_of::<StateLine>(),
+        size_of::<TaskHeader>(),
+        size_of::<shmex_core::ledger::TaskEntry>(),
+        size_of::<shmex_core::mpmc::MpmcControl>(),
+        size_of::<shmex_core::mpmc::MpmcSlot>(),
         size_of::<SegmentHeader>(),
         size_of::<RegistryHeader>(),
         size_of::<NodeSlot>(),
@@ -272,6 +325,9 @@ pub(crate) struct RawLimits {
     pub chunk_count: u32,
     pub queue_depth: u32,
     pub max_ports: u32,
+    /// A task exchange: the segment also holds a task region with
+    /// `queue_depth` entries.
+    pub tasks: bool,
 }
 
 /// Where things are in an exchange segment.
@@ -288,6 +344,13 @@ pub(crate) struct ExchangeLayout {
     /// or received and not yet released), `holding_words` words per port.
     pub holdings: usize,
     pub holding_words: usize,
+    /// Task exchanges only (else 0): the task header, `queue_depth` task
+    /// entries, [`TASK_QUEUES`] queue controls, then their slots
+    /// (`queue_depth` each).
+    pub task_header: usize,
+    pub task_entries: usize,
+    pub task_controls: usize,
+    pub task_slots: usize,
     pub chunks: usize,
     pub chunk_stride: usize,
     /// Offset of the routing key inside a chunk block.
@@ -336,11 +399,29 @@ impl ExchangeLayout {
         // Whole cache lines per port: each port's bits are written only by it.
         let holding_words =
             align_up((l.chunk_count as usize).div_ceil(64), 8).ok_or_else(too_big)?;
-        let chunks = (l.max_ports as usize)
+        let holdings_end = (l.max_ports as usize)
             .checked_mul(holding_words * 8)
             .and_then(|n| n.checked_add(holdings))
-            .and_then(|x| align_up(x, 4096))
             .ok_or_else(too_big)?;
+        let (task_header, task_entries, task_controls, task_slots, tasks_end) = if l.tasks {
+            let depth = l.queue_depth as usize;
+            let header = align_up(holdings_end, 128).ok_or_else(too_big)?;
+            let entries = header + size_of::<TaskHeader>();
+            let controls = depth
+                .checked_mul(size_of::<shmex_core::ledger::TaskEntry>())
+                .and_then(|n| n.checked_add(entries))
+                .and_then(|x| align_up(x, 128))
+                .ok_or_else(too_big)?;
+            let slots = controls + TASK_QUEUES * size_of::<shmex_core::mpmc::MpmcControl>();
+            let end = depth
+                .checked_mul(TASK_QUEUES * size_of::<shmex_core::mpmc::MpmcSlot>())
+                .and_then(|n| n.checked_add(slots))
+                .ok_or_else(too_big)?;
+            (header, entries, controls, slots, end)
+        } else {
+            (0, 0, 0, 0, holdings_end)
+        };
+        let chunks = align_up(tasks_end, 4096).ok_or_else(too_big)?;
         let key_offset = align_up(CHUNK_HEADER + l.chunk_size as usize, 8).ok_or_else(too_big)?;
         let chunk_stride = align_up(key_offset + size_of::<KeyArea>(), 64).ok_or_else(too_big)?;
         let total = (l.chunk_count as usize)
@@ -355,6 +436,10 @@ impl ExchangeLayout {
             return_slots,
             holdings,
             holding_words,
+            task_header,
+            task_entries,
+            task_controls,
+            task_slots,
             chunks,
             chunk_stride,
             key_offset,

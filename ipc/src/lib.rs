@@ -40,13 +40,14 @@ mod rpc;
 mod sample;
 mod segment;
 mod sys;
+mod tasks;
 pub mod topic;
 mod waitset;
 mod watch;
 
 pub use error::{
     Corrupt, FailReason, NodeError, OpenError, PodError, PortError, RecvError, RespondError,
-    SegmentError, SendError, WaitError,
+    SegmentError, SendError, TaskError, WaitError,
 };
 pub use exchange::{check_exchange_name, list_exchanges, Exchange, ExchangeInfo, Limits, Pattern};
 pub use fanin::{Consumer, Producer};
@@ -58,6 +59,9 @@ pub use node::{
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, Server, SERVER_CHECK_INTERVAL};
 pub use sample::{Loan, Sample};
+pub use tasks::{
+    DeadLetter, Delivery, Submitter, TaskId, TaskStats, Worker, WorkerStats, PRIORITIES,
+};
 pub use waitset::{WaitNode, WaitSet, Waitable};
 pub use watch::{ExchangeEvent, Watch};
 

@@ -21,6 +21,10 @@
 //!    releases, and the holdings bits of live ports (loans and samples in
 //!    hand). Every chunk with no reference goes back on a rebuilt free list.
 //!    Every other chunk gets its refcount set to the count.
+//!    In a task exchange each live ledger entry holds a reference too. First,
+//!    reservations of dead submitters are cancelled and deliveries to dead
+//!    workers are requeued. Then every task queue is rebuilt from the ledger
+//!    ([`ExchangeInner::reclaim_tasks`]).
 //! 5. **Down.** A transient exchange whose creator died goes down: the state
 //!    word gets [`EX_DOWN`], the file is unlinked, and watchers are told.
 //! 6. **Resume.** Clear the pause, bump the port epoch (senders drop cached
@@ -193,6 +197,7 @@ impl ExchangeInner {
         // 4. Recount every chunk's references from the living.
         let n = self.limits.chunk_count;
         let mut counts = vec![0u32; n as usize];
+        self.reclaim_tasks(&live, &mut counts);
         let mut count = |c: u32| {
             if let Some(x) = counts.get_mut(c as usize) {
                 *x += 1;

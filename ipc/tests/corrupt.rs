@@ -86,7 +86,10 @@ fn corrupted_headers_are_refused_with_both_sides_named() {
         .expect("create");
     let good_path = ns.exchange_path("good");
     let good = std::fs::read(&good_path).expect("read segment");
-    assert_eq!(good.len(), limits.segment_size().unwrap());
+    assert_eq!(
+        good.len(),
+        limits.segment_size(Pattern::PublishSubscribe).unwrap()
+    );
 
     // Corrupted copies, each under its own exchange name.
     let garbage = *b"GARBAGE!";

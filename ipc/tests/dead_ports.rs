@@ -29,7 +29,7 @@ fn port_until_killed() {
     let port: Box<dyn std::any::Any> = match ex.pattern() {
         Pattern::FanIn => Box::new(ex.consumer().expect("consumer")),
         Pattern::RequestResponse => Box::new(ex.server().expect("server")),
-        Pattern::PublishSubscribe => unreachable!(),
+        Pattern::PublishSubscribe | Pattern::Tasks => unreachable!(),
     };
     report("ready");
     wait_parent_eof();

@@ -113,7 +113,10 @@ fn json_lists_node_and_exchanges() {
         assert_eq!(o.get("chunks_free").num(), 32.0);
         assert_eq!(o.get("chunk_size").num(), 512.0);
         assert_eq!(o.get("queue_depth").num(), 16.0);
-        assert_eq!(o.get("size").num(), small.segment_size().unwrap() as f64);
+        assert_eq!(
+            o.get("size").num(),
+            small.segment_size(Pattern::RequestResponse).unwrap() as f64
+        );
         let e = named(exchanges, "events.v1");
         assert_eq!(e.get("pattern").str(), "pubsub");
         assert_eq!(e.get("ports").num(), 2.0);
@@ -123,7 +126,10 @@ fn json_lists_node_and_exchanges() {
         assert_eq!(e.get("queue_depth").num(), 64.0);
         assert_eq!(
             e.get("size").num(),
-            events.limits().segment_size().unwrap() as f64
+            events
+                .limits()
+                .segment_size(Pattern::PublishSubscribe)
+                .unwrap() as f64
         );
 
         let table = stdout(&shmex(&["ls"], &ns));

@@ -44,7 +44,7 @@ fn limits(spec: &Spec) -> Limits {
         queue_depth: depth,
         max_ports: 4,
         mode: 0o600,
-        persistent: false,
+        ..Limits::default()
     }
 }
 

@@ -184,7 +184,7 @@ impl Common {
     /// The namespace (flags, else environment) and the checked limits.
     pub fn resolve(self) -> Result<Place, UsageError> {
         self.limits
-            .segment_size()
+            .segment_size(Pattern::PublishSubscribe)
             .map_err(|e| UsageError(e.to_string()))?;
         Ok(Place {
             namespace: self.ns.resolve()?,

@@ -4,7 +4,9 @@
 //! ```toml
 //! [[exchange]]
 //! name = "orders"
-//! pattern = "request-response"     # or publish-subscribe, fan-in
+//! pattern = "request-response"     # or publish-subscribe, fan-in, tasks
+//! ack_timeout_ms = 30000            # tasks only (optional)
+//! max_deliveries = 5                # tasks only (optional)
 //! chunk_size = 4096                 # optional, defaults from Limits::default()
 //! chunk_count = 256
 //! queue_depth = 64
@@ -61,6 +63,8 @@ struct RawExchange {
     max_ports: Option<u32>,
     mode: Option<String>,
     permissions: Option<String>,
+    ack_timeout_ms: Option<u64>,
+    max_deliveries: Option<u32>,
 }
 
 impl Config {
@@ -100,7 +104,7 @@ fn check_exchange(x: RawExchange) -> Result<StaticExchange, String> {
     shmex::check_exchange_name(&name).map_err(|e| e.to_string())?;
     let pattern: Pattern = x
         .pattern
-        .ok_or("missing key `pattern` (request-response, publish-subscribe or fan-in)")?
+        .ok_or("missing key `pattern` (request-response, publish-subscribe, fan-in or tasks)")?
         .parse()?;
     let defaults = Limits::default();
     let chunk_size = match x.chunk_size {
@@ -127,9 +131,13 @@ fn check_exchange(x: RawExchange) -> Result<StaticExchange, String> {
         queue_depth: x.queue_depth.unwrap_or(defaults.queue_depth),
         max_ports: x.max_ports.unwrap_or(defaults.max_ports),
         mode,
+        ack_timeout: x
+            .ack_timeout_ms
+            .map_or(defaults.ack_timeout, std::time::Duration::from_millis),
+        max_deliveries: x.max_deliveries.unwrap_or(defaults.max_deliveries),
         persistent,
     };
-    limits.segment_size().map_err(|e| e.to_string())?;
+    limits.segment_size(pattern).map_err(|e| e.to_string())?;
     Ok(StaticExchange {
         name,
         pattern,
@@ -175,6 +183,7 @@ mod tests {
                 max_ports: 4,
                 mode: 0o660,
                 persistent: false,
+                ..Limits::default()
             }
         );
         let e = &c.exchanges[1];

@@ -1,0 +1,940 @@
+//! Task distribution: a work queue with priorities, a prefetch limit per
+//! worker, ack/nack, ack timeouts and dead letters (RabbitMQ's work-queue
+//! semantics, without a broker).
+//!
+//! A task exchange holds, besides the chunk pool, a *ledger* of
+//! `queue_depth` task entries (the queue's bound) and queues of entry indices:
+//! free entries, one ready queue per priority, dead letters
+//! ([`shmex_core::ledger`], [`shmex_core::mpmc`]). A task's life:
+//!
+//! 1. A [`Submitter`] takes a free entry, writes the task's chunk into it and
+//!    publishes it on the ready queue of its priority; sleeping workers are
+//!    woken.
+//! 2. A [`Worker`] with room under its prefetch limit pops the highest
+//!    priority ready entry and claims it (a CAS on the entry's state word):
+//!    the task is now *delivered* to that worker, with an ack deadline.
+//! 3. The worker acks it (the entry is freed, the chunk released) or nacks
+//!    it: back to the ready queue, or to the dead-letter queue when nacked
+//!    without requeue or delivered `max_deliveries` times.
+//! 4. A delivery not acked by its deadline is taken back by whichever worker
+//!    sweeps first and requeued ([`Delivery::redelivered`] tells the next
+//!    worker). A dead worker's deliveries are requeued by the reclaim pass
+//!    that retires it.
+//!
+//! Exactly one of the worker's ack, its nack, an expiry or a reclaim wins
+//! each delivery: they are all CAS transitions on the entry's state word,
+//! whose generation moves on every transition.
+//!
+//! Guarantees:
+//! - **At least once, until acked.** A submitted task stays in the ledger
+//!   until a worker acks it or it is dead-lettered; a crash of any process
+//!   never loses it (reclaim rebuilds the queues from the ledger).
+//! - **Ordering.** Higher priority first; within a priority, tasks are
+//!   delivered in submission order, except that a redelivered task goes to
+//!   the back of its priority's queue.
+//! - **Prefetch.** A worker never holds more than its prefetch limit of
+//!   unacknowledged deliveries (`WorkerStats::max_held` shows the most it
+//!   ever held).
+//! - **What survives which crash.** A dead submitter: tasks it submitted
+//!   stay; one it was halfway through submitting is dropped (its submit
+//!   never returned `Ok`). A dead worker: every task it held is requeued
+//!   and counts a delivery. The exchange itself follows the exchange rules
+//!   (a transient one goes down with its creator, tasks included).
+
+use crate::error::{RecvError, SendError, TaskError};
+use crate::exchange::{Exchange, ExchangeInner, PortCore, Role, Targets};
+use crate::layout::{TaskHeader, DEAD_QUEUE, FREE_QUEUE, PORT_ACTIVE, READY_QUEUE};
+use crate::sample::Loan;
+use crate::waitset::{deadline, wait_until, WaitNode, Waitable};
+use shmex_core::ledger::{Ledger, Returned, TaskBody, TaskEntry, TaskState, TaskWord};
+use shmex_core::mpmc::{Mpmc, PushError as MpmcPushError};
+use shmex_core::Corrupt;
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+pub use shmex_core::ledger::PRIORITIES;
+
+/// Identifies one delivery of a task: its ledger entry and the entry's
+/// generation when it was delivered. Acking or nacking it a second time,
+/// after the delivery was taken back, or from another worker fails with
+/// [`TaskError::NotHeld`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    fn new(entry: u32, generation: u32) -> TaskId {
+        TaskId(u64::from(entry) | u64::from(generation) << 32)
+    }
+    fn entry(self) -> u32 {
+        self.0 as u32
+    }
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    /// The id as one number (for logs and the C API).
+    pub fn to_raw(self) -> u64 {
+        self.0
+    }
+    /// An id from [`to_raw`](Self::to_raw).
+    pub fn from_raw(raw: u64) -> TaskId {
+        TaskId(raw)
+    }
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.entry(), self.generation())
+    }
+}
+
+impl ExchangeInner {
+    /// The task region's header (task exchanges only).
+    pub(crate) fn task_header(&self) -> Option<&TaskHeader> {
+        if !self.limits.tasks {
+            return None;
+        }
+        self.seg.get(self.layout.task_header)
+    }
+
+    /// Task entry `index`.
+    pub(crate) fn task_entry(&self, index: u32) -> Option<&TaskEntry> {
+        if !self.limits.tasks || index >= self.limits.queue_depth {
+            return None;
+        }
+        self.seg
+            .get(self.layout.task_entries + index as usize * std::mem::size_of::<TaskEntry>())
+    }
+
+    /// Task queue `q` ([`FREE_QUEUE`], [`DEAD_QUEUE`], `READY_QUEUE + p`).
+    pub(crate) fn task_queue(&self, q: usize) -> Option<Mpmc<'_>> {
+        use shmex_core::mpmc::{MpmcControl, MpmcSlot};
+        if !self.limits.tasks || q >= crate::layout::TASK_QUEUES {
+            return None;
+        }
+        let depth = self.limits.queue_depth as usize;
+        let control: &MpmcControl = self
+            .seg
+            .get(self.layout.task_controls + q * std::mem::size_of::<MpmcControl>())?;
+        let slots: &[MpmcSlot] = self.seg.slice(
+            self.layout.task_slots + q * depth * std::mem::size_of::<MpmcSlot>(),
+            depth,
+        )?;
+        Mpmc::new(control, slots)
+    }
+
+    /// Fills a new task exchange's region: every entry free, on the free
+    /// queue. Under the control lock, before the exchange is published.
+    pub(crate) fn initialise_tasks(&self, ack_timeout: Duration, max_deliveries: u32) {
+        let Some(h) = self.task_header() else { return };
+        h.ack_timeout_ms.store(
+            u64::try_from(ack_timeout.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        h.max_deliveries.store(max_deliveries, Ordering::Relaxed);
+        for i in 0..self.limits.queue_depth {
+            if let Some(e) = self.task_entry(i) {
+                e.init();
+            }
+        }
+        for q in 0..crate::layout::TASK_QUEUES {
+            if let Some(queue) = self.task_queue(q) {
+                queue.init();
+            }
+        }
+        if let Some(free) = self.task_queue(FREE_QUEUE) {
+            let _ = free.rebuild(0..self.limits.queue_depth);
+        }
+    }
+
+    fn max_deliveries(&self) -> u8 {
+        self.task_header().map_or(5, |h| {
+            u8::try_from(h.max_deliveries.load(Ordering::Relaxed)).unwrap_or(u8::MAX)
+        })
+    }
+
+    fn ack_timeout_ms(&self) -> u64 {
+        self.task_header()
+            .map_or(30_000, |h| h.ack_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Puts an entry that left a delivery back where its new state says.
+    fn route_returned(&self, index: u32, returned: Returned) -> Result<(), Corrupt> {
+        let (queue, word) = match returned {
+            Returned::Requeued(w) => (READY_QUEUE + usize::from(w.priority), w),
+            Returned::DeadLettered(w) => {
+                if let Some(h) = self.task_header() {
+                    h.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+                (DEAD_QUEUE, w)
+            }
+        };
+        let _ = word;
+        push_index(
+            &self
+                .task_queue(queue)
+                .ok_or(Corrupt("task queue out of range"))?,
+            index,
+        )
+    }
+
+    /// Takes back every delivery whose ack deadline passed, at most every
+    /// few milliseconds across all workers (the sweeper wins a CAS on the
+    /// header's last-sweep time). Inside an operation.
+    fn sweep_expired(&self) {
+        let Some(h) = self.task_header() else { return };
+        let now = now_ms();
+        let interval = (self.ack_timeout_ms() / 8).clamp(1, 100);
+        let last = h.last_sweep_ms.load(Ordering::Relaxed);
+        if now < last.saturating_add(interval)
+            || h.last_sweep_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let max = self.max_deliveries();
+        let mut requeued = false;
+        for i in 0..self.limits.queue_depth {
+            let Some(e) = self.task_entry(i) else { break };
+            let Ok(before) = e.load() else { continue };
+            if before.state != TaskState::Delivered {
+                continue;
+            }
+            if let Ok(Some(returned)) = e.expire(now, max) {
+                self.worker_lost_one(u32::from(before.holder));
+                requeued |= matches!(returned, Returned::Requeued(_));
+                let _ = self.route_returned(i, returned);
+            }
+        }
+        if requeued {
+            self.wake_workers();
+        }
+    }
+
+    /// A delivery of worker port `port` ended without its ack (taken back
+    /// or nacked): one less held.
+    fn worker_lost_one(&self, port: u32) {
+        if let Some(p) = self.port(port) {
+            let _ = p
+                .tasks
+                .held
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |h| h.checked_sub(1));
+        }
+    }
+
+    /// Wakes the node of every worker (a no-op for those not asleep).
+    fn wake_workers(&self) {
+        for i in 0..self.limits.max_ports {
+            if let Some(p) = self.port(i) {
+                if p.state.load(Ordering::Acquire) == PORT_ACTIVE
+                    && p.role.load(Ordering::Relaxed) == Role::Worker as u32
+                {
+                    self.node.wake(p.node.load(Ordering::Relaxed));
+                }
+            }
+        }
+    }
+
+    /// True when a worker other than `me` could take a task now.
+    fn another_worker_has_room(&self, me: u32) -> bool {
+        (0..self.limits.max_ports).any(|i| {
+            i != me
+                && self.port(i).is_some_and(|p| {
+                    p.state.load(Ordering::Acquire) == PORT_ACTIVE
+                        && p.role.load(Ordering::Relaxed) == Role::Worker as u32
+                        && p.tasks.held.load(Ordering::Relaxed)
+                            < p.tasks.prefetch.load(Ordering::Relaxed)
+                })
+        })
+    }
+
+    /// Reclaim's part for the task region (the exchange is paused): cancels
+    /// reservations of dead submitters, requeues the deliveries of dead
+    /// workers, counts one chunk reference per live task in `counts`,
+    /// rebuilds every queue from the ledger and recounts what each live
+    /// worker holds.
+    pub(crate) fn reclaim_tasks(&self, live: &[bool], counts: &mut [u32]) {
+        if !self.limits.tasks {
+            return;
+        }
+        let max = self.max_deliveries();
+        let alive = |port: u16| live.get(usize::from(port)).copied().unwrap_or(false);
+        let mut held = vec![0u32; live.len()];
+        for i in 0..self.limits.queue_depth {
+            let Some(e) = self.task_entry(i) else { break };
+            let Ok(w) = e.load() else {
+                e.init();
+                continue;
+            };
+            match w.state {
+                // No live submitter is inside an operation: its submit died.
+                TaskState::Reserved => {
+                    let _ = e.cancel_reservation(w.holder);
+                }
+                TaskState::Delivered if !alive(w.holder) => {
+                    let _ = e.requeue_from(w.holder, max);
+                }
+                _ => {}
+            }
+            let Ok(w) = e.load() else { continue };
+            if w.state == TaskState::Free {
+                continue;
+            }
+            if w.state == TaskState::Delivered {
+                if let Some(h) = held.get_mut(usize::from(w.holder)) {
+                    *h += 1;
+                }
+            }
+            if let Some(c) = counts.get_mut(e.read_body().chunk as usize) {
+                *c += 1;
+            }
+        }
+        let queues = (
+            self.task_queue(FREE_QUEUE),
+            self.task_queue(READY_QUEUE),
+            self.task_queue(READY_QUEUE + 1),
+            self.task_queue(READY_QUEUE + 2),
+            self.task_queue(READY_QUEUE + 3),
+            self.task_queue(DEAD_QUEUE),
+        );
+        let entries = self.seg.slice::<TaskEntry>(
+            self.layout.task_entries,
+            self.limits.queue_depth as usize,
+        );
+        if let (Some(free), Some(r0), Some(r1), Some(r2), Some(r3), Some(dead)) = queues {
+            if let Some(ledger) = entries.and_then(Ledger::new) {
+                let _ = ledger.rebuild_queues(&free, &[r0, r1, r2, r3], &dead);
+            }
+        }
+        for (i, h) in held.into_iter().enumerate() {
+            if let Some(p) = self.port(i as u32) {
+                p.tasks.held.store(h, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    crate::node::now_ms()
+}
+
+/// Pushes a ledger index on a task queue. A queue never fills (it has a slot
+/// per entry), but a push can stall behind a consumer paused between taking
+/// a slot and handing it back: retry for a while. A consumer that died there
+/// stalls it for good; the entry's state word already says where it
+/// belongs, and the reclaim pass that retires the dead consumer rebuilds the
+/// queues from the ledger, so the push is given up.
+fn push_index(queue: &Mpmc<'_>, index: u32) -> Result<(), Corrupt> {
+    for i in 0..100_000u32 {
+        match queue.push(index) {
+            Ok(()) => return Ok(()),
+            Err(MpmcPushError::Stalled) => {
+                if i < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            Err(MpmcPushError::Full) => return Err(Corrupt("task queue full beyond its entries")),
+            Err(MpmcPushError::Corrupt(c)) => return Err(c),
+        }
+    }
+    Ok(())
+}
+
+impl Exchange {
+    /// Attaches a submitter (task exchanges).
+    pub fn submitter(&self) -> Result<Submitter, crate::PortError> {
+        let core = self.inner.attach(Role::Submitter, 0, b"")?;
+        Ok(Submitter {
+            core,
+            workers: RefCell::new(Targets::default()),
+        })
+    }
+
+    /// Attaches a worker that holds at most `prefetch_limit` unacknowledged
+    /// tasks (at least 1).
+    pub fn worker(&self, prefetch_limit: u32) -> Result<Worker, crate::PortError> {
+        let prefetch = prefetch_limit.max(1);
+        let core = self.inner.attach(Role::Worker, 0, b"")?;
+        if let Some(p) = self.inner.port(core.index) {
+            p.tasks.prefetch.store(prefetch, Ordering::Relaxed);
+        }
+        Ok(Worker { core, prefetch })
+    }
+
+    /// A snapshot of a task exchange's queue and workers (`None` for other
+    /// patterns). Counts come from the exchange itself, so they include every
+    /// process's work.
+    pub fn task_stats(&self) -> Option<TaskStats> {
+        let ex = &self.inner;
+        let h = ex.task_header()?;
+        let mut stats = TaskStats {
+            capacity: ex.limits.queue_depth,
+            submitted: h.submitted.load(Ordering::Relaxed),
+            acked: h.acked.load(Ordering::Relaxed),
+            redelivered: h.redelivered.load(Ordering::Relaxed),
+            dead_lettered: h.dead_lettered.load(Ordering::Relaxed),
+            ..TaskStats::default()
+        };
+        for i in 0..ex.limits.queue_depth {
+            match ex
+                .task_entry(i)
+                .and_then(|e| e.load().ok())
+                .map(|w| w.state)
+            {
+                Some(TaskState::Queued) => stats.queued += 1,
+                Some(TaskState::Delivered) => stats.in_flight += 1,
+                Some(TaskState::DeadLetter) => stats.dead_letters += 1,
+                _ => {}
+            }
+        }
+        for i in 0..ex.limits.max_ports {
+            let Some(p) = ex.port(i) else { break };
+            if p.state.load(Ordering::Acquire) == PORT_ACTIVE
+                && p.role.load(Ordering::Relaxed) == Role::Worker as u32
+            {
+                stats.workers.push(WorkerStats {
+                    port: i,
+                    pid: p.pid.load(Ordering::Relaxed),
+                    prefetch: p.tasks.prefetch.load(Ordering::Relaxed),
+                    held: p.tasks.held.load(Ordering::Relaxed),
+                    max_held: p.tasks.max_held.load(Ordering::Relaxed),
+                    delivered: p.tasks.delivered.load(Ordering::Relaxed),
+                    acked: p.tasks.acked.load(Ordering::Relaxed),
+                });
+            }
+        }
+        Some(stats)
+    }
+}
+
+/// A task exchange's state, as [`Exchange::task_stats`] reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskStats {
+    /// Tasks the ledger holds at most (`queue_depth`): queued, in flight and
+    /// dead letters together.
+    pub capacity: u32,
+    /// Tasks waiting for a worker.
+    pub queued: u32,
+    /// Tasks delivered and not yet acked.
+    pub in_flight: u32,
+    /// Tasks on the dead-letter queue.
+    pub dead_letters: u32,
+    /// Tasks submitted since the exchange was created.
+    pub submitted: u64,
+    /// Tasks acked.
+    pub acked: u64,
+    /// Deliveries of tasks delivered before.
+    pub redelivered: u64,
+    /// Tasks moved to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// The attached workers.
+    pub workers: Vec<WorkerStats>,
+}
+
+/// One worker's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Its port index.
+    pub port: u32,
+    /// Its process.
+    pub pid: u32,
+    /// Its prefetch limit.
+    pub prefetch: u32,
+    /// Deliveries it holds now.
+    pub held: u32,
+    /// The most it ever held at once (never above `prefetch`).
+    pub max_held: u32,
+    /// Deliveries to it.
+    pub delivered: u64,
+    /// Its acks.
+    pub acked: u64,
+}
+
+/// The submitting side of a task exchange.
+pub struct Submitter {
+    core: PortCore,
+    workers: RefCell<Targets>,
+}
+
+impl Submitter {
+    /// Loans a chunk for a task of `len` bytes, to write in place.
+    pub fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
+        self.core.loan(len)
+    }
+
+    /// Submits a copy of `payload` at `priority` (0 ..
+    /// [`PRIORITIES`], higher first) with `tag`. [`SendError::QueueFull`]
+    /// when the ledger is full.
+    pub fn submit(&self, priority: u8, tag: u64, payload: &[u8]) -> Result<(), SendError> {
+        let loan = self.core.loan_copy(payload)?;
+        self.submit_loan(priority, tag, loan)
+    }
+
+    /// Like [`submit`](Self::submit), but while the queue is full it waits
+    /// (backing off up to 1 ms between attempts) for at most `timeout`.
+    pub fn submit_timeout(
+        &self,
+        priority: u8,
+        tag: u64,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<(), SendError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut pause = Duration::from_micros(10);
+        loop {
+            match self.submit(priority, tag, payload) {
+                Err(SendError::QueueFull) => {}
+                other => return other,
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(SendError::QueueFull);
+            }
+            if let Ok(_op) = self.core.enter() {
+                self.core.ex.sweep_expired();
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    /// Submits a loaned chunk (zero-copy). On error the chunk returns to the
+    /// pool.
+    pub fn submit_loan(&self, priority: u8, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
+        loan.check_owner(&self.core.ex)?;
+        if priority >= PRIORITIES {
+            return Err(SendError::InvalidPriority { priority });
+        }
+        let ex: &ExchangeInner = &self.core.ex;
+        let _op = self.core.enter()?;
+        let corrupt = |what| SendError::Corrupt(Corrupt(what));
+        let free = ex.task_queue(FREE_QUEUE).ok_or(corrupt("no task region"))?;
+        let Some(index) = free.pop()? else {
+            return Err(SendError::QueueFull);
+        };
+        let entry = ex
+            .task_entry(index)
+            .ok_or(corrupt("free task index out of range"))?;
+        let me = self.core.index as u16;
+        let reserved = entry
+            .reserve(me)
+            .map_err(|_| corrupt("a free-queue entry was not free"))?;
+        let h = ex.task_header().ok_or(corrupt("no task region"))?;
+        let seq = h.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (chunk, len, _owner) = loan.into_raw();
+        entry.write_body(&TaskBody {
+            chunk,
+            len,
+            tag,
+            seq,
+        });
+        entry
+            .publish(reserved, priority)
+            .map_err(|_| corrupt("a reserved task entry moved"))?;
+        push_index(
+            &ex.task_queue(READY_QUEUE + usize::from(priority))
+                .ok_or(corrupt("no task region"))?,
+            index,
+        )?;
+        h.submitted.fetch_add(1, Ordering::Relaxed);
+        let mut workers = self.workers.borrow_mut();
+        workers.refresh(ex, Role::Worker);
+        for w in &workers.list {
+            ex.node.wake(w.node);
+        }
+        self.core.after_send();
+        Ok(())
+    }
+}
+
+/// The working side of a task exchange. Takes tasks within its prefetch
+/// limit; acks or nacks each.
+pub struct Worker {
+    core: PortCore,
+    prefetch: u32,
+}
+
+impl Worker {
+    /// Its prefetch limit.
+    pub fn prefetch_limit(&self) -> u32 {
+        self.prefetch
+    }
+
+    /// Deliveries it holds now (not acked, nacked or taken back).
+    pub fn held(&self) -> u32 {
+        self.core
+            .ex
+            .port(self.core.index)
+            .map_or(0, |p| p.tasks.held.load(Ordering::Relaxed))
+    }
+
+    /// The next task if one is ready and this worker is under its prefetch
+    /// limit (never blocks). Also takes back deliveries (of any worker) whose
+    /// ack deadline passed.
+    pub fn try_take(&self) -> Result<Option<Delivery<'_>>, RecvError> {
+        let ex: &ExchangeInner = &self.core.ex;
+        let _op = self.core.enter()?;
+        ex.sweep_expired();
+        let me = self.core.index;
+        let line = &ex
+            .port(me)
+            .ok_or(Corrupt("worker port out of range"))?
+            .tasks;
+        if line.held.load(Ordering::Acquire) >= self.prefetch {
+            return Ok(None);
+        }
+        let deadline = now_ms().saturating_add(ex.ack_timeout_ms());
+        let mut bounced = None;
+        for p in (0..PRIORITIES).rev() {
+            let Some(queue) = ex.task_queue(READY_QUEUE + usize::from(p)) else {
+                continue;
+            };
+            while let Some(index) = queue.pop()? {
+                let Some(entry) = ex.task_entry(index) else {
+                    continue;
+                };
+                let Ok(word) = entry.load() else { continue };
+                if word.state != TaskState::Queued {
+                    continue;
+                }
+                // A task this worker gave back goes to another worker when
+                // one has room: pass it over once.
+                if word.holder == me as u16
+                    && word.deliveries > 0
+                    && bounced.is_none()
+                    && ex.another_worker_has_room(me)
+                    && push_index(&queue, index).is_ok()
+                {
+                    bounced = Some(index);
+                    continue;
+                }
+                let Ok(delivered) = entry.claim(word, me as u16, deadline) else {
+                    continue;
+                };
+                return Ok(Some(self.deliver(index, entry, delivered)?));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Builds the delivery of a task just claimed. Inside the operation.
+    fn deliver(
+        &self,
+        index: u32,
+        entry: &TaskEntry,
+        word: TaskWord,
+    ) -> Result<Delivery<'_>, RecvError> {
+        let ex: &ExchangeInner = &self.core.ex;
+        let line = &ex
+            .port(self.core.index)
+            .ok_or(Corrupt("worker port out of range"))?
+            .tasks;
+        let held = line.held.fetch_add(1, Ordering::AcqRel) + 1;
+        line.max_held.fetch_max(held, Ordering::Relaxed);
+        line.delivered.fetch_add(1, Ordering::Relaxed);
+        if word.deliveries > 1 {
+            if let Some(h) = ex.task_header() {
+                h.redelivered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let body = entry.read_body();
+        ex.payload_ptr(body.chunk, body.len as usize)?;
+        // The delivery's own reference, so its payload stays valid after an
+        // ack until it is dropped.
+        ex.pool().retain(body.chunk, 1)?;
+        ex.hold(self.core.index, body.chunk);
+        Ok(Delivery {
+            worker: self,
+            chunk: body.chunk,
+            len: body.len as usize,
+            tag: body.tag,
+            id: TaskId::new(index, word.generation),
+            priority: word.priority,
+            deliveries: u32::from(word.deliveries),
+        })
+    }
+
+    /// True when [`try_take`](Self::try_take) may find a task (or the
+    /// exchange went down).
+    fn ready(&self) -> bool {
+        let ex = &self.core.ex;
+        ex.is_down()
+            || (self.held() < self.prefetch
+                && (0..PRIORITIES).any(|p| {
+                    ex.task_queue(READY_QUEUE + usize::from(p))
+                        .is_some_and(|q| q.len_hint() > 0)
+                }))
+    }
+
+    fn take_until(&self, timeout: Option<Duration>) -> Result<Delivery<'_>, RecvError> {
+        let deadline = timeout.and_then(deadline);
+        let forever = timeout.is_none() || deadline.is_none();
+        let sweep = Duration::from_millis((self.core.ex.ack_timeout_ms() / 4).clamp(1, 100));
+        loop {
+            if let Some(d) = self.try_take()? {
+                return Ok(d);
+            }
+            if self.held() >= self.prefetch {
+                return Err(RecvError::PrefetchLimit {
+                    limit: self.prefetch,
+                });
+            }
+            let slice = crate::waitset::deadline(sweep);
+            let until = match (deadline, slice) {
+                (Some(d), Some(s)) => Some(d.min(s)),
+                (d, s) => d.or(s),
+            };
+            let woke = wait_until(&self.core.ex.node, until, || self.ready());
+            if !woke && !forever && deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(RecvError::Timeout);
+            }
+        }
+    }
+
+    /// Blocks until a task is ready. Fails at once with
+    /// [`RecvError::PrefetchLimit`] when the worker already holds its limit.
+    pub fn take(&self) -> Result<Delivery<'_>, RecvError> {
+        self.take_until(None)
+    }
+
+    /// Blocks at most `timeout`; [`RecvError::Timeout`] after.
+    pub fn take_timeout(&self, timeout: Duration) -> Result<Delivery<'_>, RecvError> {
+        self.take_until(Some(timeout))
+    }
+
+    /// Completes task `id`: frees its ledger entry and its chunk (once its
+    /// [`Delivery`] is dropped too). [`TaskError::NotHeld`] when this worker
+    /// does not hold that delivery (acked or nacked already, taken back
+    /// after its ack timeout, another worker's).
+    pub fn ack(&self, id: TaskId) -> Result<(), TaskError> {
+        let ex: &ExchangeInner = &self.core.ex;
+        let _op = self.core.enter().map_err(|_| TaskError::ExchangeDown)?;
+        let entry = ex
+            .task_entry(id.entry())
+            .ok_or(TaskError::NotHeld { task: id })?;
+        let chunk = entry.read_body().chunk;
+        entry
+            .ack(self.core.index as u16, id.generation())
+            .map_err(|_| TaskError::NotHeld { task: id })?;
+        ex.release_ref(chunk);
+        push_index(
+            &ex.task_queue(FREE_QUEUE).ok_or(Corrupt("no task region"))?,
+            id.entry(),
+        )?;
+        if let Some(p) = ex.port(self.core.index) {
+            p.tasks.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        ex.worker_lost_one(self.core.index);
+        if let Some(h) = ex.task_header() {
+            h.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Hands task `id` back: to the ready queue (to another worker when one
+    /// has room) when `requeue`, unless it was delivered `max_deliveries`
+    /// times; else to the dead-letter queue. Errors as for
+    /// [`ack`](Self::ack).
+    pub fn nack(&self, id: TaskId, requeue: bool) -> Result<(), TaskError> {
+        let ex: &ExchangeInner = &self.core.ex;
+        let _op = self.core.enter().map_err(|_| TaskError::ExchangeDown)?;
+        let entry = ex
+            .task_entry(id.entry())
+            .ok_or(TaskError::NotHeld { task: id })?;
+        let returned = entry
+            .nack(
+                self.core.index as u16,
+                id.generation(),
+                requeue,
+                ex.max_deliveries(),
+            )
+            .map_err(|_| TaskError::NotHeld { task: id })?;
+        ex.worker_lost_one(self.core.index);
+        ex.route_returned(id.entry(), returned)?;
+        if matches!(returned, Returned::Requeued(_)) {
+            ex.wake_workers();
+        }
+        Ok(())
+    }
+
+    /// Takes the oldest dead letter off the dead-letter queue, if any: its
+    /// payload, tag and delivery count. Dropping it frees it.
+    pub fn take_dead_letter(&self) -> Result<Option<DeadLetter<'_>>, RecvError> {
+        let ex: &ExchangeInner = &self.core.ex;
+        let _op = self.core.enter()?;
+        let dead = ex.task_queue(DEAD_QUEUE).ok_or(Corrupt("no task region"))?;
+        while let Some(index) = dead.pop()? {
+            let Some(entry) = ex.task_entry(index) else {
+                continue;
+            };
+            let Ok(word) = entry.load() else { continue };
+            if word.state != TaskState::DeadLetter {
+                continue;
+            }
+            let body = entry.read_body();
+            if entry.release_dead_letter(word.generation).is_err() {
+                continue;
+            }
+            push_index(
+                &ex.task_queue(FREE_QUEUE).ok_or(Corrupt("no task region"))?,
+                index,
+            )?;
+            // The ledger's reference passes to the dead letter.
+            ex.hold(self.core.index, body.chunk);
+            ex.payload_ptr(body.chunk, body.len as usize)?;
+            return Ok(Some(DeadLetter {
+                worker: self,
+                chunk: body.chunk,
+                len: body.len as usize,
+                tag: body.tag,
+                deliveries: u32::from(word.deliveries),
+                priority: word.priority,
+            }));
+        }
+        Ok(None)
+    }
+}
+
+impl Waitable for Worker {
+    fn has_pending(&self) -> bool {
+        self.ready()
+    }
+    fn wait_node(&self) -> WaitNode {
+        WaitNode(self.core.ex.node.clone())
+    }
+}
+
+/// A task delivered to a worker, read in place. Ack or nack it through
+/// [`ack`](Self::ack) / [`nack`](Self::nack) (or the worker's, with
+/// [`id`](Self::id)); dropping it without either leaves the task delivered
+/// until its ack timeout, when it is taken back and redelivered.
+pub struct Delivery<'a> {
+    worker: &'a Worker,
+    chunk: u32,
+    len: usize,
+    tag: u64,
+    id: TaskId,
+    priority: u8,
+    deliveries: u32,
+}
+
+impl Delivery<'_> {
+    /// The delivery's id, for [`Worker::ack`] / [`Worker::nack`].
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+    /// The submitter's tag.
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+    /// Its priority.
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+    /// How many times the task has been delivered, this time included.
+    pub fn deliveries(&self) -> u32 {
+        self.deliveries
+    }
+    /// True when the task was delivered before (nacked, timed out, or its
+    /// worker died).
+    pub fn redelivered(&self) -> bool {
+        self.deliveries > 1
+    }
+    /// The payload bytes, in place.
+    pub fn payload(&self) -> &[u8] {
+        self
+    }
+    /// Acks it ([`Worker::ack`]).
+    pub fn ack(self) -> Result<(), TaskError> {
+        self.worker.ack(self.id)
+    }
+    /// Nacks it ([`Worker::nack`]).
+    pub fn nack(self, requeue: bool) -> Result<(), TaskError> {
+        self.worker.nack(self.id, requeue)
+    }
+}
+
+fn payload(ex: &ExchangeInner, chunk: u32, len: usize) -> &[u8] {
+    match ex.payload_ptr(chunk, len) {
+        // SAFETY: payload_ptr checked that chunk and len lie inside the
+        // mapping; we hold a reference on the chunk (a holdings bit) so the
+        // pool does not hand it out until we drop.
+        Ok(p) => unsafe { std::slice::from_raw_parts(p, len) },
+        Err(_) => &[],
+    }
+}
+
+impl std::ops::Deref for Delivery<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        payload(&self.worker.core.ex, self.chunk, self.len)
+    }
+}
+
+impl std::fmt::Debug for Delivery<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("tag", &self.tag)
+            .field("priority", &self.priority)
+            .field("deliveries", &self.deliveries)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Drops the holder's reference to a task's chunk.
+fn release_held(worker: &Worker, chunk: u32) {
+    let core = &worker.core;
+    if let Ok(_op) = core.enter() {
+        core.ex.unhold(core.index, chunk);
+        core.ex.release_ref(chunk);
+    }
+}
+
+impl Drop for Delivery<'_> {
+    fn drop(&mut self) {
+        release_held(self.worker, self.chunk);
+    }
+}
+
+/// A task taken off the dead-letter queue: delivered `max_deliveries` times
+/// without an ack, or nacked without requeue. Dropping it frees it.
+pub struct DeadLetter<'a> {
+    worker: &'a Worker,
+    chunk: u32,
+    len: usize,
+    tag: u64,
+    deliveries: u32,
+    priority: u8,
+}
+
+impl DeadLetter<'_> {
+    /// The submitter's tag.
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+    /// How many times it was delivered.
+    pub fn deliveries(&self) -> u32 {
+        self.deliveries
+    }
+    /// Its priority.
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+}
+
+impl std::ops::Deref for DeadLetter<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        payload(&self.worker.core.ex, self.chunk, self.len)
+    }
+}
+
+impl Drop for DeadLetter<'_> {
+    fn drop(&mut self) {
+        release_held(self.worker, self.chunk);
+    }
+}
