@@ -31,14 +31,16 @@
 //!   never loses it (reclaim rebuilds the queues from the ledger).
 //! - **Ordering.** Higher priority first; within a priority, tasks are
 //!   delivered in submission order, except that a redelivered task goes to
-//!   the back of its priority's queue.
+//!   the back of its priority's queue (a reclaim pass, which rebuilds the
+//!   queues, puts every queued task back in submission order).
 //! - **Prefetch.** A worker never holds more than its prefetch limit of
 //!   unacknowledged deliveries (`WorkerStats::max_held` shows the most it
 //!   ever held).
 //! - **What survives which crash.** A dead submitter: tasks it submitted
 //!   stay; one it was halfway through submitting is dropped (its submit
 //!   never returned `Ok`). A dead worker: every task it held is requeued
-//!   and counts a delivery. The exchange itself follows the exchange rules
+//!   and counts a delivery; so are the tasks a worker still held when it
+//!   was dropped. The exchange itself follows the exchange rules
 //!   (a transient one goes down with its creator, tasks included).
 
 use crate::error::{RecvError, SendError, TaskError};
@@ -298,10 +300,9 @@ impl ExchangeInner {
             self.task_queue(READY_QUEUE + 3),
             self.task_queue(DEAD_QUEUE),
         );
-        let entries = self.seg.slice::<TaskEntry>(
-            self.layout.task_entries,
-            self.limits.queue_depth as usize,
-        );
+        let entries = self
+            .seg
+            .slice::<TaskEntry>(self.layout.task_entries, self.limits.queue_depth as usize);
         if let (Some(free), Some(r0), Some(r1), Some(r2), Some(r3), Some(dead)) = queues {
             if let Some(ledger) = entries.and_then(Ledger::new) {
                 let _ = ledger.rebuild_queues(&free, &[r0, r1, r2, r3], &dead);
@@ -794,6 +795,35 @@ impl Worker {
             }));
         }
         Ok(None)
+    }
+}
+
+impl Drop for Worker {
+    /// A worker that leaves gives back the tasks it still holds: they are
+    /// requeued at once (a dead worker's are requeued by reclaim), and never
+    /// charged to the next port in its slot.
+    fn drop(&mut self) {
+        let ex: &ExchangeInner = &self.core.ex;
+        let Ok(_op) = self.core.enter() else { return };
+        let me = self.core.index as u16;
+        let max = ex.max_deliveries();
+        let mut requeued = false;
+        for i in 0..ex.limits.queue_depth {
+            let Some(e) = ex.task_entry(i) else { break };
+            let Ok(w) = e.load() else { continue };
+            if w.state == TaskState::Delivered && w.holder == me {
+                if let Ok(returned) = e.requeue_from(me, max) {
+                    requeued |= matches!(returned, Returned::Requeued(_));
+                    let _ = ex.route_returned(i, returned);
+                }
+            }
+        }
+        if let Some(p) = ex.port(self.core.index) {
+            p.tasks.held.store(0, Ordering::Relaxed);
+        }
+        if requeued {
+            ex.wake_workers();
+        }
     }
 }
 
