@@ -255,6 +255,10 @@ pub enum SendError {
     /// it again once it is back up (watch it to learn when).
     #[error("the exchange is down")]
     ExchangeDown,
+    /// [`Client::answer`](crate::Client::answer) of a sample that is no
+    /// question.
+    #[error("the sample is not a server's question")]
+    NotAQuestion,
     /// A task priority outside `0 .. PRIORITIES`.
     #[error("task priority {priority} out of range (0..=3)")]
     InvalidPriority {
@@ -271,8 +275,38 @@ pub enum SendError {
 pub enum FailReason {
     /// The server dropped the request without responding.
     Unanswered,
-    /// The server's port closed while the request was queued or held.
+    /// The server's port closed while the request was queued or held (or
+    /// while it streamed its response, or held a dialogue).
     ServerGone,
+    /// The server aborted its chunked response
+    /// ([`ResponseStream::abort`](crate::ResponseStream::abort), or dropped
+    /// it unfinished).
+    Aborted,
+    /// The client of a dialogue left while the server waited for its
+    /// answer (reported to the server).
+    ClientGone,
+}
+
+impl FailReason {
+    /// The reason's code in a failure notice.
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            FailReason::Unanswered => 0,
+            FailReason::ServerGone => 1,
+            FailReason::Aborted => 2,
+            FailReason::ClientGone => 3,
+        }
+    }
+
+    /// The reason a failure notice's code names.
+    pub(crate) fn from_code(code: u32) -> FailReason {
+        match code {
+            0 => FailReason::Unanswered,
+            2 => FailReason::Aborted,
+            3 => FailReason::ClientGone,
+            _ => FailReason::ServerGone,
+        }
+    }
 }
 
 impl std::fmt::Display for FailReason {
@@ -280,6 +314,8 @@ impl std::fmt::Display for FailReason {
         f.write_str(match self {
             FailReason::Unanswered => "the server dropped it without responding",
             FailReason::ServerGone => "the server left before responding",
+            FailReason::Aborted => "the server aborted its chunked response",
+            FailReason::ClientGone => "the client of the conversation left",
         })
     }
 }
@@ -379,4 +415,25 @@ pub enum TaskError {
     /// The exchange's words are inconsistent.
     #[error(transparent)]
     Corrupt(#[from] Corrupt),
+}
+
+/// Sending on a chunked response failed; the stream is over.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The client cancelled the stream.
+    #[error("the client cancelled the stream")]
+    Cancelled,
+    /// The client's port closed, or its process died.
+    #[error("the client is gone")]
+    ClientGone,
+    /// Every stream slot of the client is taken (it receives
+    /// `STREAM_SLOTS` streams at once).
+    #[error("the client already receives its maximum of streams")]
+    TooManyStreams,
+    /// The window stayed full past the deadline of `send_timeout`.
+    #[error("timed out waiting for the client to release chunks")]
+    Timeout,
+    /// Loaning or sending the chunk failed.
+    #[error(transparent)]
+    Send(#[from] SendError),
 }

@@ -827,6 +827,27 @@ impl ExchangeInner {
         self.ports_table().get(index as usize)
     }
 
+    /// Client port `port`'s stream slot `i`.
+    pub(crate) fn stream_slot(&self, port: u32, i: u32) -> Option<&crate::layout::StreamSlot> {
+        if port >= self.limits.max_ports || i >= crate::layout::STREAM_SLOTS {
+            return None;
+        }
+        let index = (port * crate::layout::STREAM_SLOTS + i) as usize;
+        self.seg
+            .get(self.layout.streams + index * std::mem::size_of::<crate::layout::StreamSlot>())
+    }
+
+    /// A client released a chunk of the stream in its slot `slot`: one more
+    /// for the server's window; wakes the server if it waits.
+    pub(crate) fn stream_released(&self, port: u32, slot: u32, generation: u32) {
+        if let Some(s) = self.stream_slot(port, slot) {
+            if s.generation.load(Ordering::Acquire) == generation {
+                s.released.fetch_add(1, Ordering::AcqRel);
+                self.node.wake(s.server_node.load(Ordering::Relaxed));
+            }
+        }
+    }
+
     /// Port `port`'s holdings bits (see [`ExchangeLayout::holdings`]).
     pub(crate) fn holdings(&self, port: u32) -> Option<&[AtomicU64]> {
         let w = self.layout.holding_words;
@@ -1294,6 +1315,18 @@ pub(crate) const FLAG_SOLE: u32 = 32;
 /// A slot reclaim filled in for a sender that died mid-push: no chunk, no
 /// message; receivers pass over it.
 pub(crate) const FLAG_VOID: u32 = 64;
+/// A response that is part of a chunked response (with [`FLAG_END`]: its
+/// end marker; with [`FLAG_FAILED`]: its abort marker). `meta` names the
+/// client's stream slot and its generation.
+pub(crate) const FLAG_STREAM: u32 = 128;
+/// The end of a chunked response.
+pub(crate) const FLAG_END: u32 = 256;
+/// A response that asks back (dialogue): the client answers it; `meta` is
+/// the server port's address.
+pub(crate) const FLAG_ASK: u32 = 512;
+/// A request that answers a server's question (dialogue), sent to that
+/// server's port directly.
+pub(crate) const FLAG_ANSWER: u32 = 1024;
 
 /// Descriptor flags bits naming the port that loaned the chunk (`owner + 1`
 /// in the high 16 bits, 0 for none).
@@ -1309,6 +1342,22 @@ pub(crate) fn flags_owner(flags: u32) -> Option<u32> {
 /// Packs a port address (index and generation) into a descriptor word.
 pub(crate) fn address(index: u32, generation: u32) -> u64 {
     u64::from(index) | (u64::from(generation) << 32)
+}
+
+/// The port index of an address (a request's reply address also carries
+/// its stream window in bits 16..32: see [`reply_window`]).
+pub(crate) fn address_port(address: u64) -> u32 {
+    address as u32 & 0xFFFF
+}
+
+/// The port generation of an address.
+pub(crate) fn address_generation(address: u64) -> u32 {
+    (address >> 32) as u32
+}
+
+/// The stream window a request's reply address carries (0: a plain request).
+pub(crate) fn reply_window(reply: u64) -> u32 {
+    (reply as u32) >> 16
 }
 
 /// A port's attachment to an exchange: its slot, claimed on creation and
@@ -1416,25 +1465,22 @@ impl ExchangeInner {
     pub fn fail_request(&self, reply: u64, tag: u64, reason: crate::error::FailReason) {
         let d = Descriptor {
             chunk: Descriptor::NO_CHUNK,
-            len: match reason {
-                crate::error::FailReason::Unanswered => 0,
-                crate::error::FailReason::ServerGone => 1,
-            },
+            len: reason.code(),
             flags: FLAG_FAILED,
             tag,
             meta: 0,
         };
         if let Some(node) = self.reply_target(reply) {
-            let _ = self.deliver(reply as u32, node, &d);
+            let _ = self.deliver(address_port(reply), node, &d);
         }
     }
 
     /// The node of the client port at `reply` if that port is still the one
     /// that sent the request.
     pub fn reply_target(&self, reply: u64) -> Option<u32> {
-        let p = self.port(reply as u32)?;
+        let p = self.port(address_port(reply))?;
         (p.state.load(Ordering::Acquire) == PORT_ACTIVE
-            && p.generation.load(Ordering::Relaxed) == (reply >> 32) as u32
+            && p.generation.load(Ordering::Relaxed) == address_generation(reply)
             && p.role.load(Ordering::Relaxed) == Role::Client as u32)
             .then(|| p.node.load(Ordering::Relaxed))
     }

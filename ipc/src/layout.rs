@@ -196,6 +196,40 @@ pub(crate) struct TaskLine {
     pub acked: AtomicU64,
 }
 
+/// Streams one client port can receive at once (chunked responses).
+pub const STREAM_SLOTS: u32 = 8;
+
+/// One chunked response in flight to a client port: its flow-control
+/// window. Opened by the server (a CAS on `state`), freed by the client when
+/// it receives the stream's end or abort.
+#[repr(C, align(64))]
+pub(crate) struct StreamSlot {
+    /// [`STREAM_FREE`], [`STREAM_OPEN`], [`STREAM_CANCELLED`] or
+    /// [`STREAM_ABORTED`].
+    pub state: AtomicU32,
+    /// Bumped on every open; chunks carry it, so a late release of an old
+    /// stream's chunk never counts for a new one.
+    pub generation: AtomicU32,
+    /// Chunks the stream may have sent and not yet released.
+    pub window: AtomicU32,
+    /// Registry index of the server's node (whom a release wakes).
+    pub server_node: AtomicU32,
+    /// The server port's address (index and generation).
+    pub server: AtomicU64,
+    /// The request's tag.
+    pub tag: AtomicU64,
+    /// Chunks sent (written by the server).
+    pub sent: AtomicU64,
+    /// Chunks released by the client (written by the client).
+    pub released: AtomicU64,
+}
+
+pub(crate) const STREAM_FREE: u32 = 0;
+pub(crate) const STREAM_OPEN: u32 = 1;
+pub(crate) const STREAM_CANCELLED: u32 = 2;
+/// Its server died; reclaim queued the abort marker.
+pub(crate) const STREAM_ABORTED: u32 = 3;
+
 /// Head of a task exchange's task region.
 #[repr(C, align(128))]
 pub(crate) struct TaskHeader {
@@ -261,6 +295,7 @@ unsafe impl Shared for KeyArea {}
 unsafe impl Shared for AtomicU64 {}
 unsafe impl Shared for StateLine {}
 unsafe impl Shared for TaskHeader {}
+unsafe impl Shared for StreamSlot {}
 unsafe impl Shared for shmex_core::ledger::TaskEntry {}
 unsafe impl Shared for shmex_core::mpmc::MpmcControl {}
 unsafe impl Shared for shmex_core::mpmc::MpmcSlot {}
@@ -268,7 +303,9 @@ unsafe impl Shared for shmex_core::mpmc::MpmcSlot {}
 /// FNV-1a over the sizes and alignments of every shared structure: two builds
 /// with the same version but different layouts disagree here.
 pub fn layout_hash() -> u64 {
-    let facts: [usize; 26] = [
+    let facts: [usize; 28] = [
+        size_of::<StreamSlot>(),
+        STREAM_SLOTS as usize,
         size_of::<StateLine>(),
         size_of::<TaskHeader>(),
         size_of::<shmex_core::ledger::TaskEntry>(),
@@ -344,6 +381,8 @@ pub(crate) struct ExchangeLayout {
     /// or received and not yet released), `holding_words` words per port.
     pub holdings: usize,
     pub holding_words: usize,
+    /// [`STREAM_SLOTS`] stream slots per port.
+    pub streams: usize,
     /// Task exchanges only (else 0): the task header, `queue_depth` task
     /// entries, [`TASK_QUEUES`] queue controls, then their slots
     /// (`queue_depth` each).
@@ -399,9 +438,14 @@ impl ExchangeLayout {
         // Whole cache lines per port: each port's bits are written only by it.
         let holding_words =
             align_up((l.chunk_count as usize).div_ceil(64), 8).ok_or_else(too_big)?;
-        let holdings_end = (l.max_ports as usize)
+        let streams = (l.max_ports as usize)
             .checked_mul(holding_words * 8)
             .and_then(|n| n.checked_add(holdings))
+            .and_then(|x| align_up(x, 64))
+            .ok_or_else(too_big)?;
+        let holdings_end = (l.max_ports as usize)
+            .checked_mul(STREAM_SLOTS as usize * size_of::<StreamSlot>())
+            .and_then(|n| n.checked_add(streams))
             .ok_or_else(too_big)?;
         let (task_header, task_entries, task_controls, task_slots, tasks_end) = if l.tasks {
             let depth = l.queue_depth as usize;
@@ -436,6 +480,7 @@ impl ExchangeLayout {
             return_slots,
             holdings,
             holding_words,
+            streams,
             task_header,
             task_entries,
             task_controls,

@@ -47,17 +47,17 @@ mod watch;
 
 pub use error::{
     Corrupt, FailReason, NodeError, OpenError, PodError, PortError, RecvError, RespondError,
-    SegmentError, SendError, TaskError, WaitError,
+    SegmentError, SendError, StreamError, TaskError, WaitError,
 };
 pub use exchange::{check_exchange_name, list_exchanges, Exchange, ExchangeInfo, Limits, Pattern};
 pub use fanin::{Consumer, Producer};
-pub use layout::{layout_hash, LAYOUT_VERSION, MAX_KEY_LEN};
+pub use layout::{layout_hash, LAYOUT_VERSION, MAX_KEY_LEN, STREAM_SLOTS};
 pub use node::{
     list_nodes, Namespace, Node, NodeBuilder, NodeInfo, Reclaimed, DEFAULT_HEARTBEAT,
     DEFAULT_NAMESPACE, DEFAULT_ROOT, DEFAULT_SPIN, HUNG_AFTER,
 };
 pub use pubsub::{Published, Publisher, Subscriber};
-pub use rpc::{Client, Request, Server, SERVER_CHECK_INTERVAL};
+pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER_CHECK_INTERVAL};
 pub use sample::{Loan, Sample};
 pub use tasks::{
     DeadLetter, Delivery, Submitter, TaskId, TaskStats, Worker, WorkerStats, PRIORITIES,

@@ -192,6 +192,57 @@ impl ExchangeInner {
             for w in self.holdings(i).unwrap_or(&[]) {
                 w.store(0, Ordering::Relaxed);
             }
+            for s in 0..crate::layout::STREAM_SLOTS {
+                if let Some(slot) = self.stream_slot(i, s) {
+                    slot.state
+                        .store(crate::layout::STREAM_FREE, Ordering::Release);
+                }
+            }
+        }
+        // Streams to live clients from servers that died: abort them.
+        for i in (0..ports).filter(|&i| live[i as usize]) {
+            for s in 0..crate::layout::STREAM_SLOTS {
+                let Some(slot) = self.stream_slot(i, s) else {
+                    continue;
+                };
+                let state = slot.state.load(Ordering::Acquire);
+                if state == crate::layout::STREAM_FREE || state == crate::layout::STREAM_ABORTED {
+                    continue;
+                }
+                let server = slot.server.load(Ordering::Relaxed);
+                let server_live = self
+                    .port(crate::exchange::address_port(server))
+                    .is_some_and(|p| {
+                        live.get(crate::exchange::address_port(server) as usize)
+                            .copied()
+                            .unwrap_or(false)
+                            && p.generation.load(Ordering::Relaxed)
+                                == crate::exchange::address_generation(server)
+                    });
+                if server_live {
+                    continue;
+                }
+                let d = Descriptor {
+                    chunk: Descriptor::NO_CHUNK,
+                    len: crate::error::FailReason::ServerGone.code(),
+                    flags: crate::exchange::FLAG_RESPONSE
+                        | crate::exchange::FLAG_STREAM
+                        | crate::exchange::FLAG_FAILED,
+                    tag: slot.tag.load(Ordering::Relaxed),
+                    meta: u64::from(s) | u64::from(slot.generation.load(Ordering::Relaxed)) << 32,
+                };
+                if let Some(p) = self.port(i) {
+                    // The client frees its slot when it receives this.
+                    if self.deliver(i, p.node.load(Ordering::Relaxed), &d).is_ok() {
+                        let aborted = if state == crate::layout::STREAM_CANCELLED {
+                            crate::layout::STREAM_CANCELLED
+                        } else {
+                            crate::layout::STREAM_ABORTED
+                        };
+                        slot.state.store(aborted, Ordering::Release);
+                    }
+                }
+            }
         }
 
         // 4. Recount every chunk's references from the living.

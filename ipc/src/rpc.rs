@@ -6,14 +6,26 @@
 //! and generation, so it reaches only that client. A client never has more
 //! requests outstanding than its inbox holds, which guarantees room for every
 //! response or failure notice: nothing is dropped.
+//!
+//! Two variants:
+//! - **Chunked response** ([`Client::request_stream`],
+//!   [`Request::respond_stream`], [`ResponseStream`]): the server answers
+//!   with a stream of chunks written in place and pushed straight into the
+//!   client's inbox, under a flow-control window, then an end marker.
+//! - **Dialogue** ([`Request::ask`], [`Client::answer`]): a response may be
+//!   a question the client answers; the answer goes to the same server port,
+//!   under the same tag, and the conversation goes on until a plain response
+//!   ends it.
 
 use crate::error::{FailReason, PortError, RecvError, RespondError, SendError};
 use crate::exchange::{
-    Exchange, ExchangeInner, PortCore, Role, Target, Targets, FLAG_FAILED, FLAG_REQUEST,
-    FLAG_RESPONSE, FLAG_SOLE,
+    address, address_generation, address_port, reply_window, Exchange, ExchangeInner, PortCore,
+    Role, Target, Targets, FLAG_ANSWER, FLAG_ASK, FLAG_END, FLAG_FAILED, FLAG_REQUEST,
+    FLAG_RESPONSE, FLAG_SOLE, FLAG_STREAM,
 };
+use crate::layout::{STREAM_CANCELLED, STREAM_FREE, STREAM_OPEN, STREAM_SLOTS};
 use crate::sample::{Loan, Sample};
-use crate::waitset::{blocking, waitable, WaitNode, Waitable};
+use crate::waitset::{waitable, WaitNode, Waitable};
 use shmex_core::ring::{Descriptor, PushError};
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -40,6 +52,7 @@ impl Exchange {
         Ok(Server {
             core,
             reply_heads: heads,
+            conversations: RefCell::default(),
         })
     }
 }
@@ -64,15 +77,20 @@ pub struct Client {
     pending: RefCell<Vec<Pending>>,
 }
 
-/// A request in flight.
+/// A request in flight (or a conversation, or a stream being received).
 struct Pending {
     tag: u64,
     pid: u32,
     start_time: u64,
+    /// Inbox slots it reserves: 1, or a stream's window plus its end marker.
+    reserved: u32,
     /// Its server's process is gone: unless a notice is queued, no answer
     /// will ever come, and the client reports it failed.
     doomed: bool,
 }
+
+/// Largest window of a chunked response (it must fit a reply address).
+pub const MAX_STREAM_WINDOW: u32 = 0x7FFF;
 
 /// How often a blocked `receive` checks that the servers holding its
 /// requests are still alive.
@@ -96,8 +114,30 @@ impl Client {
     /// is full, or this client has `queue_depth` requests outstanding). On
     /// error the chunk returns to the pool.
     pub fn send_request(&self, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
+        self.send_with_window(tag, loan, 0)
+    }
+
+    /// Sends a copy of `payload` as request `tag`, announcing that a chunked
+    /// response is welcome: the server may answer with a stream of at most
+    /// `window` unreleased chunks at a time (1 ..= [`MAX_STREAM_WINDOW`]).
+    /// The request reserves `window + 1` slots of this client's inbox (the
+    /// chunks and the end marker), so it fails with
+    /// [`SendError::QueueFull`] when the inbox cannot hold them besides the
+    /// requests already outstanding. The chunks then come out of
+    /// [`receive`](Self::receive) in order ([`Sample::is_stream_chunk`]),
+    /// then an end marker ([`Sample::is_stream_end`]), or
+    /// [`RecvError::RequestFailed`] when the server aborts or dies.
+    pub fn request_stream(&self, tag: u64, payload: &[u8], window: u32) -> Result<(), SendError> {
+        let window = window.clamp(1, MAX_STREAM_WINDOW);
+        self.check_room_for(window + 1)?;
+        let loan = self.core.loan_copy(payload)?;
+        self.send_with_window(tag, loan, window)
+    }
+
+    fn send_with_window(&self, tag: u64, loan: Loan<'_>, window: u32) -> Result<(), SendError> {
         loan.check_owner(&self.core.ex)?;
-        self.check_room()?;
+        let reserved = if window == 0 { 1 } else { window + 1 };
+        self.check_room_for(reserved)?;
         let ex = &self.core.ex;
         let mut servers = self.servers.borrow_mut();
         servers.reclaim_if_wanted(ex);
@@ -113,7 +153,7 @@ impl Client {
             len,
             flags: FLAG_REQUEST | FLAG_SOLE | owner,
             tag,
-            meta: self.core.address(),
+            meta: self.core.address() | u64::from(window) << 16,
         };
         let start = self.next.get();
         for k in 0..n {
@@ -121,11 +161,12 @@ impl Client {
             match ex.deliver_to(t, &d) {
                 Ok(()) => {
                     self.next.set((start + k + 1) % n);
-                    self.outstanding.set(self.outstanding.get() + 1);
+                    self.outstanding.set(self.outstanding.get() + reserved);
                     self.pending.borrow_mut().push(Pending {
                         tag,
                         pid: t.pid,
                         start_time: t.start_time,
+                        reserved,
                         doomed: false,
                     });
                     drop(servers);
@@ -145,16 +186,100 @@ impl Client {
     }
 
     fn check_room(&self) -> Result<(), SendError> {
-        if self.outstanding.get() >= self.core.ex.limits.queue_depth {
+        self.check_room_for(1)
+    }
+
+    fn check_room_for(&self, slots: u32) -> Result<(), SendError> {
+        if self.outstanding.get() + slots > self.core.ex.limits.queue_depth {
             Err(SendError::QueueFull)
         } else {
             Ok(())
         }
     }
 
-    /// Requests sent and not yet answered (or failed).
+    /// Inbox slots reserved by requests sent and not yet answered (or
+    /// failed): one per request, `window + 1` per stream request.
     pub fn outstanding(&self) -> u32 {
         self.outstanding.get()
+    }
+
+    /// Cancels the chunked response to request `tag`: the server's next send
+    /// fails with [`StreamError::Cancelled`](crate::StreamError::Cancelled)
+    /// and the server stops. Chunks already queued are released unread; the
+    /// stream then ends without an event. Returns false when no stream of
+    /// that tag is open.
+    pub fn cancel(&self, tag: u64) -> bool {
+        let ex = &self.core.ex;
+        for i in 0..STREAM_SLOTS {
+            let Some(slot) = ex.stream_slot(self.core.index, i) else {
+                break;
+            };
+            if slot.tag.load(Ordering::Relaxed) == tag
+                && slot
+                    .state
+                    .compare_exchange(
+                        STREAM_OPEN,
+                        STREAM_CANCELLED,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                ex.node.wake(slot.server_node.load(Ordering::Relaxed));
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Answers a server's question ([`Sample::is_question`]) with a copy of
+    /// `payload`: it goes to the server port that asked, under the question's
+    /// tag. [`SendError::NoServer`] when that port is gone.
+    pub fn answer(&self, question: &Sample<'_>, payload: &[u8]) -> Result<(), SendError> {
+        let loan = self.core.loan_copy(payload)?;
+        self.answer_loan(question, loan)
+    }
+
+    /// Answers a server's question with a loaned chunk (zero-copy).
+    pub fn answer_loan(&self, question: &Sample<'_>, loan: Loan<'_>) -> Result<(), SendError> {
+        loan.check_owner(&self.core.ex)?;
+        if !question.is_question() {
+            return Err(SendError::NotAQuestion);
+        }
+        let ex: &ExchangeInner = &self.core.ex;
+        let _op = self.core.enter()?;
+        let server = question.reply_to;
+        let Some(p) = ex.port(address_port(server)) else {
+            return Err(SendError::NoServer);
+        };
+        if p.state.load(Ordering::Acquire) != crate::layout::PORT_ACTIVE
+            || p.generation.load(Ordering::Relaxed) != address_generation(server)
+            || p.role.load(Ordering::Relaxed) != Role::Server as u32
+        {
+            return Err(SendError::NoServer);
+        }
+        let (chunk, len, owner) = loan.into_raw();
+        let d = Descriptor {
+            chunk,
+            len,
+            flags: FLAG_REQUEST | FLAG_ANSWER | FLAG_SOLE | owner,
+            tag: question.tag(),
+            meta: self.core.address(),
+        };
+        match ex.deliver(address_port(server), p.node.load(Ordering::Relaxed), &d) {
+            Ok(()) => {
+                self.core.after_send();
+                Ok(())
+            }
+            Err(PushError::Full) => {
+                ex.give_back(chunk);
+                Err(SendError::QueueFull)
+            }
+            Err(PushError::Corrupt(c)) => {
+                ex.give_back(chunk);
+                Err(c.into())
+            }
+        }
     }
 
     /// Returns the next response if one is there. A request that will never
@@ -168,21 +293,68 @@ impl Client {
             let Some(d) = self.core.pop() else {
                 return self.fail_doomed().map_or(Ok(None), Err);
             };
+            if d.flags & FLAG_STREAM != 0 {
+                match self.stream_event(&d)? {
+                    Some(s) => return Ok(Some(s)),
+                    None => continue,
+                }
+            }
+            if d.flags & FLAG_ASK != 0 {
+                // A question keeps the request pending: the conversation
+                // goes on until a plain response (or a failure) ends it.
+                let mut s = Sample::from_descriptor(&self.core, &d)?;
+                s.reply_to = d.meta;
+                s.kind = crate::sample::Kind::Question;
+                return Ok(Some(s));
+            }
             let known = self.settle(d.tag);
             if d.flags & FLAG_FAILED != 0 {
                 if !known {
                     // Already reported when its server was found dead.
                     continue;
                 }
-                let reason = if d.len == 0 {
-                    FailReason::Unanswered
-                } else {
-                    FailReason::ServerGone
-                };
+                let reason = FailReason::from_code(d.len);
                 return Err(RecvError::RequestFailed { tag: d.tag, reason });
             }
             return Ok(Some(Sample::from_descriptor(&self.core, &d)?));
         }
+    }
+
+    /// A descriptor of a chunked response: a chunk (a sample), the end
+    /// marker (a sample without payload), or the abort marker (an error).
+    /// `None`: nothing to report (a cancelled stream's leftovers).
+    fn stream_event(&self, d: &Descriptor) -> Result<Option<Sample<'_>>, RecvError> {
+        let ex = &self.core.ex;
+        let slot_index = d.meta as u32;
+        let generation = (d.meta >> 32) as u32;
+        let slot = ex
+            .stream_slot(self.core.index, slot_index)
+            .filter(|s| s.generation.load(Ordering::Acquire) == generation);
+        let cancelled = slot.is_some_and(|s| s.state.load(Ordering::Acquire) == STREAM_CANCELLED);
+        if d.flags & (FLAG_END | FLAG_FAILED) == 0 {
+            let mut s = Sample::from_descriptor(&self.core, d)?;
+            s.kind = crate::sample::Kind::StreamChunk;
+            s.stream = slot.map(|_| (slot_index, generation));
+            if cancelled {
+                return Ok(None); // dropped here: released unread
+            }
+            return Ok(Some(s));
+        }
+        // The stream is over: free its slot, settle the request.
+        if let Some(slot) = slot {
+            slot.state.store(STREAM_FREE, Ordering::Release);
+        }
+        let known = self.settle(d.tag);
+        if cancelled || !known {
+            return Ok(None);
+        }
+        if d.flags & FLAG_FAILED != 0 {
+            return Err(RecvError::RequestFailed {
+                tag: d.tag,
+                reason: FailReason::from_code(d.len),
+            });
+        }
+        Ok(Some(Sample::stream_end(&self.core, d.tag)))
     }
 
     /// Forgets the pending request `tag`; false when none was pending.
@@ -190,9 +362,9 @@ impl Client {
         let mut pending = self.pending.borrow_mut();
         match pending.iter().position(|p| p.tag == tag) {
             Some(i) => {
-                pending.swap_remove(i);
+                let p = pending.swap_remove(i);
                 self.outstanding
-                    .set(self.outstanding.get().saturating_sub(1));
+                    .set(self.outstanding.get().saturating_sub(p.reserved));
                 true
             }
             None => false,
@@ -205,7 +377,7 @@ impl Client {
         let i = pending.iter().position(|p| p.doomed)?;
         let p = pending.swap_remove(i);
         self.outstanding
-            .set(self.outstanding.get().saturating_sub(1));
+            .set(self.outstanding.get().saturating_sub(p.reserved));
         Some(RecvError::RequestFailed {
             tag: p.tag,
             reason: FailReason::ServerGone,
@@ -281,6 +453,17 @@ pub struct Server {
     /// Last known inbox head of each client port, shared with this server's
     /// requests so responses rarely read the client's head line.
     reply_heads: Box<[AtomicU32]>,
+    /// Conversations waiting for the client's answer to a question: the
+    /// client's address, the tag and the client's process.
+    conversations: RefCell<Vec<Conversation>>,
+}
+
+/// A question asked and not yet answered.
+struct Conversation {
+    client: u64,
+    tag: u64,
+    pid: u32,
+    start_time: u64,
 }
 
 /// A reply-head cache entry that was never read.
@@ -292,7 +475,11 @@ impl Server {
         self.core.loan(len)
     }
 
-    /// Returns the next request if one is there.
+    /// Returns the next request if one is there: a new request, or a
+    /// client's answer to this server's question ([`Request::is_answer`]).
+    /// A conversation whose client died while this server waited for its
+    /// answer comes back as [`RecvError::RequestFailed`] with
+    /// [`FailReason::ClientGone`] (found by [`check_clients`](Self::check_clients)).
     pub fn try_receive(&self) -> Result<Option<Request<'_>>, RecvError> {
         let _op = self.core.enter()?;
         self.core.ex.flush_deferred(self.core.index);
@@ -304,12 +491,22 @@ impl Server {
             return Err(shmex_core::Corrupt("non-request in a server inbox").into());
         }
         let reply = d.meta;
+        if d.flags & FLAG_ANSWER != 0 {
+            let mut c = self.conversations.borrow_mut();
+            if let Some(i) = c
+                .iter()
+                .position(|c| c.tag == d.tag && c.client == (reply & !0xFFFF_0000))
+            {
+                c.swap_remove(i);
+            }
+        }
         match Sample::from_descriptor(&self.core, &d) {
             Ok(sample) => Ok(Some(Request {
                 sample,
                 reply,
                 answered: false,
-                reply_heads: &self.reply_heads,
+                answer: d.flags & FLAG_ANSWER != 0,
+                server: self,
             })),
             Err(c) => {
                 self.core
@@ -320,60 +517,73 @@ impl Server {
         }
     }
 
+    /// Checks that the clients this server asked a question are alive, and
+    /// returns (and forgets) the tags of the conversations whose client
+    /// died. Blocking receives do this every [`SERVER_CHECK_INTERVAL`] and
+    /// report each as [`RecvError::RequestFailed`] with
+    /// [`FailReason::ClientGone`]; a server that polls calls it itself.
+    pub fn check_clients(&self) -> Vec<u64> {
+        let mut gone = Vec::new();
+        self.conversations.borrow_mut().retain(|c| {
+            let alive = crate::sys::process_alive(c.pid, c.start_time);
+            if !alive {
+                gone.push(c.tag);
+            }
+            alive
+        });
+        gone
+    }
+
+    /// Reports one conversation whose client died, if any.
+    fn fail_gone_client(&self) -> Option<RecvError> {
+        let mut c = self.conversations.borrow_mut();
+        let i = c
+            .iter()
+            .position(|c| !crate::sys::process_alive(c.pid, c.start_time))?;
+        let gone = c.swap_remove(i);
+        Some(RecvError::RequestFailed {
+            tag: gone.tag,
+            reason: FailReason::ClientGone,
+        })
+    }
+
+    fn receive_until(&self, timeout: Option<Duration>) -> Result<Request<'_>, RecvError> {
+        let deadline = timeout.and_then(crate::waitset::deadline);
+        let forever = timeout.is_none() || deadline.is_none();
+        loop {
+            if let Some(x) = self.try_receive()? {
+                return Ok(x);
+            }
+            if let Some(e) = self.fail_gone_client() {
+                return Err(e);
+            }
+            let slice = crate::waitset::deadline(SERVER_CHECK_INTERVAL);
+            let until = match (deadline, slice) {
+                (Some(d), Some(s)) => Some(d.min(s)),
+                (d, s) => d.or(s),
+            };
+            let woke =
+                crate::waitset::wait_until(&self.core.ex.node, until, || self.core.has_pending());
+            if !woke && !forever && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(RecvError::Timeout);
+            }
+        }
+    }
+
     /// Blocks until a request arrives.
     pub fn receive(&self) -> Result<Request<'_>, RecvError> {
-        blocking(&self.core, None, || self.try_receive())
+        self.receive_until(None)
     }
 
     /// Blocks at most `timeout`; [`RecvError::Timeout`] after.
     pub fn receive_timeout(&self, timeout: Duration) -> Result<Request<'_>, RecvError> {
-        blocking(&self.core, Some(timeout), || self.try_receive())
-    }
-}
-
-waitable!(Server);
-
-/// A request held by a server. Answer it once with [`respond`](Self::respond)
-/// or [`respond_loan`](Self::respond_loan); dropping it unanswered tells the
-/// client ([`RecvError::RequestFailed`] with [`FailReason::Unanswered`]).
-/// The payload is read in place (`Deref<Target = Sample>`).
-pub struct Request<'a> {
-    sample: Sample<'a>,
-    reply: u64,
-    answered: bool,
-    reply_heads: &'a [AtomicU32],
-}
-
-impl<'a> Request<'a> {
-    fn ex(&self) -> &'a ExchangeInner {
-        self.sample.ex
+        self.receive_until(Some(timeout))
     }
 
-    /// Answers with a copy of `payload`.
-    pub fn respond(self, payload: &[u8]) -> Result<(), RespondError> {
-        let loan = self.ex().loan_copy_on(self.sample.port, payload)?;
-        self.respond_loan(loan)
-    }
-
-    /// Answers with a loaned chunk (zero-copy). Fails with
-    /// [`RespondError::ClientGone`] when the client's port closed.
-    pub fn respond_loan(mut self, loan: Loan<'_>) -> Result<(), RespondError> {
-        loan.check_owner(self.ex())?;
-        self.answered = true;
-        let ex = self.ex();
-        let _op = ex.enter(self.sample.port).map_err(SendError::from)?;
-        let Some(node) = ex.reply_target(self.reply) else {
-            return Err(RespondError::ClientGone);
-        };
-        let (chunk, len, owner) = loan.into_raw();
-        let d = Descriptor {
-            chunk,
-            len,
-            flags: FLAG_RESPONSE | FLAG_SOLE | owner,
-            tag: self.sample.tag,
-            meta: 0,
-        };
-        let port = self.reply as u32;
+    /// Pushes a response descriptor into the client's inbox at `reply`.
+    fn push_reply(&self, reply: u64, node: u32, d: &Descriptor) -> Result<(), PushError> {
+        let ex: &ExchangeInner = &self.core.ex;
+        let port = address_port(reply);
         let mut target = Target {
             index: port,
             node,
@@ -388,11 +598,113 @@ impl<'a> Request<'a> {
             Some(h) if h != UNKNOWN_HEAD => h,
             _ => ex.ring(port).map_or(0, |r| r.head()),
         };
-        let result = ex.deliver_to(&mut target, &d);
+        let result = ex.deliver_to(&mut target, d);
         if let Some(c) = cache {
             c.store(target.head, Ordering::Relaxed);
         }
-        match result {
+        result
+    }
+}
+
+waitable!(Server);
+
+/// A request held by a server. Answer it once with [`respond`](Self::respond)
+/// or [`respond_loan`](Self::respond_loan), with a chunked response
+/// ([`respond_stream`](Self::respond_stream)) or with a question
+/// ([`ask`](Self::ask)); dropping it unanswered tells the client
+/// ([`RecvError::RequestFailed`] with [`FailReason::Unanswered`]). The
+/// payload is read in place (`Deref<Target = Sample>`).
+pub struct Request<'a> {
+    sample: Sample<'a>,
+    reply: u64,
+    answered: bool,
+    answer: bool,
+    server: &'a Server,
+}
+
+impl<'a> Request<'a> {
+    fn ex(&self) -> &'a ExchangeInner {
+        self.sample.ex
+    }
+
+    /// True when this is a client's answer to this server's question
+    /// ([`ask`](Self::ask)); the tag is the conversation's.
+    pub fn is_answer(&self) -> bool {
+        self.answer
+    }
+
+    /// The chunked-response window the client asked for
+    /// ([`Client::request_stream`]); 0 for a plain request.
+    pub fn stream_window(&self) -> u32 {
+        reply_window(self.reply)
+    }
+
+    /// Answers with a copy of `payload`.
+    pub fn respond(self, payload: &[u8]) -> Result<(), RespondError> {
+        let loan = self.ex().loan_copy_on(self.sample.port, payload)?;
+        self.respond_loan(loan)
+    }
+
+    /// Answers with a loaned chunk (zero-copy). Fails with
+    /// [`RespondError::ClientGone`] when the client's port closed.
+    pub fn respond_loan(self, loan: Loan<'_>) -> Result<(), RespondError> {
+        self.reply_with(loan, FLAG_RESPONSE, 0)
+    }
+
+    /// Answers with a question the client must answer
+    /// ([`Client::answer`]): the conversation goes on under the same tag,
+    /// and the client's answer comes back to this server port as a request
+    /// with [`is_answer`](Self::is_answer). Either side dying ends it with
+    /// an error on the other side.
+    pub fn ask(self, payload: &[u8]) -> Result<(), RespondError> {
+        let loan = self.ex().loan_copy_on(self.sample.port, payload)?;
+        self.ask_loan(loan)
+    }
+
+    /// [`ask`](Self::ask) with a loaned chunk (zero-copy).
+    pub fn ask_loan(self, loan: Loan<'_>) -> Result<(), RespondError> {
+        let server = self.server;
+        let client = self.reply & !0xFFFF_0000;
+        let tag = self.sample.tag;
+        let pid_start = {
+            let p = self.ex().port(address_port(self.reply));
+            p.map(|p| {
+                (
+                    p.pid.load(Ordering::Relaxed),
+                    p.start_time.load(Ordering::Relaxed),
+                )
+            })
+        };
+        let me = address(server.core.index, server.core.generation);
+        self.reply_with(loan, FLAG_RESPONSE | FLAG_ASK, me)?;
+        if let Some((pid, start_time)) = pid_start {
+            server.conversations.borrow_mut().push(Conversation {
+                client,
+                tag,
+                pid,
+                start_time,
+            });
+        }
+        Ok(())
+    }
+
+    fn reply_with(mut self, loan: Loan<'_>, flags: u32, meta: u64) -> Result<(), RespondError> {
+        loan.check_owner(self.ex())?;
+        self.answered = true;
+        let ex = self.ex();
+        let _op = ex.enter(self.sample.port).map_err(SendError::from)?;
+        let Some(node) = ex.reply_target(self.reply) else {
+            return Err(RespondError::ClientGone);
+        };
+        let (chunk, len, owner) = loan.into_raw();
+        let d = Descriptor {
+            chunk,
+            len,
+            flags: flags | FLAG_SOLE | owner,
+            tag: self.sample.tag,
+            meta,
+        };
+        match self.server.push_reply(self.reply, node, &d) {
             Ok(()) => Ok(()),
             Err(PushError::Full) => {
                 // Only a client that broke its outstanding budget gets here.
@@ -404,6 +716,69 @@ impl<'a> Request<'a> {
                 Err(SendError::from(c).into())
             }
         }
+    }
+
+    /// Answers with a chunked response: a [`ResponseStream`] that pushes
+    /// chunks straight into the client's inbox, at most the window the client
+    /// asked for ([`Client::request_stream`]; 1 for a plain request) not yet
+    /// released by it. Fails with [`StreamError::TooManyStreams`] when the
+    /// client already receives [`STREAM_SLOTS`] streams, and
+    /// [`StreamError::ClientGone`].
+    ///
+    /// [`StreamError::TooManyStreams`]: crate::StreamError::TooManyStreams
+    /// [`StreamError::ClientGone`]: crate::StreamError::ClientGone
+    pub fn respond_stream(mut self) -> Result<ResponseStream<'a>, crate::StreamError> {
+        self.answered = true;
+        let ex = self.ex();
+        let server = self.server;
+        let _op = ex
+            .enter(self.sample.port)
+            .map_err(|d| crate::StreamError::Send(d.into()))?;
+        let Some(node) = ex.reply_target(self.reply) else {
+            return Err(crate::StreamError::ClientGone);
+        };
+        let client = address_port(self.reply);
+        for i in 0..STREAM_SLOTS {
+            let Some(slot) = ex.stream_slot(client, i) else {
+                break;
+            };
+            if slot
+                .state
+                .compare_exchange(
+                    STREAM_FREE,
+                    STREAM_OPEN,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            let generation = slot.generation.load(Ordering::Relaxed).wrapping_add(1);
+            let window = self.stream_window().max(1);
+            slot.generation.store(generation, Ordering::Relaxed);
+            slot.window.store(window, Ordering::Relaxed);
+            slot.server_node.store(ex.node.index, Ordering::Relaxed);
+            slot.server.store(
+                address(server.core.index, server.core.generation),
+                Ordering::Relaxed,
+            );
+            slot.tag.store(self.sample.tag, Ordering::Relaxed);
+            slot.sent.store(0, Ordering::Relaxed);
+            slot.released.store(0, Ordering::Release);
+            return Ok(ResponseStream {
+                server,
+                reply: self.reply,
+                node,
+                tag: self.sample.tag,
+                slot: i,
+                generation,
+                window: u64::from(window),
+                sent: 0,
+                done: false,
+            });
+        }
+        Err(crate::StreamError::TooManyStreams)
     }
 }
 
@@ -422,5 +797,266 @@ impl Drop for Request<'_> {
                     .fail_request(self.reply, self.sample.tag, FailReason::Unanswered);
             }
         }
+    }
+}
+
+/// A chunked response being sent: chunks loaned from the exchange, written
+/// in place and pushed straight into the requesting client's inbox. At most
+/// the stream's window of chunks are sent and not yet released by the
+/// client: [`send`](Self::send) waits for the client (or is told, with
+/// [`is_ready`](Self::is_ready) and a [`WaitSet`](crate::WaitSet), so a
+/// server can serve others meanwhile). [`end`](Self::end) finishes it;
+/// dropping it unfinished, or [`abort`](Self::abort), tells the client
+/// ([`FailReason::Aborted`]).
+pub struct ResponseStream<'a> {
+    server: &'a Server,
+    reply: u64,
+    node: u32,
+    tag: u64,
+    slot: u32,
+    generation: u32,
+    window: u64,
+    sent: u64,
+    done: bool,
+}
+
+/// Why a stream cannot send now.
+enum Blocked {
+    Window,
+    Cancelled,
+    ClientGone,
+}
+
+impl<'a> ResponseStream<'a> {
+    fn ex(&self) -> &ExchangeInner {
+        &self.server.core.ex
+    }
+
+    fn slot(&self) -> Option<&crate::layout::StreamSlot> {
+        self.ex()
+            .stream_slot(address_port(self.reply), self.slot)
+            .filter(|s| s.generation.load(Ordering::Acquire) == self.generation)
+    }
+
+    /// The request's tag.
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    /// Chunks sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Loans a chunk for the next part (`len` bytes), to write in place.
+    pub fn loan(&self, len: usize) -> Result<Loan<'a>, SendError> {
+        self.server.core.loan(len)
+    }
+
+    /// What keeps a send from going now, if anything.
+    fn blocked(&self) -> Option<Blocked> {
+        let ex = self.ex();
+        let Some(slot) = self.slot() else {
+            return Some(Blocked::ClientGone);
+        };
+        if slot.state.load(Ordering::Acquire) == STREAM_CANCELLED {
+            return Some(Blocked::Cancelled);
+        }
+        if ex.reply_target(self.reply).is_none() {
+            return Some(Blocked::ClientGone);
+        }
+        let released = slot.released.load(Ordering::Acquire);
+        (self.sent.saturating_sub(released) >= self.window).then_some(Blocked::Window)
+    }
+
+    /// True when [`send`](Self::send) would not wait: the window has room
+    /// (or the stream is over: cancelled, client gone).
+    pub fn is_ready(&self) -> bool {
+        !matches!(self.blocked(), Some(Blocked::Window))
+    }
+
+    /// Sends a loaned chunk as the next part, waiting while the window is
+    /// full. Fails with [`StreamError::Cancelled`](crate::StreamError::Cancelled)
+    /// once the client cancelled, and
+    /// [`StreamError::ClientGone`](crate::StreamError::ClientGone) once its
+    /// port closed or its process died (checked every
+    /// [`SERVER_CHECK_INTERVAL`] while waiting).
+    pub fn send(&mut self, loan: Loan<'_>) -> Result<(), crate::StreamError> {
+        self.send_until(loan, None)
+    }
+
+    /// [`send`](Self::send) waiting at most `timeout` for the window;
+    /// [`StreamError::Timeout`](crate::StreamError::Timeout) after (the
+    /// stream stays usable).
+    pub fn send_timeout(
+        &mut self,
+        loan: Loan<'_>,
+        timeout: Duration,
+    ) -> Result<(), crate::StreamError> {
+        self.send_until(loan, Some(timeout))
+    }
+
+    /// Sends a copy of `bytes` as the next part.
+    pub fn send_copy(&mut self, bytes: &[u8]) -> Result<(), crate::StreamError> {
+        let loan = self.server.core.loan_copy(bytes)?;
+        self.send(loan)
+    }
+
+    fn send_until(
+        &mut self,
+        loan: Loan<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<(), crate::StreamError> {
+        use crate::StreamError as E;
+        loan.check_owner(self.ex())?;
+        self.wait_room(timeout)?;
+        let ex: &ExchangeInner = &self.server.core.ex;
+        let _op = self.server.core.enter().map_err(|d| E::Send(d.into()))?;
+        let (chunk, len, owner) = loan.into_raw();
+        let d = Descriptor {
+            chunk,
+            len,
+            flags: FLAG_RESPONSE | FLAG_STREAM | FLAG_SOLE | owner,
+            tag: self.tag,
+            meta: u64::from(self.slot) | u64::from(self.generation) << 32,
+        };
+        if let Err(e) = self.push(&d, timeout) {
+            ex.give_back(chunk);
+            return Err(e);
+        }
+        self.sent += 1;
+        if let Some(slot) = self.slot() {
+            slot.sent.store(self.sent, Ordering::Relaxed);
+        }
+        self.server.core.after_send();
+        Ok(())
+    }
+
+    /// Waits until the window has room; the stream's end otherwise.
+    fn wait_room(&mut self, timeout: Option<Duration>) -> Result<(), crate::StreamError> {
+        use crate::StreamError as E;
+        let deadline = timeout.and_then(crate::waitset::deadline);
+        loop {
+            match self.blocked() {
+                None => return Ok(()),
+                Some(Blocked::Cancelled) => {
+                    self.finish(FLAG_FAILED, FailReason::Aborted.code());
+                    return Err(E::Cancelled);
+                }
+                Some(Blocked::ClientGone) => {
+                    self.done = true;
+                    return Err(E::ClientGone);
+                }
+                Some(Blocked::Window) => {}
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(E::Timeout);
+            }
+            let slice = crate::waitset::deadline(SERVER_CHECK_INTERVAL);
+            let until = match (deadline, slice) {
+                (Some(d), Some(s)) => Some(d.min(s)),
+                (d, s) => d.or(s),
+            };
+            let woke = crate::waitset::wait_until(&self.ex().node, until, || self.is_ready());
+            if !woke && !self.client_alive() {
+                self.done = true;
+                self.ex().reclaim_now();
+                return Err(E::ClientGone);
+            }
+        }
+    }
+
+    fn client_alive(&self) -> bool {
+        self.ex().port(address_port(self.reply)).is_some_and(|p| {
+            crate::sys::process_alive(
+                p.pid.load(Ordering::Relaxed),
+                p.start_time.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Pushes into the client's inbox, retrying while it is full (its
+    /// reservation makes that rare).
+    fn push(&self, d: &Descriptor, timeout: Option<Duration>) -> Result<(), crate::StreamError> {
+        use crate::StreamError as E;
+        let deadline = timeout.and_then(crate::waitset::deadline);
+        let mut tries = 0u32;
+        loop {
+            match self.server.push_reply(self.reply, self.node, d) {
+                Ok(()) => return Ok(()),
+                Err(PushError::Corrupt(c)) => return Err(E::Send(c.into())),
+                Err(PushError::Full) => {}
+            }
+            if deadline.is_some_and(|dl| std::time::Instant::now() >= dl) {
+                return Err(E::Timeout);
+            }
+            tries += 1;
+            if tries.is_multiple_of(1000) && !self.client_alive() {
+                return Err(E::ClientGone);
+            }
+            if tries < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+
+    /// Sends the end marker (best effort) and marks the stream done.
+    fn finish(&mut self, flags: u32, code: u32) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let d = Descriptor {
+            chunk: Descriptor::NO_CHUNK,
+            len: code,
+            flags: FLAG_RESPONSE | FLAG_STREAM | flags,
+            tag: self.tag,
+            meta: u64::from(self.slot) | u64::from(self.generation) << 32,
+        };
+        if let Ok(_op) = self.server.core.enter() {
+            let _ = self.push(&d, Some(SERVER_CHECK_INTERVAL * 10));
+        }
+    }
+
+    /// Ends the stream: the client receives the end marker after the last
+    /// chunk ([`Sample::is_stream_end`]).
+    pub fn end(mut self) -> Result<(), crate::StreamError> {
+        use crate::StreamError as E;
+        match self.blocked() {
+            Some(Blocked::Cancelled) => {
+                self.finish(FLAG_FAILED, FailReason::Aborted.code());
+                return Err(E::Cancelled);
+            }
+            Some(Blocked::ClientGone) => {
+                self.done = true;
+                return Err(E::ClientGone);
+            }
+            _ => {}
+        }
+        self.finish(FLAG_END, 0);
+        Ok(())
+    }
+
+    /// Aborts the stream: the client gets [`RecvError::RequestFailed`] with
+    /// [`FailReason::Aborted`] after the chunks already sent.
+    pub fn abort(mut self) {
+        self.finish(FLAG_FAILED, FailReason::Aborted.code());
+    }
+}
+
+impl Drop for ResponseStream<'_> {
+    fn drop(&mut self) {
+        self.finish(FLAG_FAILED, FailReason::Aborted.code());
+    }
+}
+
+impl Waitable for ResponseStream<'_> {
+    fn has_pending(&self) -> bool {
+        self.is_ready()
+    }
+    fn wait_node(&self) -> WaitNode {
+        WaitNode(self.server.core.ex.node.clone())
     }
 }

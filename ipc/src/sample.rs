@@ -123,6 +123,22 @@ pub struct Sample<'a> {
     pub(crate) publication: bool,
     key: std::cell::OnceCell<Option<Box<str>>>,
     pub(crate) sender: u32,
+    /// What kind of response it is (client side).
+    pub(crate) kind: Kind,
+    /// A stream chunk's stream slot and its generation: releasing the chunk
+    /// gives the server's window one more chunk.
+    pub(crate) stream: Option<(u32, u32)>,
+    /// A question's server port address (where the answer goes).
+    pub(crate) reply_to: u64,
+}
+
+/// What a sample is, beyond its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Plain,
+    StreamChunk,
+    StreamEnd,
+    Question,
 }
 
 impl<'a> Sample<'a> {
@@ -144,11 +160,52 @@ impl<'a> Sample<'a> {
             publication: false,
             key: std::cell::OnceCell::new(),
             sender: d.meta as u32,
+            kind: Kind::Plain,
+            stream: None,
+            reply_to: 0,
         };
         ex.hold(core.index, d.chunk);
         // On error the Sample's drop releases the chunk if its index is valid.
         ex.payload_ptr(d.chunk, d.len as usize)?;
         Ok(s)
+    }
+
+    /// The end marker of a chunked response to request `tag`: no payload.
+    pub(crate) fn stream_end(core: &'a PortCore, tag: u64) -> Sample<'a> {
+        Sample {
+            ex: &core.ex,
+            port: core.index,
+            chunk: Descriptor::NO_CHUNK,
+            len: 0,
+            tag,
+            flags: 0,
+            publication: false,
+            key: std::cell::OnceCell::new(),
+            sender: 0,
+            kind: Kind::StreamEnd,
+            stream: None,
+            reply_to: 0,
+        }
+    }
+
+    /// True for a part of a chunked response ([`Client::request_stream`]);
+    /// releasing it (dropping it) lets the server send one more.
+    ///
+    /// [`Client::request_stream`]: crate::Client::request_stream
+    pub fn is_stream_chunk(&self) -> bool {
+        self.kind == Kind::StreamChunk
+    }
+
+    /// True for the end marker of a chunked response: every part came
+    /// before it; it has no payload.
+    pub fn is_stream_end(&self) -> bool {
+        self.kind == Kind::StreamEnd
+    }
+
+    /// True for a server's question in a dialogue: answer it with
+    /// [`Client::answer`](crate::Client::answer).
+    pub fn is_question(&self) -> bool {
+        self.kind == Kind::Question
     }
 
     /// Name of the exchange it came through.
@@ -232,6 +289,9 @@ impl Drop for Sample<'_> {
             return;
         };
         self.ex.unhold(self.port, self.chunk);
+        if let Some((slot, generation)) = self.stream {
+            self.ex.stream_released(self.port, slot, generation);
+        }
         if self.flags & FLAG_SOLE != 0 {
             self.ex
                 .defer_return(self.port, self.chunk, flags_owner(self.flags));
