@@ -1,8 +1,8 @@
 //! Measurement code shared by the criterion benchmarks (`benches/*.rs`) and the
 //! `compare` binary.
 //!
-//! Every case runs between two (fan-in: three) processes over real shared
-//! memory or a real socket: this process drives one side and times it, the
+//! Every case runs between two (fan-in and two-worker tasks: three)
+//! processes over real shared memory or a real socket: this process drives one side and times it, the
 //! `bench-peer` binary runs the other side(s). One module per system under
 //! [`systems`] holds both halves of that system's cases, so the code that is
 //! timed is the same whoever calls it.
@@ -53,16 +53,37 @@ pub enum Case {
     Stream,
     /// Two peers stream into one consumer: msgs/s in total.
     Fanin,
+    /// Task distribution (shmex only): this process submits tasks, `workers`
+    /// peers take (up to `prefetch` unacknowledged each) and ack them as
+    /// fast as they can: acked tasks/s.
+    Tasks {
+        /// Worker processes (1 or 2).
+        workers: u8,
+        /// Each worker's prefetch limit.
+        prefetch: u32,
+    },
 }
 
 impl Case {
-    /// Name used in tables, JSON and criterion ids.
+    /// The kind of case, as the JSON's `case` field: `pubsub-rtt`, ...,
+    /// `tasks` (see [`name`](Self::name) for one that tells tasks cases
+    /// apart).
     pub fn as_str(self) -> &'static str {
         match self {
             Case::PubsubRtt => "pubsub-rtt",
             Case::ReqrespRtt => "reqresp-rtt",
             Case::Stream => "stream",
             Case::Fanin => "fanin",
+            Case::Tasks { .. } => "tasks",
+        }
+    }
+
+    /// Unique name, used in [`Spec`]'s text form and criterion ids:
+    /// [`as_str`](Self::as_str), and for tasks `tasks-<W>w-pf<P>`.
+    pub fn name(self) -> String {
+        match self {
+            Case::Tasks { workers, prefetch } => format!("tasks-{workers}w-pf{prefetch}"),
+            other => other.as_str().to_string(),
         }
     }
 
@@ -75,11 +96,19 @@ impl Case {
     pub fn peers(self) -> usize {
         match self {
             Case::Fanin => 2,
+            Case::Tasks { workers, .. } => usize::from(workers),
             _ => 1,
         }
     }
 
+    /// Parses [`name`](Self::name)'s form.
     fn parse(s: &str) -> Option<Case> {
+        if let Some(rest) = s.strip_prefix("tasks-") {
+            let (workers, prefetch) = rest.split_once("w-pf")?;
+            let workers: u8 = workers.parse().ok()?;
+            let prefetch: u32 = prefetch.parse().ok()?;
+            return (workers >= 1 && prefetch >= 1).then_some(Case::Tasks { workers, prefetch });
+        }
         [Case::PubsubRtt, Case::ReqrespRtt, Case::Stream, Case::Fanin]
             .into_iter()
             .find(|c| c.as_str() == s)
@@ -158,6 +187,8 @@ impl System {
     /// Whether this system takes part in `spec`.
     pub fn applies(self, spec: &Spec) -> bool {
         match self {
+            // No other system here distributes tasks with acks.
+            System::Iceoryx2 | System::Uds if matches!(spec.case, Case::Tasks { .. }) => false,
             System::Shmex | System::Iceoryx2 | System::Uds => true,
             System::Floor => spec.case.is_latency() && spec.mode == Mode::Spin,
             System::Futex => spec.case.is_latency() && spec.mode == Mode::Blocking,
@@ -191,7 +222,8 @@ impl Spec {
         }
     }
 
-    /// Parses [`Display`](fmt::Display)'s form, `case/size/mode/touched|untouched`.
+    /// Parses [`Display`](fmt::Display)'s form, `case/size/mode/touched|untouched`
+    /// (`case` as [`Case::name`]).
     pub fn parse(s: &str) -> Option<Spec> {
         let mut it = s.split('/');
         let case = Case::parse(it.next()?)?;
@@ -210,9 +242,14 @@ impl Spec {
         })
     }
 
-    /// Short label for tables: `pubsub-rtt 4KiB touched`.
+    /// Short label for tables: `pubsub-rtt 4KiB touched`,
+    /// `tasks 8B 2 workers prefetch 64`.
     pub fn label(&self) -> String {
         let mut s = format!("{} {}", self.case.as_str(), size_label(self.size));
+        if let Case::Tasks { workers, prefetch } = self.case {
+            let plural = if workers == 1 { "" } else { "s" };
+            s.push_str(&format!(" {workers} worker{plural} prefetch {prefetch}"));
+        }
         if self.touched {
             s.push_str(" touched");
         }
@@ -225,7 +262,7 @@ impl fmt::Display for Spec {
         write!(
             f,
             "{}/{}/{}/{}",
-            self.case.as_str(),
+            self.case.name(),
             self.size,
             self.mode.as_str(),
             if self.touched { "touched" } else { "untouched" }
@@ -263,6 +300,17 @@ pub fn all_specs() -> Vec<Spec> {
         out.push(Spec::new(Case::Stream, 8, mode, false));
         out.push(Spec::new(Case::Stream, 4 * KIB, mode, false));
         out.push(Spec::new(Case::Fanin, 8, mode, false));
+    }
+    // Task distribution: shmex only, workers busy-polling.
+    for workers in [1, 2] {
+        for prefetch in [1, 64] {
+            out.push(Spec::new(
+                Case::Tasks { workers, prefetch },
+                8,
+                Mode::Spin,
+                false,
+            ));
+        }
     }
     out
 }
@@ -920,5 +968,33 @@ impl Cell {
 pub fn note_pinning(run: &Run, cell: &Cell) {
     if !cell.pinning_held {
         run.pinning_broke.set(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_round_trip_through_text() {
+        let specs = all_specs();
+        for spec in &specs {
+            assert_eq!(Spec::parse(&spec.to_string()), Some(*spec), "{spec}");
+        }
+        let tasks: Vec<_> = specs
+            .iter()
+            .filter(|s| matches!(s.case, Case::Tasks { .. }))
+            .collect();
+        assert_eq!(tasks.len(), 4);
+        for s in tasks {
+            assert!(!s.case.is_latency());
+            assert!(System::Shmex.applies(s));
+            assert!(System::ALL[1..].iter().all(|x| !x.applies(s)));
+        }
+        let s = Spec::parse("tasks-2w-pf64/8/spin/untouched").unwrap();
+        assert_eq!(s.case.peers(), 2);
+        assert_eq!(s.label(), "tasks 8B 2 workers prefetch 64");
+        assert!(Spec::parse("tasks-0w-pf64/8/spin/untouched").is_none());
+        assert!(Spec::parse("tasks-1w-pf/8/spin/untouched").is_none());
     }
 }

@@ -1,8 +1,8 @@
 //! `shmex`: the command-line companion of the shmex runtime.
 //!
-//! - `shmex demo` runs request-response, publish-subscribe and fan-in between
-//!   real processes (this binary re-executed as children) and prints latency
-//!   and throughput figures;
+//! - `shmex demo` runs request-response, publish-subscribe, fan-in and task
+//!   distribution between real processes (this binary re-executed as
+//!   children) and prints latency and throughput figures;
 //! - `shmex supervisor` watches a namespace: reclaims what dead processes
 //!   held as soon as they exit, reports hung nodes and keeps the static
 //!   exchanges of its config file up ([`supervisor`]);
@@ -30,8 +30,8 @@ const USAGE: &str = "\
 shmex: zero-copy messaging between processes on one host
 
 Usage:
-  shmex demo [--namespace NS] [--root DIR] [--requests N] [--spin-us US]
-             [--timeout SECS]
+  shmex demo [tasks] [--json] [--namespace NS] [--root DIR] [--requests N]
+             [--spin-us US] [--tasks N] [--dead-letter] [--timeout SECS]
   shmex supervisor [--namespace NS] [--root DIR] [--config FILE]
                    [--hung-after-ms MS] [--kill-hung] [--tick-ms MS] [--json]
   shmex ls [--json] [--namespace NS] [--root DIR]
@@ -48,8 +48,9 @@ exchange limits --chunk-size N, --chunks N, --queue-depth N, --max-ports N;
 each opens the exchange, creating it when missing.
 
 Commands:
-  demo   run request-response, publish-subscribe and fan-in between real
-         processes and print latency and throughput figures
+  demo   run request-response, publish-subscribe, fan-in and task
+         distribution between real processes and print latency and
+         throughput figures (`demo tasks`: task distribution only)
   supervisor
          watch a namespace: reclaim what dead processes held as soon as they
          exit, report hung nodes, keep static exchanges (config file) up

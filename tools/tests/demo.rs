@@ -1,5 +1,6 @@
-//! `shmex demo` end to end: real child processes, all three patterns, their
-//! figures in the output, and nothing left in /dev/shm.
+//! `shmex demo` end to end: real child processes, every pattern, their
+//! figures in the output, and nothing left in /dev/shm; `shmex demo tasks
+//! --json` parsed and its invariants checked.
 
 use shmex::Namespace;
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ fn demo_runs_all_patterns_and_cleans_up() {
         &["[consumer] producer-1: 20000 messages, all in order"],
         &["[consumer] producer-3: 20000 messages, all in order"],
         &["[producer-2] sent 20000 messages and done"],
+        &["[worker-1] took task 1", "crashing before acking it"],
+        &["[demo] SIGKILL worker-1"],
+        &["[worker-3] nacked task", "with requeue"],
     ] {
         assert!(has_line(parts), "no line with {parts:?} in:\n{stdout}");
     }
@@ -58,6 +62,7 @@ fn demo_runs_all_patterns_and_cleans_up() {
         &["request-response: round trip median", "requests"][..],
         &["publish-subscribe: round trip median", "ping-pongs"],
         &["fan-in: 60000 messages from 3 producers", "msg/s"],
+        &["tasks: 30 submitted, 30 acked", "per worker [0, "],
     ] {
         let count = stdout
             .lines()
@@ -88,4 +93,306 @@ fn demo_refuses_a_namespace_in_use() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
     }
     assert_eq!(files_of(&ns), Vec::<String>::new());
+}
+
+/// Runs `shmex demo tasks --json` with `extra` arguments in a fresh
+/// namespace; checks the exit status, that stdout is one JSON object and
+/// that nothing is left in /dev/shm; returns the object and the report
+/// (stderr).
+fn demo_tasks_json(name: &str, extra: &[&str]) -> (json::Value, String) {
+    let ns = format!("tdemo-{name}-{}", std::process::id());
+    let out = Command::new(env!("CARGO_BIN_EXE_shmex"))
+        .args(["demo", "tasks", "--json", "--namespace", &ns])
+        .args(extra)
+        .env_remove("SHMEX_ROOT")
+        .output()
+        .expect("run shmex demo tasks");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "demo tasks failed ({}):\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status
+    );
+    assert_eq!(stdout.lines().count(), 1, "one line on stdout:\n{stdout}");
+    let v =
+        json::parse(stdout.trim_end()).unwrap_or_else(|e| panic!("invalid JSON ({e}): {stdout}"));
+    let keys: Vec<&str> = match &v {
+        json::Value::Obj(fields) => fields.iter().map(|(k, _)| k.as_str()).collect(),
+        other => panic!("not an object: {other:?}"),
+    };
+    assert_eq!(
+        keys,
+        [
+            "submitted",
+            "acked",
+            "per_worker",
+            "redelivered",
+            "dead_lettered",
+            "prefetch_limit",
+            "max_in_flight_seen"
+        ]
+    );
+    assert!(shm_namespace(&ns).segment_files().is_empty());
+    assert_eq!(files_of(&ns), Vec::<String>::new());
+    (v, stderr)
+}
+
+fn num(v: &json::Value, key: &str) -> u64 {
+    let n = v.get(key).num();
+    assert!(n >= 0.0 && n.fract() == 0.0, "{key} = {n}");
+    n as u64
+}
+
+#[test]
+fn demo_tasks_json_holds_the_invariants() {
+    let (v, report) = demo_tasks_json("tasks", &[]);
+    let (submitted, acked) = (num(&v, "submitted"), num(&v, "acked"));
+    assert_eq!(submitted, 30, "{v:?}");
+    assert_eq!(acked, submitted, "{v:?}");
+    assert_eq!(num(&v, "dead_lettered"), 0, "{v:?}");
+    let per_worker: Vec<u64> = v
+        .get("per_worker")
+        .array()
+        .iter()
+        .map(|n| n.num() as u64)
+        .collect();
+    assert_eq!(per_worker.len(), 3, "{v:?}");
+    assert_eq!(per_worker[0], 0, "the killed worker acked nothing: {v:?}");
+    assert_eq!(per_worker.iter().sum::<u64>(), acked, "{v:?}");
+    // The killed worker's task and worker-3's nack were delivered again.
+    assert!(num(&v, "redelivered") >= 1, "{v:?}");
+    let (max, limit) = (num(&v, "max_in_flight_seen"), num(&v, "prefetch_limit"));
+    assert!(max >= 1 && max <= limit, "{v:?}");
+    // The human report went to stderr.
+    for line in [
+        "[worker-1] took task",
+        "[demo] SIGKILL worker-1",
+        "[worker-3] nacked task",
+        "[demo] all patterns ok",
+    ] {
+        assert!(report.contains(line), "no {line:?} in:\n{report}");
+    }
+}
+
+#[test]
+fn demo_tasks_dead_letter_is_counted() {
+    let (v, report) = demo_tasks_json("dead", &["--tasks", "12", "--dead-letter"]);
+    let (submitted, acked, dead) = (
+        num(&v, "submitted"),
+        num(&v, "acked"),
+        num(&v, "dead_lettered"),
+    );
+    assert_eq!((submitted, acked, dead), (13, 12, 1), "{v:?}");
+    let per_worker: u64 = v
+        .get("per_worker")
+        .array()
+        .iter()
+        .map(|n| n.num() as u64)
+        .sum();
+    assert_eq!(per_worker, acked, "{v:?}");
+    assert!(num(&v, "max_in_flight_seen") <= num(&v, "prefetch_limit"));
+    assert!(
+        report.contains("is poison: nacked without requeue"),
+        "{report}"
+    );
+    assert!(
+        report.contains("[demo] dead letter: task 13 (poison)"),
+        "{report}"
+    );
+}
+
+#[test]
+fn demo_tasks_usage_errors() {
+    for args in [
+        &["demo", "--json"][..],
+        &["demo", "tasks", "extra"],
+        &["demo", "--tasks", "0"],
+        &["demo", "tasks", "--json=1"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_shmex"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}
+
+/// A small strict JSON parser (as in `ls.rs`), enough to check the demo's
+/// JSON without a dependency.
+mod json {
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Value {
+        Null,
+        Bool(bool),
+        Num(f64),
+        Str(String),
+        Arr(Vec<Value>),
+        Obj(Vec<(String, Value)>),
+    }
+
+    impl Value {
+        pub fn get(&self, key: &str) -> &Value {
+            match self {
+                Value::Obj(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+                _ => None,
+            }
+            .unwrap_or_else(|| panic!("no field {key:?} in {self:?}"))
+        }
+        pub fn array(&self) -> &[Value] {
+            match self {
+                Value::Arr(a) => a,
+                _ => panic!("not an array: {self:?}"),
+            }
+        }
+        pub fn num(&self) -> f64 {
+            match self {
+                Value::Num(n) => *n,
+                _ => panic!("not a number: {self:?}"),
+            }
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Value, String> {
+        let mut p = Parser {
+            s: text.as_bytes(),
+            i: 0,
+        };
+        let v = p.value()?;
+        p.ws();
+        if p.i != p.s.len() {
+            return Err(format!("trailing data at byte {}", p.i));
+        }
+        Ok(v)
+    }
+
+    struct Parser<'a> {
+        s: &'a [u8],
+        i: usize,
+    }
+
+    impl Parser<'_> {
+        fn ws(&mut self) {
+            while self.i < self.s.len() && b" \t\r\n".contains(&self.s[self.i]) {
+                self.i += 1;
+            }
+        }
+        fn peek(&self) -> Option<u8> {
+            self.s.get(self.i).copied()
+        }
+        fn eat(&mut self, b: u8) -> bool {
+            self.ws();
+            let ok = self.peek() == Some(b);
+            if ok {
+                self.i += 1;
+            }
+            ok
+        }
+        fn literal(&mut self, word: &str, v: Value) -> Result<Value, String> {
+            if self.s[self.i..].starts_with(word.as_bytes()) {
+                self.i += word.len();
+                Ok(v)
+            } else {
+                Err(format!("bad literal at byte {}", self.i))
+            }
+        }
+        /// Items of an array or object up to `close`, each read by `item`.
+        fn items<T>(
+            &mut self,
+            close: u8,
+            mut item: impl FnMut(&mut Self) -> Result<T, String>,
+        ) -> Result<Vec<T>, String> {
+            let mut out = Vec::new();
+            if self.eat(close) {
+                return Ok(out);
+            }
+            loop {
+                out.push(item(self)?);
+                if self.eat(close) {
+                    return Ok(out);
+                }
+                if !self.eat(b',') {
+                    return Err(format!("expected ',' at byte {}", self.i));
+                }
+            }
+        }
+        fn value(&mut self) -> Result<Value, String> {
+            self.ws();
+            match self.peek().ok_or("unexpected end")? {
+                b'{' => {
+                    self.i += 1;
+                    let fields = self.items(b'}', |p| {
+                        p.ws();
+                        let key = p.string()?;
+                        if !p.eat(b':') {
+                            return Err(format!("expected ':' at byte {}", p.i));
+                        }
+                        Ok((key, p.value()?))
+                    })?;
+                    let unique = fields
+                        .iter()
+                        .all(|(k, _)| fields.iter().filter(|(k2, _)| k2 == k).count() == 1);
+                    if !unique {
+                        return Err("duplicate key".into());
+                    }
+                    Ok(Value::Obj(fields))
+                }
+                b'[' => {
+                    self.i += 1;
+                    Ok(Value::Arr(self.items(b']', |p| p.value())?))
+                }
+                b'"' => Ok(Value::Str(self.string()?)),
+                b't' => self.literal("true", Value::Bool(true)),
+                b'f' => self.literal("false", Value::Bool(false)),
+                b'n' => self.literal("null", Value::Null),
+                _ => self.number(),
+            }
+        }
+        fn number(&mut self) -> Result<Value, String> {
+            let start = self.i;
+            while self
+                .peek()
+                .is_some_and(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+            {
+                self.i += 1;
+            }
+            let text = std::str::from_utf8(&self.s[start..self.i]).map_err(|e| e.to_string())?;
+            let leading_zero = text.starts_with('0') && text.len() > 1 && !text.starts_with("0.");
+            match text.parse::<f64>() {
+                Ok(n) if !leading_zero && !text.starts_with('+') => Ok(Value::Num(n)),
+                _ => Err(format!("bad number {text:?} at byte {start}")),
+            }
+        }
+        /// A string without escapes other than `\"` and `\\` (all the demo
+        /// prints).
+        fn string(&mut self) -> Result<String, String> {
+            if self.peek() != Some(b'"') {
+                return Err(format!("expected a string at byte {}", self.i));
+            }
+            self.i += 1;
+            let mut out = Vec::new();
+            loop {
+                let c = self.peek().ok_or("unterminated string")?;
+                self.i += 1;
+                match c {
+                    b'"' => return String::from_utf8(out).map_err(|e| e.to_string()),
+                    b'\\' => {
+                        let e = self.peek().ok_or("unterminated escape")?;
+                        self.i += 1;
+                        match e {
+                            b'"' | b'\\' | b'/' => out.push(e),
+                            _ => return Err(format!("unsupported escape at byte {}", self.i)),
+                        }
+                    }
+                    c if c < 0x20 => return Err(format!("control character at byte {}", self.i)),
+                    c => out.push(c),
+                }
+            }
+        }
+    }
 }

@@ -22,7 +22,7 @@ pub fn run(keep: fn(&Spec) -> bool) {
     for spec in all_specs().into_iter().filter(keep) {
         let mut name = format!(
             "{}/{}/{}",
-            spec.case.as_str(),
+            spec.case.name(),
             size_label(spec.size),
             spec.mode.as_str()
         );

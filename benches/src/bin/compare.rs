@@ -8,7 +8,7 @@
 //! For each case, every applicable system is set up at once (peers idle on a
 //! pipe), calibrated, then measured in rounds: one batch of each system per
 //! round, the order rotating, so drift of the (virtualised) machine hits all
-//! systems alike.
+//! systems alike. The task-distribution cases (`tasks`) have shmex alone.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shmex_benches::json::Json;
@@ -204,8 +204,17 @@ impl Row {
     }
 
     fn json(&self) -> Json {
+        let (workers, prefetch) = match self.spec.case {
+            Case::Tasks { workers, prefetch } => (
+                Json::Num(f64::from(workers)),
+                Json::Num(f64::from(prefetch)),
+            ),
+            _ => (Json::Null, Json::Null),
+        };
         Json::obj([
             ("case", Json::str(self.spec.case.as_str())),
+            ("workers", workers),
+            ("prefetch", prefetch),
             ("size", Json::Num(self.spec.size as f64)),
             ("mode", Json::str(self.spec.mode.as_str())),
             ("touched", Json::Bool(self.spec.touched)),
@@ -467,6 +476,33 @@ struct Target {
     limit: f64,
     /// true: value must be ≤ limit; false: ≥.
     at_most: bool,
+    /// What `value` and `limit` are.
+    unit: Unit,
+}
+
+/// The unit of a [`Target`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// A ratio (shmex ÷ something).
+    Ratio,
+    /// Messages (tasks) per second.
+    PerSecond,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Ratio => "ratio",
+            Unit::PerSecond => "msgs_per_s",
+        }
+    }
+
+    fn fmt(self, v: f64) -> String {
+        match self {
+            Unit::Ratio => format!("{v:.2}×"),
+            Unit::PerSecond => rate(Some(v)),
+        }
+    }
 }
 
 /// Blocking: shmex's median over the round trips that really slept (see
@@ -485,6 +521,15 @@ fn targets(rows: &[Row]) -> Vec<Target> {
     let stream8 = spec(Case::Stream, 8, Mode::Spin, false);
     let blocking8 = spec(Case::PubsubRtt, 8, Mode::Blocking, false);
     let blocking_rpc8 = spec(Case::ReqrespRtt, 8, Mode::Blocking, false);
+    let tasks_1w_64 = spec(
+        Case::Tasks {
+            workers: 1,
+            prefetch: 64,
+        },
+        8,
+        Mode::Spin,
+        false,
+    );
     let mib_vs_8 = (|| {
         let a = find(rows, &mib, System::Shmex)?.median_ns?;
         let b = find(rows, &pubsub8, System::Shmex)?.median_ns?;
@@ -496,42 +541,56 @@ fn targets(rows: &[Row]) -> Vec<Target> {
             value: ratio(rows, &pubsub8, System::Iceoryx2),
             limit: 0.3,
             at_most: true,
+            unit: Unit::Ratio,
         },
         Target {
             name: "pub-sub 8B RTT, shmex/floor",
             value: ratio(rows, &pubsub8, System::Floor),
             limit: 2.5,
             at_most: true,
+            unit: Unit::Ratio,
         },
         Target {
             name: "req-resp 8B RTT, shmex/iceoryx2",
             value: ratio(rows, &rpc8, System::Iceoryx2),
             limit: 0.3,
             at_most: true,
+            unit: Unit::Ratio,
         },
         Target {
             name: "pub-sub 1MiB untouched RTT / 8B RTT",
             value: mib_vs_8,
             limit: 1.05,
             at_most: true,
+            unit: Unit::Ratio,
         },
         Target {
             name: "stream 8B msgs/s, shmex/iceoryx2",
             value: ratio(rows, &stream8, System::Iceoryx2),
             limit: 10.0,
             at_most: false,
+            unit: Unit::Ratio,
         },
         Target {
             name: "blocking pub-sub 8B RTT (slept), shmex/futex",
             value: slept_ratio(rows, &blocking8),
             limit: 1.1,
             at_most: true,
+            unit: Unit::Ratio,
         },
         Target {
             name: "blocking req-resp 8B RTT (slept), shmex/futex",
             value: slept_ratio(rows, &blocking_rpc8),
             limit: 1.1,
             at_most: true,
+            unit: Unit::Ratio,
+        },
+        Target {
+            name: "tasks acked/s, 1 worker, prefetch 64",
+            value: find(rows, &tasks_1w_64, System::Shmex).and_then(|r| r.msgs_per_s),
+            limit: 5e6,
+            at_most: false,
+            unit: Unit::PerSecond,
         },
     ]
 }
@@ -549,17 +608,20 @@ impl Target {
 
     fn line(&self) -> String {
         let op = if self.at_most { "≤" } else { "≥" };
+        let limit = match self.unit {
+            Unit::Ratio => format!("{}×", self.limit),
+            Unit::PerSecond => rate(Some(self.limit)),
+        };
         match (self.value, self.met()) {
             (Some(v), Some(ok)) => format!(
-                "{:<42} {:>7.2}×  (target {op} {}×)  {}",
+                "{:<42} {:>10}  (target {op} {limit})  {}",
                 self.name,
-                v,
-                self.limit,
+                self.unit.fmt(v),
                 if ok { "met" } else { "MISSED" }
             ),
             _ => format!(
-                "{:<42}       -   (target {op} {}×)  not measured",
-                self.name, self.limit
+                "{:<42} {:>10}  (target {op} {limit})  not measured",
+                self.name, "-"
             ),
         }
     }
@@ -567,6 +629,7 @@ impl Target {
     fn json(&self) -> Json {
         Json::obj([
             ("name", Json::str(self.name)),
+            ("unit", Json::str(self.unit.as_str())),
             ("value", Json::opt(self.value)),
             ("limit", Json::Num(self.limit)),
             ("at_most", Json::Bool(self.at_most)),
@@ -689,6 +752,9 @@ fn main() {
     println!("median/p99/p99.9: round-trip time, measured on one side per round trip; msgs/s: median of the rounds.");
     println!("ratios: shmex ÷ other (latency: below 1 = shmex faster; msgs/s: above 1 = shmex faster); floor = raw spin ping-pong (spin) or futex ping-pong (blocking).");
     println!("blocking: a round trip under 10 µs cannot include waking a sleeping process; \"(X slept)\" is the median of the others, and blocking ratios use it.");
+    if specs.iter().any(|s| matches!(s.case, Case::Tasks { .. })) {
+        println!("tasks: submitted here, taken and acked by 1 or 2 worker processes (each takes up to its prefetch limit, then acks); msgs/s: acked tasks; shmex only (no other system here distributes tasks with acks).");
+    }
     for r in rows.iter().filter(|r| r.note.is_some()) {
         println!(
             "note: {} {} {}: {}",

@@ -265,6 +265,7 @@ pub fn driver(run: &Run, cell: u32, spec: Spec) -> Result<Box<dyn DriverSide>> {
                 client: rpc.client_builder().create()?,
             }
         }
+        Case::Tasks { .. } => return Err(err("iceoryx2 has no task distribution")),
         Case::Stream | Case::Fanin => {
             let svc = stream_service(&node, &service_name(&base, "stream")?)?;
             DriverPorts::Fanin {
@@ -418,6 +419,7 @@ pub fn peer(args: &PeerArgs) -> Result<Box<dyn PeerSide>> {
                 server: rpc.server_builder().create()?,
             }
         }
+        Case::Tasks { .. } => return Err(err("iceoryx2 has no task distribution")),
         Case::Stream | Case::Fanin => {
             let svc = stream_service(&node, &service_name(&base, "stream")?)?;
             PeerPorts::Fanin {

@@ -7,6 +7,17 @@
 //!   server in the peer (`send_request` of a loan, `respond_loan`).
 //! - `stream` / `fanin`: one fan-in exchange, the consumer here and one
 //!   producer per peer (`send_loan`), retrying on a full pool or queue.
+//! - `tasks`: one task exchange (a ledger of 256 tasks), the submitter here
+//!   (`loan` + `submit_loan`, retrying on a full queue) and one worker per
+//!   peer. A worker takes what is ready up to its prefetch limit
+//!   (`try_take` until it returns nothing), then acks each by id, and
+//!   again. A batch is `n` tasks per worker plus one stop task per worker
+//!   (a worker ends its batch at the first stop task it takes; all stop
+//!   tasks queue behind the work); it ends when the exchange has counted
+//!   every one of them acked ([`Exchange::task_stats`]). Workers check the
+//!   sequence numbers (one worker: consecutive; two: increasing per
+//!   worker); the driver checks that exactly the tasks it submitted were
+//!   acked.
 //!
 //! Busy-polling uses `try_receive` in a loop; blocking uses `receive` on a
 //! node whose spin budget is zero, so a receiver that finds nothing sleeps.
@@ -17,11 +28,15 @@ use crate::{
 };
 use ::shmex::{
     Client, Consumer, Exchange, Limits, Node, Pattern, Producer, Publisher, RecvError, SendError,
-    Server, Subscriber,
+    Server, Submitter, Subscriber, TaskId, Worker,
 };
 use std::time::Duration;
 
 const KEY: &str = "rtt";
+/// Tag of the task that ends a worker's batch.
+const STOP: u64 = u64::MAX;
+/// Task ledger: tasks queued and in flight at most.
+const TASK_DEPTH: u32 = 256;
 
 fn node(name: String, namespace: String, mode: Mode) -> Result<Node> {
     let spin = match mode {
@@ -35,6 +50,20 @@ fn node(name: String, namespace: String, mode: Mode) -> Result<Node> {
 }
 
 fn limits(spec: &Spec) -> Limits {
+    if let Case::Tasks { .. } = spec.case {
+        return Limits {
+            chunk_size: spec.size,
+            // One chunk per ledger entry, plus those still held by workers'
+            // deliveries after their entries were freed, plus the loan.
+            chunk_count: 2 * TASK_DEPTH,
+            queue_depth: TASK_DEPTH,
+            max_ports: 4,
+            // Two workers' stop tasks never bounce that often; nothing else
+            // is redelivered (no nack, acks well within the timeout).
+            max_deliveries: 255,
+            ..Limits::default()
+        };
+    }
     let depth = if spec.case.is_latency() { 8 } else { 256 };
     Limits {
         chunk_size: spec.size,
@@ -84,6 +113,10 @@ enum DriverPorts {
         consumer: Consumer,
         _ex: Exchange,
     },
+    Tasks {
+        submitter: Submitter,
+        ex: Exchange,
+    },
 }
 
 struct Driver {
@@ -122,6 +155,13 @@ pub fn driver(run: &Run, cell: u32, spec: Spec) -> Result<Box<dyn DriverSide>> {
             DriverPorts::Fanin {
                 consumer: ex.consumer()?,
                 _ex: ex,
+            }
+        }
+        Case::Tasks { .. } => {
+            let ex = node.create_exchange(&ping, Pattern::Tasks, limits)?;
+            DriverPorts::Tasks {
+                submitter: ex.submitter()?,
+                ex,
             }
         }
     };
@@ -217,6 +257,71 @@ impl DriverSide for Driver {
                     msgs: total,
                 })
             }
+            DriverPorts::Tasks { submitter, ex } => {
+                let stats = || ex.task_stats().ok_or_else(|| err("not a task exchange"));
+                let before = stats()?;
+                let total = n * peers as u64 + peers as u64;
+                let start = clock.now();
+                for _ in 0..n * peers as u64 {
+                    self.seq += 1;
+                    submit(submitter, self.seq, self.seq, size, touched)?;
+                }
+                for _ in 0..peers {
+                    submit(submitter, STOP, 0, size, touched)?;
+                }
+                // Every task acked: the exchange's own counter (a scan of
+                // the ledger, so not polled back to back).
+                let want = before.acked + total;
+                let after = loop {
+                    let s = stats()?;
+                    if s.acked >= want {
+                        break s;
+                    }
+                    for _ in 0..64 {
+                        spin_pause();
+                    }
+                };
+                let end = clock.now();
+                if after.acked != want
+                    || after.submitted != before.submitted + total
+                    || after.queued != 0
+                    || after.in_flight != 0
+                {
+                    return Err(err(format!(
+                        "tasks: submitted {} acked {} (expected {total} each), {} queued, {} in flight",
+                        after.submitted - before.submitted,
+                        after.acked - before.acked,
+                        after.queued,
+                        after.in_flight
+                    )));
+                }
+                Ok(Batch {
+                    elapsed: clock.duration(end.wrapping_sub(start)),
+                    msgs: total,
+                })
+            }
+        }
+    }
+}
+
+/// Submits one task (`tag`, sequence number `seq` in its payload), retrying
+/// while the ledger (or the pool) is full.
+#[inline]
+fn submit(submitter: &Submitter, tag: u64, seq: u64, size: usize, touched: bool) -> Result<()> {
+    loop {
+        let mut loan = match submitter.loan(size) {
+            Ok(l) => l,
+            Err(SendError::PoolExhausted { .. }) => {
+                spin_pause();
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        write_payload(&mut loan, seq, touched);
+        match submitter.submit_loan(0, tag, loan) {
+            Ok(()) => return Ok(()),
+            Err(SendError::QueueFull) => spin_pause(),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -233,6 +338,12 @@ enum PeerPorts {
     },
     Fanin {
         producer: Producer,
+        _ex: Exchange,
+    },
+    Tasks {
+        worker: Worker,
+        /// Only one worker: tasks must arrive in submission order.
+        alone: bool,
         _ex: Exchange,
     },
 }
@@ -274,6 +385,14 @@ pub fn peer(args: &PeerArgs) -> Result<Box<dyn PeerSide>> {
             let ex = node.open_exchange(&ping)?;
             PeerPorts::Fanin {
                 producer: ex.producer()?,
+                _ex: ex,
+            }
+        }
+        Case::Tasks { workers, prefetch } => {
+            let ex = node.open_exchange(&ping)?;
+            PeerPorts::Tasks {
+                worker: ex.worker(prefetch)?,
+                alone: workers == 1,
                 _ex: ex,
             }
         }
@@ -341,6 +460,41 @@ impl PeerSide for Peer {
                             Err(SendError::QueueFull) => spin_pause(),
                             Err(e) => return Err(e.into()),
                         }
+                    }
+                }
+            }
+            PeerPorts::Tasks { worker, alone, .. } => {
+                // `n` is the driver's per-worker share; with two workers
+                // the split is whatever the race gives, so the batch ends
+                // at this worker's stop task instead.
+                let mut held: Vec<TaskId> = Vec::with_capacity(worker.prefetch_limit() as usize);
+                let mut stopped = false;
+                while !stopped {
+                    // Take what is ready, up to the prefetch limit...
+                    while let Some(task) = worker.try_take()? {
+                        held.push(task.id());
+                        if task.tag() == STOP {
+                            // ...but no further than the first stop task:
+                            // the others are for the other worker.
+                            stopped = true;
+                            break;
+                        }
+                        let seq = read_payload(&task, touched);
+                        check_seq(task.tag(), seq)?;
+                        if *alone {
+                            check_seq(seq, self.seq + 1)?;
+                        } else if seq <= self.seq {
+                            return Err(err(format!("task {seq} taken after task {}", self.seq)));
+                        }
+                        self.seq = seq;
+                    }
+                    if held.is_empty() {
+                        spin_pause();
+                        continue;
+                    }
+                    // ...then ack them all.
+                    for id in held.drain(..) {
+                        worker.ack(id)?;
                     }
                 }
             }

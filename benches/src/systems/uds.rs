@@ -85,6 +85,9 @@ struct Driver {
 
 /// Driving side: listens; the peers connect.
 pub fn driver(run: &Run, cell: u32, spec: Spec) -> Result<Box<dyn DriverSide>> {
+    if let Case::Tasks { .. } = spec.case {
+        return Err(err("a socket has no task distribution"));
+    }
     let listener = UnixListener::bind_addr(&address(&run.cell_name(cell, "uds"))?)?;
     Ok(Box::new(Driver {
         listener,
@@ -189,6 +192,9 @@ struct Peer {
 
 /// Peer side: echo (round trips) or writer (streams).
 pub fn peer(args: &PeerArgs) -> Result<Box<dyn PeerSide>> {
+    if let Case::Tasks { .. } = args.spec.case {
+        return Err(err("a socket has no task distribution"));
+    }
     let s = UnixStream::connect_addr(&address(&args.cell_name("uds"))?)?;
     s.set_nonblocking(args.spec.mode == Mode::Spin)?;
     Ok(Box::new(Peer {
@@ -220,6 +226,7 @@ impl PeerSide for Peer {
                     write_msg(&mut self.s, &self.out)?;
                 }
             }
+            Case::Tasks { .. } => return Err(err("a socket has no task distribution")),
         }
         Ok(())
     }

@@ -13,11 +13,14 @@
 //! after a time budget so a loaded machine slows the demo down only so much.
 
 use super::stats::{format_ns, format_rate, Latencies};
+use super::tasks::{POISON, PREFETCH, SHOWN_ACKS, WORK};
 use super::{
-    ChildArgs, Role, FANIN_MESSAGES, GO, LOGS, PING, PONG, PRODUCERS, READINGS, RPC, SENSORS,
-    SUBSCRIPTIONS,
+    ChildArgs, Role, CONTROL, FANIN_MESSAGES, GO, LOGS, PING, PONG, PRODUCERS, READINGS, RECEIPTS,
+    RPC, SENSORS, SUBSCRIPTIONS, TASKS,
 };
-use shmex::{Exchange, Node, Producer, SendError};
+use shmex::{
+    Delivery, Exchange, Node, Producer, RecvError, SendError, TaskError, WaitError, WaitSet,
+};
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::process::ExitCode;
@@ -59,6 +62,8 @@ pub fn run(args: Vec<String>) -> ExitCode {
         Role::Publisher { round_trips } => ctx.publisher(round_trips.into()),
         Role::Consumer => ctx.consumer(),
         Role::Producer { index } => ctx.producer(index),
+        Role::Worker { index: 1 } => ctx.doomed_worker(),
+        Role::Worker { index } => ctx.worker(index),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -439,6 +444,212 @@ impl Ctx {
             "sent {FANIN_MESSAGES} messages and done ({retries} retries on a full queue)"
         );
         Ok(())
+    }
+}
+
+/// What one worker did, for its closing line.
+#[derive(Default)]
+struct WorkerTally {
+    acked: u64,
+    redelivered: u64,
+    nacked: u64,
+    dead_lettered: u64,
+    taken_back: u64,
+    receipt_retries: u64,
+}
+
+impl Ctx {
+    /// Worker 1: takes one task and "crashes" before acking it: it waits
+    /// for the parent's SIGKILL. Once it has said which task it holds, it
+    /// attaches a subscriber on [`CONTROL`]: the parent's cue that it may
+    /// kill it (the line is in the pipe by then).
+    fn doomed_worker(&self) -> Res {
+        let node = self.node("worker-1")?;
+        let tasks = node.open_exchange(TASKS)?;
+        let worker = tasks.worker(PREFETCH)?;
+        say!(self, "attached (prefetch limit {PREFETCH})");
+        let task = worker
+            .take_timeout(self.timeout())
+            .context(|| "waiting for a task".into())?;
+        say!(
+            self,
+            "took task {} ({}); crashing before acking it",
+            task.tag(),
+            text(&task)
+        );
+        let _cue = node.open_exchange(CONTROL)?.subscriber("w1.*", 1)?;
+        std::thread::sleep(self.timeout());
+        fail("was meant to be killed by now".into())
+    }
+
+    /// Workers 2 and 3: wait for `w<index>.go` on [`CONTROL`], then take
+    /// tasks up to the prefetch limit, "work" on each ([`WORK`]) and ack it,
+    /// sending a receipt (the task's tag) to the parent on [`RECEIPTS`],
+    /// until `w<index>.stop`. Worker 3 nacks its first task with requeue; a
+    /// [`POISON`] task is nacked without requeue (a dead letter).
+    fn worker(&self, index: u32) -> Res {
+        let node = self.node(&format!("worker-{index}"))?;
+        let tasks = node.open_exchange(TASKS)?;
+        let worker = tasks.worker(PREFETCH)?;
+        let control = node
+            .open_exchange(CONTROL)?
+            .subscriber(&format!("w{index}.*"), u64::from(index))?;
+        let receipts_ex = node.open_exchange(RECEIPTS)?;
+        let receipts = receipts_ex.producer()?;
+        say!(self, "attached (prefetch limit {PREFETCH}), waiting for go");
+        let go = control
+            .receive_timeout(self.timeout())
+            .context(|| "waiting for go".into())?;
+        if go.key() != Some(&format!("w{index}.go")) {
+            return fail(format!("expected go, got {go:?}"));
+        }
+        drop(go);
+        let mut set = WaitSet::new();
+        set.add(&worker)?;
+        set.add(&control)?;
+        let mut tally = WorkerTally::default();
+        let mut nack_first = index == 3;
+        let mut showed_limit = false;
+        let mut held: Vec<Delivery<'_>> = Vec::new();
+        let mut idle_since = Instant::now();
+        loop {
+            if let Some(msg) = control.try_receive()? {
+                if msg.key() == Some(&format!("w{index}.stop")) {
+                    break;
+                }
+                return fail(format!("unexpected control message {msg:?}"));
+            }
+            // Take what is ready, up to the prefetch limit.
+            while let Some(d) = worker.try_take()? {
+                held.push(d);
+            }
+            if held.is_empty() {
+                if idle_since.elapsed() >= self.timeout() {
+                    return fail("no task and no stop for too long".into());
+                }
+                // Wake on a task or a control message; the short slice
+                // lets `try_take` sweep deliveries past their ack timeout.
+                match set.wait(Some(Duration::from_millis(50))) {
+                    Ok(_) | Err(WaitError::Timeout) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !showed_limit && held.len() as u32 >= PREFETCH {
+                showed_limit = true;
+                match worker.take_timeout(Duration::ZERO) {
+                    Err(RecvError::PrefetchLimit { limit }) => say!(
+                        self,
+                        "holding {} unacked tasks: at the prefetch limit, take() refuses (limit {limit})",
+                        held.len()
+                    ),
+                    Ok(d) => {
+                        return fail(format!(
+                            "took task {} beyond the prefetch limit ({} held)",
+                            d.tag(),
+                            held.len()
+                        ))
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let deadline = Instant::now() + self.timeout();
+            for d in held.drain(..) {
+                self.work(index, d, &receipts, deadline, &mut nack_first, &mut tally)?;
+            }
+            idle_since = Instant::now();
+        }
+        say!(
+            self,
+            "stopping: acked {} tasks ({} of them redelivered), nacked {} with requeue, {} to the dead letters, {} taken back after the ack timeout",
+            tally.acked,
+            tally.redelivered,
+            tally.nacked,
+            tally.dead_lettered,
+            tally.taken_back
+        );
+        if tally.receipt_retries > 0 {
+            say!(
+                self,
+                "{} receipt retries on a full queue",
+                tally.receipt_retries
+            );
+        }
+        Ok(())
+    }
+
+    /// Handles one delivery: nack (poison, or worker 3's first), or work and
+    /// ack, then send its receipt. A delivery whose ack timeout passed
+    /// meanwhile is refused ([`TaskError::NotHeld`]): it will be redelivered,
+    /// so it is neither counted nor receipted here.
+    fn work(
+        &self,
+        index: u32,
+        d: Delivery<'_>,
+        receipts: &Producer,
+        deadline: Instant,
+        nack_first: &mut bool,
+        tally: &mut WorkerTally,
+    ) -> Res {
+        let (tag, what, deliveries) = (d.tag(), text(&d), d.deliveries());
+        let again = if d.redelivered() {
+            format!(", redelivered: delivery {deliveries}")
+        } else {
+            String::new()
+        };
+        let outcome = if d[..] == *POISON {
+            let r = d.nack(false);
+            if r.is_ok() {
+                tally.dead_lettered += 1;
+                say!(
+                    self,
+                    "task {tag} ({what}) is poison: nacked without requeue -> dead letter"
+                );
+            }
+            r
+        } else if *nack_first {
+            *nack_first = false;
+            let r = d.nack(true);
+            if r.is_ok() {
+                tally.nacked += 1;
+                say!(
+                    self,
+                    "nacked task {tag} ({what}{again}) with requeue: giving it back"
+                );
+            }
+            r
+        } else {
+            std::thread::sleep(WORK);
+            let r = d.ack();
+            if r.is_ok() {
+                tally.acked += 1;
+                if !again.is_empty() {
+                    tally.redelivered += 1;
+                }
+                if tally.acked <= SHOWN_ACKS || !again.is_empty() {
+                    say!(self, "acked task {tag} ({what}{again})");
+                }
+                send(
+                    receipts,
+                    tag,
+                    &index.to_le_bytes(),
+                    deadline,
+                    &mut tally.receipt_retries,
+                )?;
+            }
+            r
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(TaskError::NotHeld { task }) => {
+                tally.taken_back += 1;
+                say!(
+                    self,
+                    "task {tag} ({task}): its ack timeout passed, taken back for redelivery"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! `shmex demo`: the three patterns between real processes.
+//! `shmex demo`: the messaging patterns between real processes.
 //!
 //! The parent joins a fresh namespace (`demo-<pid>` by default), creates each
 //! scenario's exchanges, and starts the roles as child processes: this very
@@ -19,13 +19,44 @@
 //!    their pattern matches, in order; then a ping-pong over two exchanges
 //!    (publisher → the first subscriber → publisher) for a round-trip median;
 //! 3. fan-in: three producers, one consumer that checks per-producer order
-//!    and counts, and reports the throughput.
+//!    and counts, and reports the throughput;
+//! 4. task distribution ([`tasks`]): a task queue, three workers; one is
+//!    killed holding a task, one nacks a task; every task is acked exactly
+//!    once. `shmex demo tasks` runs only this one, and with `--json` prints
+//!    its figures as one JSON object on stdout (everything else then goes to
+//!    stderr).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set under `--json`: the report goes to stderr, stdout carries only the
+/// JSON object.
+static REPORT_TO_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// Prints one line of the parent's report (or a relayed child line): on
+/// stdout, or on stderr under `--json`. Output errors are ignored, so the
+/// demo still finishes (and cleans up) when its output is closed.
+pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = if REPORT_TO_STDERR.load(Ordering::Relaxed) {
+        writeln!(std::io::stderr().lock(), "{args}")
+    } else {
+        writeln!(std::io::stdout().lock(), "{args}")
+    };
+}
+
+/// `println!` for the parent's report, see [`print_line`].
+macro_rules! report {
+    ($($arg:tt)*) => {
+        $crate::demo::print_line(format_args!($($arg)*))
+    };
+}
 
 pub mod child;
 mod stats;
 mod supervise;
+mod tasks;
 
-use crate::args::{Args, NamespaceArgs, UsageError};
+use crate::args::{Args, Item, NamespaceArgs, UsageError};
 use shmex::{Exchange, Limits, Namespace, Node, Pattern};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -42,7 +73,9 @@ const RESULT_PREFIX: &str = "result: ";
 /// Help text of `shmex demo`.
 pub const HELP: &str = "\
 Usage: shmex demo [--namespace NS] [--root DIR] [--requests N] [--spin-us US]
-                  [--timeout SECS]
+                  [--tasks N] [--dead-letter] [--timeout SECS]
+       shmex demo tasks [--json] [--namespace NS] [--root DIR] [--tasks N]
+                  [--dead-letter] [--timeout SECS]
 
 Runs each messaging pattern end to end between real processes (this binary,
 re-executed as children) and prints what every process sends and receives:
@@ -52,16 +85,32 @@ re-executed as children) and prints what every process sends and receives:
                      #.temp; median ping-pong round trip over two exchanges
   fan-in             three producers, one consumer; per-producer order and
                      counts checked; throughput
+  task distribution  N tasks, three workers (prefetch limit 2, ack timeout
+                     400 ms): worker-1 takes a task and is killed (SIGKILL)
+                     before acking it, worker-3 nacks one with requeue; both
+                     tasks are redelivered and every task is acked exactly
+                     once (checked against the workers' receipts)
 
-The demo fails (exit status 1) when any process fails, a check does not hold,
-a scenario exceeds its timeout (its processes are killed) or a segment file
-is left behind.
+`shmex demo tasks` runs only the task distribution; with --json it prints
+one JSON object on stdout (the report goes to stderr):
+  {\"submitted\", \"acked\", \"per_worker\": [acked by worker-1, -2, -3],
+   \"redelivered\", \"dead_lettered\", \"prefetch_limit\", \"max_in_flight_seen\"}
+
+The demo fails (exit status 1) when any process fails, a check does not hold
+(a task lost or acked twice, a worker above its prefetch limit, a chunk or
+port not returned), a scenario exceeds its timeout (its processes are
+killed) or a segment file is left behind.
 
 Options:
   -n, --namespace NS  namespace to run in; must be unused (default: demo-<pid>)
   --root DIR          folder of the segment files (default: $SHMEX_ROOT, else /dev/shm)
   --requests N        round trips per latency figure (default 20000)
   --spin-us US        how long receivers busy-poll before sleeping (default 100000)
+  --tasks N           tasks of the task distribution (default 30)
+  --dead-letter       also submit a poison task, which a worker nacks without
+                      requeue: it ends on the dead-letter queue (submitted =
+                      acked + dead_lettered)
+  --json              (demo tasks only) print the figures as JSON on stdout
   --timeout SECS      time limit of each scenario (default 30)
   -h, --help          print this help
 ";
@@ -73,6 +122,9 @@ const PING: &str = "ping";
 const PONG: &str = "pong";
 const LOGS: &str = "logs";
 const GO: &str = "go";
+const TASKS: &str = "tasks";
+const CONTROL: &str = "control";
+const RECEIPTS: &str = "receipts";
 
 /// The subscribers' topic patterns; subscriber `i` has tag `i`. The first one
 /// also echoes the ping-pong.
@@ -110,6 +162,9 @@ pub enum Role {
     Consumer,
     /// Producer `index` (1-based) of [`LOGS`].
     Producer { index: u32 },
+    /// Worker `index` (1-based) of [`TASKS`]: 1 takes a task and waits to be
+    /// killed, 2 and 3 work until told to stop; 3 nacks its first task.
+    Worker { index: u32 },
 }
 
 impl Role {
@@ -122,6 +177,7 @@ impl Role {
             Role::Publisher { .. } => "publisher".into(),
             Role::Consumer => "consumer".into(),
             Role::Producer { index } => format!("producer-{index}"),
+            Role::Worker { index } => format!("worker-{index}"),
         }
     }
 }
@@ -157,6 +213,7 @@ impl ChildArgs {
             Role::Publisher { round_trips } => vec!["publisher".into(), round_trips.to_string()],
             Role::Consumer => vec!["consumer".into()],
             Role::Producer { index } => vec!["producer".into(), index.to_string()],
+            Role::Worker { index } => vec!["worker".into(), index.to_string()],
         };
         v.extend(role);
         v
@@ -192,6 +249,9 @@ impl ChildArgs {
             ["producer", i] => Role::Producer {
                 index: num(i)? as u32,
             },
+            ["worker", i] => Role::Worker {
+                index: num(i)? as u32,
+            },
             _ => return Err(format!("unknown role {role:?}")),
         };
         Ok(ChildArgs {
@@ -208,7 +268,18 @@ struct Options {
     requests: u32,
     spin: Duration,
     timeout: Duration,
+    /// `shmex demo tasks`: only the task distribution.
+    tasks_only: bool,
+    /// `--json` (tasks only): the figures as one JSON object on stdout.
+    json: bool,
+    /// Tasks of the task distribution.
+    tasks: u32,
+    /// Also submit a poison task that ends as a dead letter.
+    dead_letter: bool,
 }
+
+/// Most tasks `--tasks` accepts (the ledger holds them all at once).
+const MAX_TASKS: u64 = 10_000;
 
 fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
     let mut args = Args::new(args);
@@ -216,7 +287,23 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
     let mut requests = 20_000;
     let mut spin_us = 100_000;
     let mut timeout = 30;
-    while let Some(opt) = args.next_opt()? {
+    let mut tasks_only = false;
+    let mut json = false;
+    let mut tasks = 30;
+    let mut dead_letter = false;
+    let mut first = true;
+    while let Some(item) = args.next_item() {
+        let opt = match item {
+            // The one sub-mode, only as the first argument.
+            Item::Positional(p) if first && p == "tasks" => {
+                tasks_only = true;
+                first = false;
+                continue;
+            }
+            Item::Positional(p) => return Err(UsageError(format!("unexpected argument {p:?}"))),
+            Item::Opt(opt) => opt,
+        };
+        first = false;
         if ns.accept(&mut args, &opt)? {
             continue;
         }
@@ -224,9 +311,23 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
             "--requests" => requests = args.number(&opt, 1, 10_000_000)? as u32,
             "--spin-us" => spin_us = args.number(&opt, 0, 10_000_000)?,
             "--timeout" => timeout = args.number(&opt, 1, 3600)?,
+            "--tasks" => tasks = args.number(&opt, 1, MAX_TASKS)? as u32,
+            "--dead-letter" => {
+                opt.flag()?;
+                dead_letter = true;
+            }
+            "--json" => {
+                opt.flag()?;
+                json = true;
+            }
             "-h" | "--help" => return Ok(None),
             _ => return Err(opt.unknown()),
         }
+    }
+    if json && !tasks_only {
+        return Err(UsageError(
+            "--json is for `shmex demo tasks` only".to_string(),
+        ));
     }
     // A fresh namespace unless one is named explicitly: SHMEX_NAMESPACE is
     // for joining existing namespaces, the demo wants one to itself.
@@ -239,6 +340,10 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
         requests,
         spin: Duration::from_micros(spin_us),
         timeout: Duration::from_secs(timeout),
+        tasks_only,
+        json,
+        tasks,
+        dead_letter,
     }))
 }
 
@@ -248,8 +353,10 @@ pub fn run(args: Vec<String>) -> ExitCode {
         Ok(o) => o,
         Err(status) => return status,
     };
+    REPORT_TO_STDERR.store(opts.json, Ordering::Relaxed);
     let demo = Demo {
         results: Arc::default(),
+        tasks: Mutex::new(None),
         opts,
     };
     let ns = &demo.opts.namespace;
@@ -263,7 +370,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    println!(
+    report!(
         "[demo] namespace {} in {}, {} CPUs",
         ns.name,
         ns.root.display(),
@@ -276,15 +383,21 @@ pub fn run(args: Vec<String>) -> ExitCode {
         .create()
     {
         Ok(node) => {
-            let scenarios: [(&str, Scenario); 3] = [
+            let all: [(&str, Scenario); 4] = [
                 ("request-response", Demo::request_response),
                 ("publish-subscribe", Demo::publish_subscribe),
                 ("fan-in", Demo::fan_in),
+                ("task distribution", tasks::scenario),
             ];
-            for (title, scenario) in scenarios {
-                println!("\n== {title} ==");
+            let scenarios = if demo.opts.tasks_only {
+                &all[3..]
+            } else {
+                &all[..]
+            };
+            for &(title, scenario) in scenarios {
+                report!("\n== {title} ==");
                 match scenario(&demo, &node) {
-                    Ok(()) => println!("[demo] {title}: ok"),
+                    Ok(()) => report!("[demo] {title}: ok"),
                     Err(e) => {
                         eprintln!("[demo] {title} FAILED: {e}");
                         failed.push(title);
@@ -302,12 +415,20 @@ pub fn run(args: Vec<String>) -> ExitCode {
     if !check_clean(ns) {
         failed.push("cleanup");
     }
-    println!("\n== summary ==");
+    report!("\n== summary ==");
     for line in demo.results.lock().map(|r| r.clone()).unwrap_or_default() {
-        println!("{line}");
+        report!("{line}");
+    }
+    if demo.opts.json {
+        // The one line on stdout; printed even when a check failed (the
+        // exit status says so), unless the scenario got nowhere near it.
+        match demo.tasks.lock().ok().and_then(|t| t.clone()) {
+            Some(t) => println!("{}", t.json()),
+            None => failed.push("no task figures"),
+        }
     }
     if failed.is_empty() {
-        println!("[demo] all patterns ok");
+        report!("[demo] all patterns ok");
         ExitCode::SUCCESS
     } else {
         eprintln!("[demo] FAILED: {}", failed.join(", "));
@@ -319,7 +440,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
 fn check_clean(ns: &Namespace) -> bool {
     let left = ns.segment_files();
     if left.is_empty() {
-        println!(
+        report!(
             "\n[demo] no segment left in {} for namespace {}",
             ns.root.display(),
             ns.name
@@ -342,6 +463,8 @@ struct Demo {
     opts: Options,
     /// `result:` lines of the children, for the summary.
     results: Arc<Mutex<Vec<String>>>,
+    /// The task distribution's figures, for `--json`.
+    tasks: Mutex<Option<tasks::TaskReport>>,
 }
 
 impl Demo {
@@ -419,7 +542,7 @@ impl Demo {
         {
             let starter = go.publisher().map_err(|e| e.to_string())?;
             let sent = starter.publish("go", b"go").map_err(|e| e.to_string())?;
-            println!("[demo] go: released {} producers", sent.delivered);
+            report!("[demo] go: released {} producers", sent.delivered);
             if sent.delivered != PRODUCERS {
                 return Err(format!(
                     "go reached {} producers, expected {PRODUCERS}",
@@ -443,7 +566,7 @@ fn create(node: &Node, name: &str, pattern: Pattern) -> Result<Exchange, String>
 /// must be back in the pool.
 fn check_idle(ex: &Exchange) -> Result<(), String> {
     let (ports, free, total) = (ex.ports(), ex.chunks_free(), ex.limits().chunk_count);
-    println!(
+    report!(
         "[demo] exchange {}: {ports} ports attached, {free}/{total} chunks free",
         ex.name()
     );
@@ -480,6 +603,7 @@ mod tests {
             Role::Publisher { round_trips: 9 },
             Role::Consumer,
             Role::Producer { index: 3 },
+            Role::Worker { index: 2 },
         ];
         for role in roles {
             let a = ChildArgs {

@@ -3,7 +3,8 @@
 //! for conditions in shared memory, and reaping them with a deadline.
 //!
 //! Every child's stdout is piped through a relay thread that prints each line
-//! as it arrives and keeps the `result:` lines for the summary. Hang
+//! as it arrives (on our stdout, or stderr under `--json`) and keeps the
+//! `result:` lines for the summary. Hang
 //! protection: every wait has the scenario's deadline; past it, or as soon
 //! as one child fails, the remaining children are killed and reaped (a
 //! reaped child no longer counts as a live holder of any segment, so the
@@ -17,7 +18,7 @@
 //! would be left to clean up.)
 
 use super::{ChildArgs, RESULT_PREFIX};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -61,8 +62,8 @@ impl Children {
     }
 
     /// Starts a child with `args`, joined to the demo's namespace through
-    /// `SHMEX_NAMESPACE` / `SHMEX_ROOT`.
-    pub fn spawn(&mut self, args: &ChildArgs) -> Result<(), String> {
+    /// `SHMEX_NAMESPACE` / `SHMEX_ROOT`. Returns its pid.
+    pub fn spawn(&mut self, args: &ChildArgs) -> Result<u32, String> {
         let label = args.role.label();
         let mut child = Command::new(self_exe()?)
             .args(args.to_argv())
@@ -78,13 +79,38 @@ impl Children {
             let results = self.results.clone();
             std::thread::spawn(move || relay(out, &results))
         });
+        let pid = child.id();
         self.running.push(Running {
             label,
             child,
             status: None,
             relay,
         });
-        Ok(())
+        Ok(pid)
+    }
+
+    /// Kills child `pid` with SIGKILL on purpose (a simulated crash) and
+    /// reaps it; [`finish`](Self::finish) then no longer waits for it nor
+    /// counts it as a failure. Returns its exit status.
+    pub fn kill(&mut self, pid: u32) -> Result<ExitStatus, String> {
+        let r = self
+            .running
+            .iter_mut()
+            .find(|r| r.child.id() == pid && r.status.is_none())
+            .ok_or_else(|| format!("no running child with pid {pid}"))?;
+        r.child
+            .kill()
+            .map_err(|e| format!("cannot kill {}: {e}", r.label))?;
+        let status = r
+            .child
+            .wait()
+            .map_err(|e| format!("cannot reap {}: {e}", r.label))?;
+        r.status = Some(status);
+        // Its output ends with it: relay all of it before the parent goes on.
+        if let Some(h) = r.relay.take() {
+            let _ = h.join();
+        }
+        Ok(status)
     }
 
     /// Polls `ready` until it holds. Fails when a child exits first (the
@@ -94,7 +120,7 @@ impl Children {
             if ready() {
                 return Ok(());
             }
-            for r in &mut self.running {
+            for r in self.running.iter_mut().filter(|r| r.status.is_none()) {
                 if let Some(status) = r.child.try_wait().map_err(|e| e.to_string())? {
                     r.status = Some(status);
                     return Err(format!(
@@ -206,7 +232,7 @@ fn relay(out: std::process::ChildStdout, results: &Mutex<Vec<String>>) {
                 r.push(result.to_string());
             }
         }
-        // Keep draining the child even if our own stdout is closed.
-        let _ = writeln!(std::io::stdout().lock(), "{line}");
+        // Keep draining the child even if our own output is closed.
+        super::print_line(format_args!("{line}"));
     }
 }
