@@ -183,9 +183,8 @@ impl ExchangeInner {
     /// Takes back every delivery whose ack deadline passed, at most every
     /// few milliseconds across all workers (the sweeper wins a CAS on the
     /// header's last-sweep time). Inside an operation.
-    fn sweep_expired(&self) {
+    fn sweep_expired(&self, now: u64) {
         let Some(h) = self.task_header() else { return };
-        let now = now_ms();
         let interval = (self.ack_timeout_ms() / 8).clamp(1, 100);
         let last = h.last_sweep_ms.load(Ordering::Relaxed);
         if now < last.saturating_add(interval)
@@ -316,8 +315,15 @@ impl ExchangeInner {
     }
 }
 
+/// Milliseconds since the epoch from the coarse clock (a few ns instead of a
+/// full clock read per take; its resolution, a few ms, is far below any ack
+/// timeout). Deadlines compare across processes, so it is the real-time one.
 fn now_ms() -> u64 {
-    crate::node::now_ms()
+    use nix::time::{clock_gettime, ClockId};
+    match clock_gettime(ClockId::CLOCK_REALTIME_COARSE) {
+        Ok(t) => (t.tv_sec() as u64).saturating_mul(1000) + t.tv_nsec() as u64 / 1_000_000,
+        Err(_) => crate::node::now_ms(),
+    }
 }
 
 /// Pushes a ledger index on a task queue. A queue never fills (it has a slot
@@ -494,7 +500,7 @@ impl Submitter {
                 return Err(SendError::QueueFull);
             }
             if let Ok(_op) = self.core.enter() {
-                self.core.ex.sweep_expired();
+                self.core.ex.sweep_expired(now_ms());
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(1));
@@ -577,7 +583,8 @@ impl Worker {
     pub fn try_take(&self) -> Result<Option<Delivery<'_>>, RecvError> {
         let ex: &ExchangeInner = &self.core.ex;
         let _op = self.core.enter()?;
-        ex.sweep_expired();
+        let now = now_ms();
+        ex.sweep_expired(now);
         let me = self.core.index;
         let line = &ex
             .port(me)
@@ -586,7 +593,7 @@ impl Worker {
         if line.held.load(Ordering::Acquire) >= self.prefetch {
             return Ok(None);
         }
-        let deadline = now_ms().saturating_add(ex.ack_timeout_ms());
+        let deadline = now.saturating_add(ex.ack_timeout_ms());
         let mut bounced = None;
         for p in (0..PRIORITIES).rev() {
             let Some(queue) = ex.task_queue(READY_QUEUE + usize::from(p)) else {
