@@ -426,6 +426,10 @@ pub enum StreamError {
     /// The client's port closed, or its process died.
     #[error("the client is gone")]
     ClientGone,
+    /// The request is a plain one ([`Client::request`](crate::Client::request)):
+    /// its client reserved room for one response, not for a stream.
+    #[error("the request is not a stream request")]
+    NotAStreamRequest,
     /// Every stream slot of the client is taken (it receives
     /// `STREAM_SLOTS` streams at once).
     #[error("the client already receives its maximum of streams")]

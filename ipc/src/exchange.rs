@@ -1643,6 +1643,13 @@ impl Drop for PortCore {
         for w in self.ex.holdings(self.index).unwrap_or(&[]) {
             w.store(0, Ordering::Relaxed);
         }
+        // Streams to this port end with it (their servers see the client
+        // gone); the next port in the slot starts with none.
+        for i in 0..crate::layout::STREAM_SLOTS {
+            if let Some(s) = self.ex.stream_slot(self.index, i) {
+                s.state.store(crate::layout::STREAM_FREE, Ordering::Release);
+            }
+        }
         drop(guard);
     }
 }

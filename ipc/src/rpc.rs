@@ -525,7 +525,7 @@ impl Server {
     pub fn check_clients(&self) -> Vec<u64> {
         let mut gone = Vec::new();
         self.conversations.borrow_mut().retain(|c| {
-            let alive = crate::sys::process_alive(c.pid, c.start_time);
+            let alive = self.client_present(c);
             if !alive {
                 gone.push(c.tag);
             }
@@ -534,12 +534,17 @@ impl Server {
         gone
     }
 
+    /// True while a conversation's client port is attached and its process
+    /// alive.
+    fn client_present(&self, c: &Conversation) -> bool {
+        self.core.ex.reply_target(c.client).is_some()
+            && crate::sys::process_alive(c.pid, c.start_time)
+    }
+
     /// Reports one conversation whose client died, if any.
     fn fail_gone_client(&self) -> Option<RecvError> {
         let mut c = self.conversations.borrow_mut();
-        let i = c
-            .iter()
-            .position(|c| !crate::sys::process_alive(c.pid, c.start_time))?;
+        let i = c.iter().position(|c| !self.client_present(c))?;
         let gone = c.swap_remove(i);
         Some(RecvError::RequestFailed {
             tag: gone.tag,
@@ -607,6 +612,19 @@ impl Server {
 }
 
 waitable!(Server);
+
+impl Drop for Server {
+    /// Conversations waiting for a client's answer end: each client is told
+    /// (`RequestFailed` with `ServerGone`).
+    fn drop(&mut self) {
+        let ex: &ExchangeInner = &self.core.ex;
+        if let Ok(_op) = self.core.enter() {
+            for c in self.conversations.borrow().iter() {
+                ex.fail_request(c.client, c.tag, FailReason::ServerGone);
+            }
+        }
+    }
+}
 
 /// A request held by a server. Answer it once with [`respond`](Self::respond)
 /// or [`respond_loan`](Self::respond_loan), with a chunked response
@@ -720,15 +738,22 @@ impl<'a> Request<'a> {
 
     /// Answers with a chunked response: a [`ResponseStream`] that pushes
     /// chunks straight into the client's inbox, at most the window the client
-    /// asked for ([`Client::request_stream`]; 1 for a plain request) not yet
-    /// released by it. Fails with [`StreamError::TooManyStreams`] when the
-    /// client already receives [`STREAM_SLOTS`] streams, and
-    /// [`StreamError::ClientGone`].
+    /// asked for ([`Client::request_stream`]) not yet released by it. Fails
+    /// with [`StreamError::NotAStreamRequest`] for a plain request (its
+    /// client reserved room for one response only),
+    /// [`StreamError::TooManyStreams`] when the client already receives
+    /// [`STREAM_SLOTS`] streams, and [`StreamError::ClientGone`]; the
+    /// request is then dropped unanswered and its client told
+    /// ([`FailReason::Unanswered`]).
     ///
+    /// [`StreamError::NotAStreamRequest`]: crate::StreamError::NotAStreamRequest
     /// [`StreamError::TooManyStreams`]: crate::StreamError::TooManyStreams
     /// [`StreamError::ClientGone`]: crate::StreamError::ClientGone
     pub fn respond_stream(mut self) -> Result<ResponseStream<'a>, crate::StreamError> {
-        self.answered = true;
+        // On error the request drops unanswered: the client is told.
+        if self.stream_window() == 0 {
+            return Err(crate::StreamError::NotAStreamRequest);
+        }
         let ex = self.ex();
         let server = self.server;
         let _op = ex
@@ -754,8 +779,9 @@ impl<'a> Request<'a> {
             {
                 continue;
             }
+            self.answered = true;
             let generation = slot.generation.load(Ordering::Relaxed).wrapping_add(1);
-            let window = self.stream_window().max(1);
+            let window = self.stream_window();
             slot.generation.store(generation, Ordering::Relaxed);
             slot.window.store(window, Ordering::Relaxed);
             slot.server_node.store(ex.node.index, Ordering::Relaxed);
@@ -940,7 +966,7 @@ impl<'a> ResponseStream<'a> {
             match self.blocked() {
                 None => return Ok(()),
                 Some(Blocked::Cancelled) => {
-                    self.finish(FLAG_FAILED, FailReason::Aborted.code());
+                    let _ = self.finish(FLAG_FAILED, FailReason::Aborted.code());
                     return Err(E::Cancelled);
                 }
                 Some(Blocked::ClientGone) => {
@@ -1002,10 +1028,12 @@ impl<'a> ResponseStream<'a> {
         }
     }
 
-    /// Sends the end marker (best effort) and marks the stream done.
-    fn finish(&mut self, flags: u32, code: u32) {
+    /// Sends the end (or abort) marker and marks the stream done. The
+    /// client reserved room for it, so it fails only when the client is
+    /// gone or does not receive for seconds.
+    fn finish(&mut self, flags: u32, code: u32) -> Result<(), crate::StreamError> {
         if self.done {
-            return;
+            return Ok(());
         }
         self.done = true;
         let d = Descriptor {
@@ -1015,9 +1043,12 @@ impl<'a> ResponseStream<'a> {
             tag: self.tag,
             meta: u64::from(self.slot) | u64::from(self.generation) << 32,
         };
-        if let Ok(_op) = self.server.core.enter() {
-            let _ = self.push(&d, Some(SERVER_CHECK_INTERVAL * 10));
-        }
+        let _op = self
+            .server
+            .core
+            .enter()
+            .map_err(|e| crate::StreamError::Send(e.into()))?;
+        self.push(&d, Some(SERVER_CHECK_INTERVAL * 50))
     }
 
     /// Ends the stream: the client receives the end marker after the last
@@ -1026,7 +1057,7 @@ impl<'a> ResponseStream<'a> {
         use crate::StreamError as E;
         match self.blocked() {
             Some(Blocked::Cancelled) => {
-                self.finish(FLAG_FAILED, FailReason::Aborted.code());
+                let _ = self.finish(FLAG_FAILED, FailReason::Aborted.code());
                 return Err(E::Cancelled);
             }
             Some(Blocked::ClientGone) => {
@@ -1035,20 +1066,19 @@ impl<'a> ResponseStream<'a> {
             }
             _ => {}
         }
-        self.finish(FLAG_END, 0);
-        Ok(())
+        self.finish(FLAG_END, 0)
     }
 
     /// Aborts the stream: the client gets [`RecvError::RequestFailed`] with
     /// [`FailReason::Aborted`] after the chunks already sent.
     pub fn abort(mut self) {
-        self.finish(FLAG_FAILED, FailReason::Aborted.code());
+        let _ = self.finish(FLAG_FAILED, FailReason::Aborted.code());
     }
 }
 
 impl Drop for ResponseStream<'_> {
     fn drop(&mut self) {
-        self.finish(FLAG_FAILED, FailReason::Aborted.code());
+        let _ = self.finish(FLAG_FAILED, FailReason::Aborted.code());
     }
 }
 
