@@ -26,7 +26,7 @@ use std::error::Error;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-type Res = Result<(), Box<dyn Error>>;
+pub(super) type Res = Result<(), Box<dyn Error>>;
 
 /// Requests with tags up to this one are printed; later ones are measured.
 const SHOWN: u64 = 3;
@@ -36,7 +36,7 @@ const WARMUP: u64 = 1_000;
 /// short, see [`Ctx::budget`]).
 const BUDGET: Duration = Duration::from_secs(3);
 /// Tag of the last request, answered by the server before it exits.
-const GOODBYE: u64 = u64::MAX;
+pub(super) const GOODBYE: u64 = u64::MAX;
 /// Tag of a producer's last message.
 const DONE: u64 = u64::MAX;
 /// Payload of the last ping.
@@ -64,6 +64,10 @@ pub fn run(args: Vec<String>) -> ExitCode {
         Role::Producer { index } => ctx.producer(index),
         Role::Worker { index: 1 } => ctx.doomed_worker(),
         Role::Worker { index } => ctx.worker(index),
+        Role::StreamServer => ctx.stream_server(),
+        Role::StreamClient { mib } => ctx.stream_client(mib),
+        Role::DialogueServer => ctx.dialogue_server(),
+        Role::DialogueClient => ctx.dialogue_client(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -74,38 +78,24 @@ pub fn run(args: Vec<String>) -> ExitCode {
     }
 }
 
-/// A child's identity and settings.
-struct Ctx {
-    label: String,
-    args: ChildArgs,
-}
-
-/// Prints a line prefixed with the child's role. Output errors are ignored:
-/// a child whose parent died (closing the pipe) still finishes its part and
-/// leaves the namespace cleanly instead of panicking.
-macro_rules! say {
-    ($ctx:expr, $($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stdout().lock(),
-            "[{}] {}",
-            $ctx.label,
-            format_args!($($arg)*)
-        );
-    }};
+/// A child's identity and settings. Its lines are printed with `say!`
+/// (prefixed with the role's label).
+pub(super) struct Ctx {
+    pub(super) label: String,
+    pub(super) args: ChildArgs,
 }
 
 /// The payload as text, for printing.
-fn text(bytes: &[u8]) -> String {
+pub(super) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn fail(msg: String) -> Res {
+pub(super) fn fail(msg: String) -> Res {
     Err(msg.into())
 }
 
 /// Says what was being done when an error happened.
-trait Context<T> {
+pub(super) trait Context<T> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T, Box<dyn Error>>;
 }
 
@@ -117,11 +107,11 @@ impl<T, E: std::fmt::Display> Context<T> for Result<T, E> {
 
 impl Ctx {
     /// Joins the namespace as node `name`.
-    fn node(&self, name: &str) -> Result<Node, Box<dyn Error>> {
+    pub(super) fn node(&self, name: &str) -> Result<Node, Box<dyn Error>> {
         Ok(Node::builder(name).spin(self.args.spin).create()?)
     }
 
-    fn timeout(&self) -> Duration {
+    pub(super) fn timeout(&self) -> Duration {
         self.args.timeout
     }
 
@@ -131,8 +121,14 @@ impl Ctx {
     }
 
     /// Prints the figure line the parent collects for its summary.
-    fn result(&self, figure: String) {
+    pub(super) fn result(&self, figure: String) {
         say!(self, "{}{figure}", super::RESULT_PREFIX);
+    }
+
+    /// Prints the figures as one JSON object, for the parent's `--json`
+    /// (the relay keeps the line rather than printing it).
+    pub(super) fn json(&self, object: &str) {
+        say!(self, "{}{object}", super::JSON_PREFIX);
     }
 
     /// Prints a latency figure.

@@ -14,17 +14,29 @@
 //! Scenarios:
 //! 1. request-response: a server and a client; a few printed requests, then
 //!    the median round trip of `--requests` requests (spin mode);
-//! 2. publish-subscribe: a publisher and three subscribers (`sensors.*`,
+//! 2. chunked response ([`stream`]): a server streams a file-like response
+//!    of `--stream-mib` MiB in chunks written in place, under a
+//!    flow-control window; the client checks every byte in place and reports
+//!    the throughput; then a second stream the client cancels;
+//! 3. dialogue ([`dialogue`]): the server answers a request with questions
+//!    (`ask`), the client answers each (`answer`), until a plain response
+//!    ends the conversation; printed turn by turn, tags and turn numbers
+//!    checked on both sides;
+//! 4. publish-subscribe: a publisher and three subscribers (`sensors.*`,
 //!    `sensors.#`, `#.temp`) that each check they got exactly the readings
 //!    their pattern matches, in order; then a ping-pong over two exchanges
 //!    (publisher → the first subscriber → publisher) for a round-trip median;
-//! 3. fan-in: three producers, one consumer that checks per-producer order
+//! 5. fan-in: three producers, one consumer that checks per-producer order
 //!    and counts, and reports the throughput;
-//! 4. task distribution ([`tasks`]): a task queue, three workers; one is
+//! 6. task distribution ([`tasks`]): a task queue, three workers; one is
 //!    killed holding a task, one nacks a task; every task is acked exactly
-//!    once. `shmex demo tasks` runs only this one, and with `--json` prints
-//!    its figures as one JSON object on stdout (everything else then goes to
-//!    stderr).
+//!    once.
+//!
+//! `shmex demo tasks`, `shmex demo stream` and `shmex demo dialogue` run only
+//! scenario 6, 2 or 3, and with `--json` print its figures as one JSON
+//! object on stdout (everything else then goes to stderr). Figures a child
+//! measured reach the parent as a `json: {...}` line of its output, which
+//! the relay keeps instead of printing ([`JSON_PREFIX`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -51,8 +63,26 @@ macro_rules! report {
     };
 }
 
+/// `println!` for a child's output, prefixed with its role: `[label] ...`.
+/// Output errors are ignored: a child whose parent died (closing the pipe)
+/// still finishes its part and leaves the namespace cleanly instead of
+/// panicking.
+macro_rules! say {
+    ($ctx:expr, $($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "[{}] {}",
+            $ctx.label,
+            format_args!($($arg)*)
+        );
+    }};
+}
+
 pub mod child;
+mod dialogue;
 mod stats;
+mod stream;
 mod supervise;
 mod tasks;
 
@@ -70,17 +100,36 @@ pub const CHILD_COMMAND: &str = "__child";
 /// carries a figure for the summary.
 const RESULT_PREFIX: &str = "result: ";
 
+/// Starts the text (after the `[role] ` prefix) of a child's output line that
+/// carries its figures as one JSON object, for `--json`: kept by the relay,
+/// not printed.
+const JSON_PREFIX: &str = "json: ";
+
 /// Help text of `shmex demo`.
 pub const HELP: &str = "\
 Usage: shmex demo [--namespace NS] [--root DIR] [--requests N] [--spin-us US]
-                  [--tasks N] [--dead-letter] [--timeout SECS]
+                  [--stream-mib N] [--tasks N] [--dead-letter] [--timeout SECS]
        shmex demo tasks [--json] [--namespace NS] [--root DIR] [--tasks N]
                   [--dead-letter] [--timeout SECS]
+       shmex demo stream [--json] [--namespace NS] [--root DIR]
+                  [--stream-mib N] [--timeout SECS]
+       shmex demo dialogue [--json] [--namespace NS] [--root DIR]
+                  [--timeout SECS]
 
 Runs each messaging pattern end to end between real processes (this binary,
 re-executed as children) and prints what every process sends and receives:
 
   request-response   one server, one client; median round trip (spin mode)
+  chunked response   a server answers a stream request with a file-like
+                     stream of --stream-mib MiB in 256 KiB chunks written in
+                     place (window 8); the client checks every byte in place
+                     and reports chunks, bytes, seconds and GB/s (sleep
+                     mode: --spin-us does not apply); then it cancels a
+                     second stream after 4 chunks
+  dialogue           the server answers a request with questions (ask), the
+                     client answers each (answer): 5 turns under one tag,
+                     printed turn by turn, closed by a plain response; tags
+                     and turn numbers checked on both sides
   publish-subscribe  one publisher, subscribers on sensors.*, sensors.# and
                      #.temp; median ping-pong round trip over two exchanges
   fan-in             three producers, one consumer; per-producer order and
@@ -91,14 +140,22 @@ re-executed as children) and prints what every process sends and receives:
                      tasks are redelivered and every task is acked exactly
                      once (checked against the workers' receipts)
 
-`shmex demo tasks` runs only the task distribution; with --json it prints
-one JSON object on stdout (the report goes to stderr):
-  {\"submitted\", \"acked\", \"per_worker\": [acked by worker-1, -2, -3],
-   \"redelivered\", \"dead_lettered\", \"prefetch_limit\", \"max_in_flight_seen\"}
+`shmex demo tasks`, `shmex demo stream` and `shmex demo dialogue` run only
+that scenario; with --json each prints one JSON object on stdout (the report
+goes to stderr):
+  tasks:    {\"submitted\", \"acked\", \"per_worker\": [acked by worker-1, -2, -3],
+             \"redelivered\", \"dead_lettered\", \"prefetch_limit\",
+             \"max_in_flight_seen\"}
+  stream:   {\"tag\", \"bytes\", \"chunks\", \"chunk_size\", \"window\",
+             \"seconds\", \"gb_per_s\", \"verified_bytes\", \"cancelled_tag\",
+             \"cancelled_after_chunks\"}
+  dialogue: {\"tag\", \"turns\", \"questions\", \"answers\", \"closed\",
+             \"nanos_per_round_trip\"}
 
 The demo fails (exit status 1) when any process fails, a check does not hold
-(a task lost or acked twice, a worker above its prefetch limit, a chunk or
-port not returned), a scenario exceeds its timeout (its processes are
+(a task lost or acked twice, a worker above its prefetch limit, a byte of
+the stream not as written, a tag or turn out of place in the dialogue, a
+chunk or port not returned), a scenario exceeds its timeout (its processes are
 killed) or a segment file is left behind.
 
 Options:
@@ -106,11 +163,13 @@ Options:
   --root DIR          folder of the segment files (default: $SHMEX_ROOT, else /dev/shm)
   --requests N        round trips per latency figure (default 20000)
   --spin-us US        how long receivers busy-poll before sleeping (default 100000)
+  --stream-mib N      size of the chunked response in MiB (default 64)
   --tasks N           tasks of the task distribution (default 30)
   --dead-letter       also submit a poison task, which a worker nacks without
                       requeue: it ends on the dead-letter queue (submitted =
                       acked + dead_lettered)
-  --json              (demo tasks only) print the figures as JSON on stdout
+  --json              (demo tasks, stream, dialogue only) print the figures as
+                      JSON on stdout
   --timeout SECS      time limit of each scenario (default 30)
   -h, --help          print this help
 ";
@@ -125,6 +184,8 @@ const GO: &str = "go";
 const TASKS: &str = "tasks";
 const CONTROL: &str = "control";
 const RECEIPTS: &str = "receipts";
+const STREAM: &str = "stream";
+const DIALOGUE: &str = "dialogue";
 
 /// The subscribers' topic patterns; subscriber `i` has tag `i`. The first one
 /// also echoes the ping-pong.
@@ -165,6 +226,16 @@ pub enum Role {
     /// Worker `index` (1-based) of [`TASKS`]: 1 takes a task and waits to be
     /// killed, 2 and 3 work until told to stop; 3 nacks its first task.
     Worker { index: u32 },
+    /// Answers stream requests on [`STREAM`] with chunked responses until
+    /// the client says goodbye.
+    StreamServer,
+    /// Requests a stream of `mib` MiB on [`STREAM`] and checks every byte;
+    /// then cancels a second one.
+    StreamClient { mib: u32 },
+    /// Holds the conversation on [`DIALOGUE`]: asks, then responds.
+    DialogueServer,
+    /// Starts the conversation on [`DIALOGUE`] and answers every question.
+    DialogueClient,
 }
 
 impl Role {
@@ -178,6 +249,10 @@ impl Role {
             Role::Consumer => "consumer".into(),
             Role::Producer { index } => format!("producer-{index}"),
             Role::Worker { index } => format!("worker-{index}"),
+            Role::StreamServer => "stream-server".into(),
+            Role::StreamClient { .. } => "stream-client".into(),
+            Role::DialogueServer => "dialogue-server".into(),
+            Role::DialogueClient => "dialogue-client".into(),
         }
     }
 }
@@ -214,6 +289,10 @@ impl ChildArgs {
             Role::Consumer => vec!["consumer".into()],
             Role::Producer { index } => vec!["producer".into(), index.to_string()],
             Role::Worker { index } => vec!["worker".into(), index.to_string()],
+            Role::StreamServer => vec!["stream-server".into()],
+            Role::StreamClient { mib } => vec!["stream-client".into(), mib.to_string()],
+            Role::DialogueServer => vec!["dialogue-server".into()],
+            Role::DialogueClient => vec!["dialogue-client".into()],
         };
         v.extend(role);
         v
@@ -252,6 +331,12 @@ impl ChildArgs {
             ["worker", i] => Role::Worker {
                 index: num(i)? as u32,
             },
+            ["stream-server"] => Role::StreamServer,
+            ["stream-client", n] => Role::StreamClient {
+                mib: num(n)? as u32,
+            },
+            ["dialogue-server"] => Role::DialogueServer,
+            ["dialogue-client"] => Role::DialogueClient,
             _ => return Err(format!("unknown role {role:?}")),
         };
         Ok(ChildArgs {
@@ -262,16 +347,38 @@ impl ChildArgs {
     }
 }
 
+/// A scenario `shmex demo` can run alone (`shmex demo tasks`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Only {
+    Tasks,
+    Stream,
+    Dialogue,
+}
+
+impl Only {
+    /// The sub-mode's word on the command line.
+    fn parse(word: &str) -> Option<Only> {
+        match word {
+            "tasks" => Some(Only::Tasks),
+            "stream" => Some(Only::Stream),
+            "dialogue" => Some(Only::Dialogue),
+            _ => None,
+        }
+    }
+}
+
 /// What `shmex demo` was asked for.
 struct Options {
     namespace: Namespace,
     requests: u32,
     spin: Duration,
     timeout: Duration,
-    /// `shmex demo tasks`: only the task distribution.
-    tasks_only: bool,
-    /// `--json` (tasks only): the figures as one JSON object on stdout.
+    /// `shmex demo tasks|stream|dialogue`: only that scenario.
+    only: Option<Only>,
+    /// `--json` (with `only`): the figures as one JSON object on stdout.
     json: bool,
+    /// Size of the chunked response, MiB.
+    stream_mib: u32,
     /// Tasks of the task distribution.
     tasks: u32,
     /// Also submit a poison task that ends as a dead letter.
@@ -280,6 +387,8 @@ struct Options {
 
 /// Most tasks `--tasks` accepts (the ledger holds them all at once).
 const MAX_TASKS: u64 = 10_000;
+/// Largest chunked response `--stream-mib` accepts (64 GiB).
+const MAX_STREAM_MIB: u64 = 65_536;
 
 fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
     let mut args = Args::new(args);
@@ -287,16 +396,17 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
     let mut requests = 20_000;
     let mut spin_us = 100_000;
     let mut timeout = 30;
-    let mut tasks_only = false;
+    let mut only = None;
     let mut json = false;
+    let mut stream_mib = stream::DEFAULT_MIB;
     let mut tasks = 30;
     let mut dead_letter = false;
     let mut first = true;
     while let Some(item) = args.next_item() {
         let opt = match item {
-            // The one sub-mode, only as the first argument.
-            Item::Positional(p) if first && p == "tasks" => {
-                tasks_only = true;
+            // A sub-mode, only as the first argument.
+            Item::Positional(p) if first && Only::parse(&p).is_some() => {
+                only = Only::parse(&p);
                 first = false;
                 continue;
             }
@@ -312,6 +422,7 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
             "--spin-us" => spin_us = args.number(&opt, 0, 10_000_000)?,
             "--timeout" => timeout = args.number(&opt, 1, 3600)?,
             "--tasks" => tasks = args.number(&opt, 1, MAX_TASKS)? as u32,
+            "--stream-mib" => stream_mib = args.number(&opt, 1, MAX_STREAM_MIB)? as u32,
             "--dead-letter" => {
                 opt.flag()?;
                 dead_letter = true;
@@ -324,9 +435,9 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
             _ => return Err(opt.unknown()),
         }
     }
-    if json && !tasks_only {
+    if json && only.is_none() {
         return Err(UsageError(
-            "--json is for `shmex demo tasks` only".to_string(),
+            "--json is for `shmex demo tasks`, `demo stream` and `demo dialogue` only".to_string(),
         ));
     }
     // A fresh namespace unless one is named explicitly: SHMEX_NAMESPACE is
@@ -340,8 +451,9 @@ fn parse(args: Vec<String>) -> Result<Option<Options>, UsageError> {
         requests,
         spin: Duration::from_micros(spin_us),
         timeout: Duration::from_secs(timeout),
-        tasks_only,
+        only,
         json,
+        stream_mib,
         tasks,
         dead_letter,
     }))
@@ -356,6 +468,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
     REPORT_TO_STDERR.store(opts.json, Ordering::Relaxed);
     let demo = Demo {
         results: Arc::default(),
+        json: Arc::default(),
         tasks: Mutex::new(None),
         opts,
     };
@@ -383,18 +496,19 @@ pub fn run(args: Vec<String>) -> ExitCode {
         .create()
     {
         Ok(node) => {
-            let all: [(&str, Scenario); 4] = [
-                ("request-response", Demo::request_response),
-                ("publish-subscribe", Demo::publish_subscribe),
-                ("fan-in", Demo::fan_in),
-                ("task distribution", tasks::scenario),
+            let all: [(&str, Scenario, Option<Only>); 6] = [
+                ("request-response", Demo::request_response, None),
+                ("chunked response", stream::scenario, Some(Only::Stream)),
+                ("dialogue", dialogue::scenario, Some(Only::Dialogue)),
+                ("publish-subscribe", Demo::publish_subscribe, None),
+                ("fan-in", Demo::fan_in, None),
+                ("task distribution", tasks::scenario, Some(Only::Tasks)),
             ];
-            let scenarios = if demo.opts.tasks_only {
-                &all[3..]
-            } else {
-                &all[..]
-            };
-            for &(title, scenario) in scenarios {
+            let only = demo.opts.only;
+            let scenarios = all
+                .iter()
+                .filter(|(_, _, which)| only.is_none() || *which == only);
+            for &(title, scenario, _) in scenarios {
                 report!("\n== {title} ==");
                 match scenario(&demo, &node) {
                     Ok(()) => report!("[demo] {title}: ok"),
@@ -422,9 +536,20 @@ pub fn run(args: Vec<String>) -> ExitCode {
     if demo.opts.json {
         // The one line on stdout; printed even when a check failed (the
         // exit status says so), unless the scenario got nowhere near it.
-        match demo.tasks.lock().ok().and_then(|t| t.clone()) {
-            Some(t) => println!("{}", t.json()),
-            None => failed.push("no task figures"),
+        let line = match demo.opts.only {
+            Some(Only::Tasks) => demo
+                .tasks
+                .lock()
+                .ok()
+                .and_then(|t| t.clone())
+                .map(|t| t.json().to_string()),
+            Some(Only::Stream) => demo.child_json(stream::CLIENT_LABEL),
+            Some(Only::Dialogue) => demo.child_json(dialogue::CLIENT_LABEL),
+            None => None,
+        };
+        match line {
+            Some(line) => println!("{line}"),
+            None => failed.push("no figures for --json"),
         }
     }
     if failed.is_empty() {
@@ -463,6 +588,9 @@ struct Demo {
     opts: Options,
     /// `result:` lines of the children, for the summary.
     results: Arc<Mutex<Vec<String>>>,
+    /// `json:` lines of the children (role label, JSON object), for
+    /// `--json`.
+    json: Arc<Mutex<Vec<(String, String)>>>,
     /// The task distribution's figures, for `--json`.
     tasks: Mutex<Option<tasks::TaskReport>>,
 }
@@ -473,7 +601,17 @@ impl Demo {
             &self.opts.namespace,
             self.opts.timeout,
             self.results.clone(),
+            self.json.clone(),
         )
+    }
+
+    /// The last JSON object the child labelled `label` printed.
+    fn child_json(&self, label: &str) -> Option<String> {
+        let json = self.json.lock().ok()?;
+        json.iter()
+            .rev()
+            .find(|(l, _)| l == label)
+            .map(|(_, j)| j.clone())
     }
 
     /// A child gives up waiting after half the scenario's time limit, so a
@@ -604,6 +742,10 @@ mod tests {
             Role::Consumer,
             Role::Producer { index: 3 },
             Role::Worker { index: 2 },
+            Role::StreamServer,
+            Role::StreamClient { mib: 64 },
+            Role::DialogueServer,
+            Role::DialogueClient,
         ];
         for role in roles {
             let a = ChildArgs {

@@ -4,7 +4,8 @@
 //!
 //! Every child's stdout is piped through a relay thread that prints each line
 //! as it arrives (on our stdout, or stderr under `--json`) and keeps the
-//! `result:` lines for the summary. Hang
+//! `result:` lines for the summary; `json:` lines (a child's figures for
+//! `--json`) are kept and not printed. Hang
 //! protection: every wait has the scenario's deadline; past it, or as soon
 //! as one child fails, the remaining children are killed and reaped (a
 //! reaped child no longer counts as a live holder of any segment, so the
@@ -17,7 +18,7 @@
 //! seconds later. (Had the signal reached every process at once, nobody
 //! would be left to clean up.)
 
-use super::{ChildArgs, RESULT_PREFIX};
+use super::{ChildArgs, JSON_PREFIX, RESULT_PREFIX};
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -38,11 +39,17 @@ struct Running {
     relay: Option<JoinHandle<()>>,
 }
 
+/// What the relays keep of the children's output: `result:` lines, and
+/// `json:` objects with the label of the child that printed each.
+type Results = Arc<Mutex<Vec<String>>>;
+type JsonLines = Arc<Mutex<Vec<(String, String)>>>;
+
 /// The children of one scenario.
 pub struct Children {
     namespace: shmex::Namespace,
     deadline: Instant,
-    results: Arc<Mutex<Vec<String>>>,
+    results: Results,
+    json: JsonLines,
     running: Vec<Running>,
 }
 
@@ -51,12 +58,14 @@ impl Children {
     pub fn new(
         namespace: &shmex::Namespace,
         timeout: Duration,
-        results: Arc<Mutex<Vec<String>>>,
+        results: Results,
+        json: JsonLines,
     ) -> Children {
         Children {
             namespace: namespace.clone(),
             deadline: Instant::now() + timeout,
             results,
+            json,
             running: Vec::new(),
         }
     }
@@ -76,8 +85,9 @@ impl Children {
             .spawn()
             .map_err(|e| format!("cannot start {label}: {e}"))?;
         let relay = child.stdout.take().map(|out| {
-            let results = self.results.clone();
-            std::thread::spawn(move || relay(out, &results))
+            let (results, json) = (self.results.clone(), self.json.clone());
+            let label = label.clone();
+            std::thread::spawn(move || relay(out, &label, &results, &json))
         });
         let pid = child.id();
         self.running.push(Running {
@@ -222,11 +232,23 @@ fn self_exe() -> Result<PathBuf, String> {
     std::env::current_exe().map_err(|e| format!("cannot find the shmex executable: {e}"))
 }
 
-/// Copies a child's output to ours line by line, keeping its result lines.
-fn relay(out: std::process::ChildStdout, results: &Mutex<Vec<String>>) {
+/// Copies a child's output to ours line by line, keeping its result lines,
+/// and keeping (not printing) its JSON lines.
+fn relay(
+    out: std::process::ChildStdout,
+    label: &str,
+    results: &Mutex<Vec<String>>,
+    json: &Mutex<Vec<(String, String)>>,
+) {
     for line in BufReader::new(out).lines() {
         let Ok(line) = line else { break };
         let text = line.split_once("] ").map_or("", |(_, text)| text);
+        if let Some(object) = text.strip_prefix(JSON_PREFIX) {
+            if let Ok(mut j) = json.lock() {
+                j.push((label.to_string(), object.to_string()));
+            }
+            continue;
+        }
         if let Some(result) = text.strip_prefix(RESULT_PREFIX) {
             if let Ok(mut r) = results.lock() {
                 r.push(result.to_string());
