@@ -30,8 +30,9 @@ const USAGE: &str = "\
 shmex: zero-copy messaging between processes on one host
 
 Usage:
-  shmex demo [tasks] [--json] [--namespace NS] [--root DIR] [--requests N]
-             [--spin-us US] [--tasks N] [--dead-letter] [--timeout SECS]
+  shmex demo [tasks|stream|dialogue] [--json] [--namespace NS] [--root DIR]
+             [--requests N] [--spin-us US] [--stream-mib N] [--tasks N]
+             [--dead-letter] [--timeout SECS]
   shmex supervisor [--namespace NS] [--root DIR] [--config FILE]
                    [--hung-after-ms MS] [--kill-hung] [--tick-ms MS] [--json]
   shmex ls [--json] [--namespace NS] [--root DIR]
@@ -39,8 +40,9 @@ Usage:
   shmex pub EXCHANGE KEY MESSAGE [--count N] [--interval-ms MS]
             [--wait-subscribers N] [--wait-ms MS]
   shmex serve EXCHANGE [--count N] [--prefix STR] [--hex]
+              [--stream BYTES [--chunk BYTES]]
   shmex call EXCHANGE MESSAGE [--tag T] [--timeout-ms MS] [--wait-server-ms MS]
-             [--hex]
+             [--hex | --stream [--window N] [--verify]]
   shmex help [COMMAND]
 
 sub, pub, serve and call also take --namespace NS, --root DIR and the
@@ -48,17 +50,20 @@ exchange limits --chunk-size N, --chunks N, --queue-depth N, --max-ports N;
 each opens the exchange, creating it when missing.
 
 Commands:
-  demo   run request-response, publish-subscribe, fan-in and task
-         distribution between real processes and print latency and
-         throughput figures (`demo tasks`: task distribution only)
+  demo   run request-response, chunked responses, dialogues,
+         publish-subscribe, fan-in and task distribution between real
+         processes and print latency and throughput figures (`demo tasks`,
+         `demo stream`, `demo dialogue`: that scenario only)
   supervisor
          watch a namespace: reclaim what dead processes held as soon as they
          exit, report hung nodes, keep static exchanges (config file) up
   ls     list the nodes and exchanges of a namespace
   sub    subscribe to a publish-subscribe exchange, print `KEY PAYLOAD` lines
   pub    publish a message on a publish-subscribe exchange
-  serve  answer requests on a request-response exchange (echo server)
+  serve  answer requests on a request-response exchange (echo server, or
+         with --stream chunked responses of a known pattern)
   call   send one request on a request-response exchange, print the response
+         (with --stream: receive a chunked response, print its GB/s)
   help   print this help, or a command's help
 
 Environment:

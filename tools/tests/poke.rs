@@ -3,12 +3,14 @@
 //! no file in /dev/shm once every process has exited.
 //!
 //! Processes synchronise through the commands' own waiting options
-//! (`--wait-subscribers`, `--wait-server-ms`), never through sleeps; every
-//! child is killed (and the test failed) if it runs longer than [`HANG`].
+//! (`--wait-subscribers`, `--wait-server-ms`) and the lines they print,
+//! never through sleeps; every child is killed (and the test failed) if it
+//! runs longer than [`HANG`].
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -72,14 +74,30 @@ struct Proc {
     label: String,
     child: Child,
     started: Instant,
-    stdout: JoinHandle<String>,
-    stderr: JoinHandle<String>,
+    /// Taken by [`finish`](Self::finish).
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+    /// Each line of stdout as soon as it is printed.
+    lines: Receiver<String>,
 }
 
-fn collect(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+/// Reads `pipe` to its end; each line also goes to `lines` when given.
+fn collect(pipe: impl Read + Send + 'static, lines: Option<Sender<String>>) -> JoinHandle<String> {
     std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
+        let mut pipe = BufReader::new(pipe);
+        let (mut bytes, mut line) = (Vec::new(), Vec::new());
+        loop {
+            line.clear();
+            match pipe.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    bytes.extend_from_slice(&line);
+                    if let Some(lines) = &lines {
+                        let _ = lines.send(String::from_utf8_lossy(&line).into_owned());
+                    }
+                }
+            }
+        }
         String::from_utf8_lossy(&bytes).into_owned()
     })
 }
@@ -96,15 +114,32 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start shmex");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
+        let (tx, lines) = channel();
+        let stdout = collect(child.stdout.take().unwrap(), Some(tx));
+        let stderr = collect(child.stderr.take().unwrap(), None);
         Proc {
             label: format!("shmex {}", args.join(" ")),
             child,
             started: Instant::now(),
-            stdout,
-            stderr,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            lines,
         }
+    }
+
+    /// Waits for the next line the child prints on stdout; fails after
+    /// [`HANG`] or when it exits without printing one.
+    fn next_line(&self) -> String {
+        match self.lines.recv_timeout(HANG) {
+            Ok(line) => line,
+            Err(e) => panic!("`{}` printed no line: {e}", self.label),
+        }
+    }
+
+    /// Kills the child (SIGKILL) and waits for it.
+    fn kill(mut self) -> Done {
+        self.child.kill().expect("kill shmex");
+        self.finish()
     }
 
     /// Waits for the child to exit; kills it and fails after [`HANG`].
@@ -120,8 +155,8 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        let stdout = self.stdout.join().unwrap();
-        let stderr = self.stderr.join().unwrap();
+        let stdout = self.stdout.take().unwrap().join().unwrap();
+        let stderr = self.stderr.take().unwrap().join().unwrap();
         match status {
             Some(status) => Done {
                 status,
@@ -132,6 +167,17 @@ impl Proc {
                 "`{}` hung for {HANG:?} and was killed\n--- stdout ---\n{stdout}--- stderr ---\n{stderr}",
                 self.label
             ),
+        }
+    }
+}
+
+impl Drop for Proc {
+    /// A test that fails before finishing its child does not leave it
+    /// running (a server would wait for requests forever).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -522,5 +568,367 @@ fn pattern_and_limit_mismatches_fail_with_status_1() {
     let serve = serve.finish();
     serve.assert_code(0, "serve");
     assert_eq!(serve.stdout, "0 hello\n0 bye\n");
+    assert_clean(&ns);
+}
+
+/// Byte `i` of a `serve --stream` stream.
+fn pattern_byte(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+/// Checks a part of a stream found at byte `offset` against the pattern.
+#[track_caller]
+fn assert_pattern(offset: u64, part: &[u8]) {
+    for (k, &b) in part.iter().enumerate() {
+        let i = offset + k as u64;
+        assert_eq!(b, pattern_byte(i), "byte {i} of the stream");
+    }
+}
+
+/// The parts of `call --stream`'s summary line `C chunks, B bytes in S s:
+/// R GB/s`: chunks, bytes, rate.
+#[track_caller]
+fn summary(line: &str) -> (u64, u64, f64) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words[..] {
+        [chunks, "chunks,", bytes, "bytes", "in", secs, "s:", rate, "GB/s"] => {
+            assert!(secs.parse::<f64>().is_ok(), "{line}");
+            (
+                chunks.parse().unwrap(),
+                bytes.parse().unwrap(),
+                rate.parse().unwrap(),
+            )
+        }
+        _ => panic!("not a stream summary: {line:?}"),
+    }
+}
+
+/// A node of this test process in namespace `ns`, and request-response
+/// exchange `name` opened (created) through it.
+fn library_exchange(ns: &str, name: &str) -> (shmex::Node, shmex::Exchange) {
+    let node = shmex::Node::builder(format!("test-{name}"))
+        .namespace(ns)
+        .root("/dev/shm")
+        .create()
+        .unwrap();
+    let ex = node
+        .open_or_create_exchange(
+            name,
+            shmex::Pattern::RequestResponse,
+            shmex::Limits::default(),
+        )
+        .unwrap();
+    (node, ex)
+}
+
+#[test]
+fn stream_of_64_mib_is_verified() {
+    let ns = unique_namespace("stream");
+    let size = (64u64 << 20).to_string();
+    let serve = Proc::start(&ns, &["serve", "big", "--stream", &size, "--count", "1"]);
+    let call = run(
+        &ns,
+        &[
+            "call",
+            "big",
+            "go",
+            "--stream",
+            "--verify",
+            "--wait-server-ms",
+            "20000",
+        ],
+    );
+    call.assert_code(0, "call --stream");
+    assert_eq!(call.stderr, "");
+    assert_eq!(call.stdout.lines().count(), 1, "{}", call.describe());
+    // Parts of the default chunk size, 4096 bytes.
+    let (chunks, bytes, rate) = summary(call.stdout.trim_end());
+    assert_eq!((chunks, bytes), (16384, 64 << 20));
+    assert!(rate > 0.0, "{}", call.describe());
+    let serve = serve.finish();
+    serve.assert_code(0, "serve");
+    assert_eq!(serve.stdout, "0 go\n");
+    assert_eq!(serve.stderr, "");
+    assert_clean(&ns);
+}
+
+#[test]
+fn streams_with_small_windows_cancels_and_leaving_clients() {
+    // The test process creates the exchange. After a `call --stream
+    // --window 1` that synchronises with the server, a plain `call` (no
+    // window: no stream for it), then requests of the test process through
+    // the library: a stream it cancels, a stream it leaves. The server
+    // reports the last three and goes on.
+    let ns = unique_namespace("window");
+    {
+        let (_node, ex) = library_exchange(&ns, "w");
+        // Parts of 1000 bytes (below the chunk size): 1048 full ones and
+        // one of 576 bytes.
+        let serve = Proc::start(
+            &ns,
+            &[
+                "serve", "w", "--stream", "1048576", "--chunk", "1000", "--count", "4",
+            ],
+        );
+        let call = run(
+            &ns,
+            &[
+                "call",
+                "w",
+                "one",
+                "--tag",
+                "1",
+                "--stream",
+                "--window",
+                "1",
+                "--verify",
+                "--wait-server-ms",
+                "20000",
+            ],
+        );
+        call.assert_code(0, "call --window 1");
+        let (chunks, bytes, _) = summary(call.stdout.trim_end());
+        assert_eq!((chunks, bytes), (1049, 1 << 20));
+
+        // A plain request: dropped, its client told.
+        let call = run(&ns, &["call", "w", "two", "--tag", "2"]);
+        call.assert_code(1, "plain call");
+        assert!(
+            call.stderr.contains("request 2 failed") && call.stderr.contains("without responding"),
+            "{}",
+            call.describe()
+        );
+
+        let client = ex.client().unwrap();
+        let wait = Duration::from_secs(20);
+
+        // Cancelled after one part: the server, waiting for the window,
+        // learns it at once.
+        client.request_stream(3, b"three", 1).unwrap();
+        let part = client.receive_timeout(wait).unwrap();
+        assert!(part.is_stream_chunk() && part.tag() == 3);
+        assert!(client.cancel(3));
+        drop(part);
+
+        // Left after its parts were read: the client's port closes.
+        client.request_stream(4, b"four", 2).unwrap();
+        let mut offset = 0;
+        for _ in 0..5 {
+            let part = client.receive_timeout(wait).unwrap();
+            assert!(part.is_stream_chunk() && part.tag() == 4);
+            assert!(part.len() == 1000);
+            assert_pattern(offset, &part);
+            offset += 1000;
+        }
+        drop(client);
+
+        let serve = serve.finish();
+        serve.assert_code(0, "serve");
+        assert_eq!(serve.stdout, "1 one\n2 two\n3 three\n4 four\n");
+        let stderr: Vec<&str> = serve.stderr.lines().collect();
+        assert_eq!(stderr.len(), 3, "{}", serve.describe());
+        assert!(
+            stderr[0].contains("request 2 is a plain request") && stderr[0].contains("dropped"),
+            "{}",
+            serve.describe()
+        );
+        assert!(
+            stderr[1].contains("stream to request 3") && stderr[1].contains("cancelled"),
+            "{}",
+            serve.describe()
+        );
+        assert!(
+            stderr[2].contains("stream to request 4") && stderr[2].contains("client is gone"),
+            "{}",
+            serve.describe()
+        );
+    }
+    assert_clean(&ns);
+}
+
+#[test]
+fn serve_killed_mid_stream_fails_the_call() {
+    // The exchange is the test process's: killing the server leaves it up,
+    // and the client learns its server left.
+    let ns = unique_namespace("killed");
+    let endless = (1u64 << 50).to_string();
+    {
+        let (_node, _ex) = library_exchange(&ns, "k");
+        let serve = Proc::start(&ns, &["serve", "k", "--stream", &endless]);
+        let call = Proc::start(
+            &ns,
+            &[
+                "call",
+                "k",
+                "hi",
+                "--stream",
+                "--window",
+                "2",
+                "--wait-server-ms",
+                "20000",
+            ],
+        );
+        // Printed when the stream starts.
+        assert_eq!(serve.next_line(), "0 hi\n");
+        serve.kill();
+        let call = call.finish();
+        call.assert_code(1, "call");
+        assert!(call.stdout.is_empty(), "{}", call.describe());
+        assert!(
+            call.stderr.contains("request 0 failed")
+                && call.stderr.contains("server left in the middle"),
+            "{}",
+            call.describe()
+        );
+    }
+    assert_clean(&ns);
+
+    // The server created the exchange, unless the client was first: killing
+    // it then takes the exchange down with it.
+    let ns = unique_namespace("killed2");
+    let serve = Proc::start(&ns, &["serve", "k", "--stream", &endless]);
+    let call = Proc::start(
+        &ns,
+        &["call", "k", "hi", "--stream", "--wait-server-ms", "20000"],
+    );
+    assert_eq!(serve.next_line(), "0 hi\n");
+    serve.kill();
+    let call = call.finish();
+    call.assert_code(1, "call");
+    assert!(
+        call.stderr.contains("server left in the middle") || call.stderr.contains("went down"),
+        "{}",
+        call.describe()
+    );
+    assert_clean(&ns);
+}
+
+#[test]
+fn call_stream_reports_what_went_wrong() {
+    // The server is this test process, through the library, answering each
+    // call in a way that must fail it.
+    let ns = unique_namespace("streamfail");
+    {
+        let (_node, ex) = library_exchange(&ns, "f");
+        let server = ex.server().unwrap();
+        let wait = Duration::from_secs(20);
+        let part = |offset: u64| -> Vec<u8> { (offset..offset + 100).map(pattern_byte).collect() };
+
+        // A wrong byte: --verify names it and cancels the stream.
+        let call = Proc::start(
+            &ns,
+            &["call", "f", "v", "--stream", "--verify", "--window", "4"],
+        );
+        let request = server.receive_timeout(wait).unwrap();
+        assert_eq!(request.stream_window(), 4);
+        let mut stream = request.respond_stream().unwrap();
+        for k in 0..3 {
+            stream.send_copy(&part(k * 100)).unwrap();
+        }
+        let mut bad = part(300);
+        bad[50] ^= 0xff;
+        stream.send_copy(&bad).unwrap();
+        let call = call.finish();
+        call.assert_code(1, "call --verify");
+        let expected = pattern_byte(350);
+        assert!(
+            call.stderr.contains(&format!(
+                "verify failed: byte 350 of the stream is {}, expected {expected}",
+                expected ^ 0xff
+            )),
+            "{}",
+            call.describe()
+        );
+        assert!(stream.end().is_err(), "cancelled, or the client is gone");
+
+        // An aborted stream.
+        let call = Proc::start(&ns, &["call", "f", "a", "--stream", "--tag", "5"]);
+        let request = server.receive_timeout(wait).unwrap();
+        let mut stream = request.respond_stream().unwrap();
+        stream.send_copy(&part(0)).unwrap();
+        stream.send_copy(&part(100)).unwrap();
+        stream.abort();
+        let call = call.finish();
+        call.assert_code(1, "aborted stream");
+        assert!(
+            call.stderr
+                .contains("request 5 failed: the server aborted its chunked response")
+                && call.stderr.contains("after 2 chunks, 200 bytes"),
+            "{}",
+            call.describe()
+        );
+
+        // A plain response to a stream request.
+        let call = Proc::start(&ns, &["call", "f", "p", "--stream"]);
+        server
+            .receive_timeout(wait)
+            .unwrap()
+            .respond(b"plain")
+            .unwrap();
+        let call = call.finish();
+        call.assert_code(1, "plain response");
+        assert!(
+            call.stderr.contains("single response of 5 bytes"),
+            "{}",
+            call.describe()
+        );
+
+        // No part in time.
+        let call = Proc::start(&ns, &["call", "f", "t", "--stream", "--timeout-ms", "200"]);
+        let request = server.receive_timeout(wait).unwrap();
+        let mut stream = request.respond_stream().unwrap();
+        stream.send_copy(&part(0)).unwrap();
+        let call = call.finish();
+        call.assert_code(1, "timeout");
+        assert!(
+            call.stderr
+                .contains("timed out: no part of the stream within 200 ms (after 1 chunk,"),
+            "{}",
+            call.describe()
+        );
+        drop(stream);
+    }
+    assert_clean(&ns);
+}
+
+#[test]
+fn stream_options_are_checked() {
+    let ns = unique_namespace("streamopts");
+    for (args, what) in [
+        (
+            &["call", "x", "m", "--window", "4"][..],
+            "--window needs --stream",
+        ),
+        (
+            &["call", "x", "m", "--verify"][..],
+            "--verify needs --stream",
+        ),
+        (&["call", "x", "m", "--stream", "--hex"][..], "--hex"),
+        (
+            &["call", "x", "m", "--stream", "--window", "64"][..],
+            "queue depth is 64",
+        ),
+        (
+            &["serve", "x", "--chunk", "10"][..],
+            "--chunk needs --stream",
+        ),
+        (
+            &["serve", "x", "--stream", "10", "--prefix", "p"][..],
+            "--prefix",
+        ),
+    ] {
+        let done = run(&ns, args);
+        done.assert_code(2, what);
+        assert!(done.stderr.contains(what), "{what}: {}", done.describe());
+    }
+    for command in ["serve", "call"] {
+        let help = run(&ns, &["help", command]);
+        help.assert_code(0, command);
+        assert!(
+            help.stdout.contains("--stream") && help.stdout.contains("(i % 251) as u8"),
+            "{}",
+            help.describe()
+        );
+    }
     assert_clean(&ns);
 }

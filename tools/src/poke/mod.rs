@@ -1,6 +1,8 @@
 //! The poking commands, in the spirit of `mosquitto_pub` / `mosquitto_sub`:
 //! `shmex sub` and `shmex pub` on publish-subscribe exchanges, `shmex serve`
-//! (an echo server) and `shmex call` on request-response exchanges.
+//! (an echo server, or with `--stream` a source of chunked responses) and
+//! `shmex call` (with `--stream`, a chunked-response receiver that measures
+//! throughput) on request-response exchanges.
 //!
 //! Each joins the namespace (`--namespace` / `--root`, else `SHMEX_NAMESPACE`
 //! / `SHMEX_ROOT`) as its own node, opens the exchange or creates it when
@@ -266,6 +268,52 @@ pub fn to_hex(bytes: &[u8]) -> String {
     s
 }
 
+/// The bytes of `shmex serve --stream`: byte `i` of a stream is
+/// `(i % 251) as u8` (251 is prime, so the pattern never lines up with a
+/// power-of-two chunk size and a misplaced chunk shows). Holds the pattern
+/// from offset 0 to `251 + longest chunk`, so the part at any offset is one
+/// slice: filling and checking a chunk are one copy or one comparison.
+pub struct StreamPattern {
+    bytes: Vec<u8>,
+}
+
+impl StreamPattern {
+    /// Length of the pattern's period.
+    pub const PERIOD: u64 = 251;
+
+    /// The pattern for parts of at most `max_len` bytes.
+    pub fn new(max_len: usize) -> StreamPattern {
+        let period = Self::PERIOD as usize;
+        StreamPattern {
+            bytes: (0..period + max_len).map(|i| (i % period) as u8).collect(),
+        }
+    }
+
+    /// True when parts of `len` bytes fit what it was made for.
+    pub fn fits(&self, len: usize) -> bool {
+        len + Self::PERIOD as usize <= self.bytes.len()
+    }
+
+    /// The `len` bytes of the stream from byte `offset` (`len` at most the
+    /// `max_len` it was made for).
+    pub fn at(&self, offset: u64, len: usize) -> &[u8] {
+        let start = (offset % Self::PERIOD) as usize;
+        &self.bytes[start..start + len]
+    }
+
+    /// The first byte of `part` (found at stream byte `offset`) that differs
+    /// from the pattern: its index in the stream, what it holds, what it
+    /// should hold.
+    pub fn mismatch(&self, offset: u64, part: &[u8]) -> Option<(u64, u8, u8)> {
+        let expected = self.at(offset, part.len());
+        if part == expected {
+            return None;
+        }
+        let i = part.iter().zip(expected).position(|(a, b)| a != b)?;
+        Some((offset + i as u64, part[i], expected[i]))
+    }
+}
+
 /// Milliseconds as a duration.
 pub fn millis(ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(ms)
@@ -286,6 +334,24 @@ mod tests {
     fn hex() {
         assert_eq!(to_hex(b""), "");
         assert_eq!(to_hex(&[0, 0x0f, 0xa0, 0xff]), "000fa0ff");
+    }
+
+    #[test]
+    fn stream_pattern() {
+        let p = StreamPattern::new(1000);
+        assert_eq!(p.at(0, 3), [0, 1, 2]);
+        assert_eq!(p.at(250, 3), [250, 0, 1]);
+        let far = 251 * 1_000_000 + 7;
+        assert_eq!(p.at(far, 1000).len(), 1000);
+        assert_eq!(p.at(far, 2), [7, 8]);
+        let mut part = p.at(far, 1000).to_vec();
+        assert_eq!(p.mismatch(far, &part), None);
+        part[500] ^= 1;
+        let expected = ((far + 500) % 251) as u8;
+        assert_eq!(
+            p.mismatch(far, &part),
+            Some((far + 500, expected ^ 1, expected))
+        );
     }
 
     #[test]
