@@ -59,36 +59,13 @@
 
 use crate::sync::{AtomicU32, Ordering};
 use crate::{Corrupt, MAX_RETRIES};
-use crossbeam_utils::CachePadded;
 
-/// Producer and consumer positions, each on its own cache line.
-///
-/// Both are only ever advanced by CAS (`AcqRel`), so each forms one release
-/// sequence: a thread that reads a position has seen every slot hand-over
-/// made before the claims that produced it (the [`Corrupt`] checks rely on it).
-#[repr(C)]
-pub struct MpmcControl {
-    /// Next position a producer will claim (wrapping).
-    pub tail: CachePadded<AtomicU32>,
-    /// Next position a consumer will claim (wrapping).
-    pub head: CachePadded<AtomicU32>,
-}
-
-impl MpmcControl {
-    /// Positions at zero (used to build queues on the heap).
-    pub fn new() -> Self {
-        MpmcControl {
-            tail: CachePadded::new(AtomicU32::new(0)),
-            head: CachePadded::new(AtomicU32::new(0)),
-        }
-    }
-}
-
-impl Default for MpmcControl {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// Producer and consumer positions, each on its own cache line: the same
+/// control words as the MPSC ring's. Here both are only ever advanced by CAS
+/// (`AcqRel`), so each forms one release sequence: a thread that reads a
+/// position has seen every slot hand-over made before the claims that
+/// produced it (the [`Corrupt`] checks rely on it).
+pub type MpmcControl = crate::ring::RingControl;
 
 /// One queue slot: 8 bytes.
 #[repr(C)]

@@ -297,7 +297,6 @@ unsafe impl Shared for StateLine {}
 unsafe impl Shared for TaskHeader {}
 unsafe impl Shared for StreamSlot {}
 unsafe impl Shared for shmex_core::ledger::TaskEntry {}
-unsafe impl Shared for shmex_core::mpmc::MpmcControl {}
 unsafe impl Shared for shmex_core::mpmc::MpmcSlot {}
 
 /// FNV-1a over the sizes and alignments of every shared structure: two builds

@@ -416,11 +416,7 @@ impl Client {
             if let Some(x) = self.try_receive()? {
                 return Ok(x);
             }
-            let slice = crate::waitset::deadline(SERVER_CHECK_INTERVAL);
-            let until = match (deadline, slice) {
-                (Some(d), Some(s)) => Some(d.min(s)),
-                (d, s) => d.or(s),
-            };
+            let until = crate::waitset::until_next_check(deadline, SERVER_CHECK_INTERVAL);
             let woke = crate::waitset::wait_until(&self.core.ex.node, until, || {
                 self.core.has_pending() || self.has_doomed()
             });
@@ -562,11 +558,7 @@ impl Server {
             if let Some(e) = self.fail_gone_client() {
                 return Err(e);
             }
-            let slice = crate::waitset::deadline(SERVER_CHECK_INTERVAL);
-            let until = match (deadline, slice) {
-                (Some(d), Some(s)) => Some(d.min(s)),
-                (d, s) => d.or(s),
-            };
+            let until = crate::waitset::until_next_check(deadline, SERVER_CHECK_INTERVAL);
             let woke =
                 crate::waitset::wait_until(&self.core.ex.node, until, || self.core.has_pending());
             if !woke && !forever && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
@@ -978,11 +970,7 @@ impl<'a> ResponseStream<'a> {
             if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                 return Err(E::Timeout);
             }
-            let slice = crate::waitset::deadline(SERVER_CHECK_INTERVAL);
-            let until = match (deadline, slice) {
-                (Some(d), Some(s)) => Some(d.min(s)),
-                (d, s) => d.or(s),
-            };
+            let until = crate::waitset::until_next_check(deadline, SERVER_CHECK_INTERVAL);
             let woke = crate::waitset::wait_until(&self.ex().node, until, || self.is_ready());
             if !woke && !self.client_alive() {
                 self.done = true;

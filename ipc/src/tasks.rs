@@ -689,11 +689,7 @@ impl Worker {
                     limit: self.prefetch,
                 });
             }
-            let slice = crate::waitset::deadline(sweep);
-            let until = match (deadline, slice) {
-                (Some(d), Some(s)) => Some(d.min(s)),
-                (d, s) => d.or(s),
-            };
+            let until = crate::waitset::until_next_check(deadline, sweep);
             let woke = wait_until(&self.core.ex.node, until, || self.ready());
             if !woke && !forever && deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(RecvError::Timeout);

@@ -77,6 +77,15 @@ pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+/// The earlier of `deadline` and `slice` from now: how long a blocked call
+/// that must also look at something every `slice` may sleep.
+pub(crate) fn until_next_check(deadline: Option<Instant>, slice: Duration) -> Option<Instant> {
+    match (deadline, self::deadline(slice)) {
+        (Some(d), Some(s)) => Some(d.min(s)),
+        (d, s) => d.or(s),
+    }
+}
+
 /// Something a thread can wait on: every port type.
 pub trait Waitable {
     /// True when a receive would return something now.

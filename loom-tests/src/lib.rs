@@ -11,6 +11,8 @@ mod fixtures {
     use shmex_core::pool::{ChunkMeta, Pool, PoolControl};
     use shmex_core::ring::{Descriptor, Ring, RingControl, Slot};
     use shmex_core::sync::Ordering;
+    use std::collections::BTreeSet;
+    use std::fmt::Debug;
 
     /// Preemption bound used when `LOOM_MAX_PREEMPTIONS` is not set, so that a
     /// bare `cargo test` under `--cfg loom` still finishes.
@@ -28,6 +30,37 @@ mod fixtures {
             builder.preemption_bound = Some(DEFAULT_PREEMPTIONS);
         }
         builder.check(f);
+    }
+
+    /// Runs `f` under loom ([`model`]) and returns the set of outcomes its
+    /// executions reported, so that a model can check that loom really
+    /// explored the schedules it is about ([`assert_explored`]): loom 0.7
+    /// can skip orders where a thread's store races another's earlier
+    /// access to the same word (tokio-rs/loom#392).
+    pub fn explore<T, F>(f: F) -> BTreeSet<T>
+    where
+        T: Ord + Debug + Send + 'static,
+        F: Fn() -> T + Sync + Send + 'static,
+    {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+        let sink = seen.clone();
+        model(move || {
+            let outcome = f();
+            sink.lock().unwrap().insert(outcome);
+        });
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+        println!("outcomes: {seen:?}");
+        seen
+    }
+
+    /// Asserts that every outcome in `required` was seen by [`explore`].
+    pub fn assert_explored<T: Ord + Debug>(seen: &BTreeSet<T>, required: &[T]) {
+        for r in required {
+            assert!(
+                seen.contains(r),
+                "loom never explored {r:?}; seen: {seen:?}"
+            );
+        }
     }
 
     /// A ring built on the heap: control words plus slots.

@@ -15,7 +15,7 @@ use shmex_core::ledger::{
 };
 use shmex_core::mpmc::{Mpmc, MpmcControl, MpmcSlot};
 use shmex_core::sync::Ordering;
-use shmex_loom::model;
+use shmex_loom::{assert_explored, explore};
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 
@@ -24,34 +24,6 @@ const W1: u16 = 7;
 const W2: u16 = 8;
 /// "Now" for every expirer; deadlines at or below it are due.
 const NOW: u64 = 100;
-
-/// Runs `f` under loom and returns the set of outcomes its executions
-/// reported.
-fn explore<T, F>(f: F) -> BTreeSet<T>
-where
-    T: Ord + Debug + Send + 'static,
-    F: Fn() -> T + Sync + Send + 'static,
-{
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
-    let sink = seen.clone();
-    model(move || {
-        let outcome = f();
-        sink.lock().unwrap().insert(outcome);
-    });
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
-    println!("outcomes: {seen:?}");
-    seen
-}
-
-/// Asserts that every outcome in `required` was seen.
-fn assert_explored<T: Ord + Debug>(seen: &BTreeSet<T>, required: &[T]) {
-    for r in required {
-        assert!(
-            seen.contains(r),
-            "loom never explored {r:?}; seen: {seen:?}"
-        );
-    }
-}
 
 fn body() -> TaskBody {
     TaskBody {

@@ -26,38 +26,9 @@ use loom::sync::Arc;
 use loom::thread;
 use shmex_core::mpmc::{Mpmc, MpmcControl, MpmcSlot, PushError};
 use shmex_core::sync::Ordering;
-use shmex_loom::model;
+use shmex_loom::{assert_explored, explore};
 use std::collections::BTreeSet;
 use std::fmt::Debug;
-
-/// Runs `f` under loom and returns the set of outcomes its executions
-/// reported, so that a model can check that loom really explored the
-/// schedules it is about (see the module doc).
-fn explore<T, F>(f: F) -> BTreeSet<T>
-where
-    T: Ord + Debug + Send + 'static,
-    F: Fn() -> T + Sync + Send + 'static,
-{
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
-    let sink = seen.clone();
-    model(move || {
-        let outcome = f();
-        sink.lock().unwrap().insert(outcome);
-    });
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
-    println!("outcomes: {seen:?}");
-    seen
-}
-
-/// Asserts that every outcome in `required` was seen.
-fn assert_explored<T: Ord + Debug>(seen: &BTreeSet<T>, required: &[T]) {
-    for r in required {
-        assert!(
-            seen.contains(r),
-            "loom never explored {r:?}; seen: {seen:?}"
-        );
-    }
-}
 
 /// A queue built on the heap.
 struct HeapMpmc {
