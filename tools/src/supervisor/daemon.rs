@@ -6,8 +6,8 @@
 //!
 //! One *step* is: a reclaim pass ([`Node::reclaim_dead`]), its report, a scan
 //! of the registry ([`shmex::list_nodes`]) that settles the pending exits
-//! (reclaimed by someone else, left cleanly, or still waiting: a zombie not
-//! yet reaped by its parent, an exchange busy) and updates the watches and
+//! (reclaimed by someone else, left cleanly, or still waiting: an exchange
+//! busy because a live port stayed inside an operation) and updates the watches and
 //! the hang states. A step runs when a pidfd becomes readable (at once: the
 //! wait is `ppoll` on every pidfd) and every tick; each tick also checks the
 //! static exchanges.
@@ -102,9 +102,9 @@ struct Static {
     failing: Option<String>,
 }
 
-/// First delay before a step retries pending exits. An exit seen through a
-/// pidfd is usually still a zombie for a moment (until its parent reaps it),
-/// and the library counts a zombie as running.
+/// First delay before a step retries pending exits (an exchange a pass
+/// found busy, or a process whose exit the pidfd reported a moment before
+/// `/proc` shows it).
 const FIRST_RETRY: Duration = Duration::from_micros(200);
 
 struct Supervisor {
@@ -349,7 +349,7 @@ impl Supervisor {
                 Some(_) => {
                     // "dead": a pass will reclaim it (busy exchanges, or
                     // the library is slower than the pidfd); "alive"/"hung":
-                    // a zombie its parent has not reaped yet.
+                    // `/proc` does not show the exit yet.
                     if !e.announced {
                         self.announce_dead(&e.node);
                         e.announced = true;
