@@ -3,7 +3,8 @@
 //!
 //! Every case runs between two (fan-in and two-worker tasks: three)
 //! processes over real shared memory or a real socket: this process drives one side and times it, the
-//! `bench-peer` binary runs the other side(s). One module per system under
+//! `bench-peer` binary runs the other side(s); only the `memcpy` floor of
+//! `stream-response` runs in this process alone. One module per system under
 //! [`systems`] holds both halves of that system's cases, so the code that is
 //! timed is the same whoever calls it.
 //!
@@ -62,6 +63,11 @@ pub enum Case {
         /// Each worker's prefetch limit.
         prefetch: u32,
     },
+    /// Streamed response: this process sends one request per response, the
+    /// peer answers each with [`Spec::size`] bytes in [`STREAM_CHUNK`]-byte
+    /// chunks (at most [`STREAM_WINDOW`] unreleased), every byte written by
+    /// the server and read by the client in place: bytes/s.
+    StreamResponse,
 }
 
 impl Case {
@@ -75,6 +81,7 @@ impl Case {
             Case::Stream => "stream",
             Case::Fanin => "fanin",
             Case::Tasks { .. } => "tasks",
+            Case::StreamResponse => "stream-response",
         }
     }
 
@@ -90,6 +97,13 @@ impl Case {
     /// Round-trip latency case (else a throughput case).
     pub fn is_latency(self) -> bool {
         matches!(self, Case::PubsubRtt | Case::ReqrespRtt)
+    }
+
+    /// Bandwidth case (a throughput case measured in bytes/s): the whole
+    /// batch is timed, from the first request sent to the last byte read,
+    /// and a batch message is one chunk ([`Spec::msg_bytes`]).
+    pub fn is_bandwidth(self) -> bool {
+        matches!(self, Case::StreamResponse)
     }
 
     /// Number of peer processes.
@@ -109,9 +123,15 @@ impl Case {
             let prefetch: u32 = prefetch.parse().ok()?;
             return (workers >= 1 && prefetch >= 1).then_some(Case::Tasks { workers, prefetch });
         }
-        [Case::PubsubRtt, Case::ReqrespRtt, Case::Stream, Case::Fanin]
-            .into_iter()
-            .find(|c| c.as_str() == s)
+        [
+            Case::PubsubRtt,
+            Case::ReqrespRtt,
+            Case::Stream,
+            Case::Fanin,
+            Case::StreamResponse,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
     }
 }
 
@@ -156,16 +176,21 @@ pub enum System {
     /// Two futex words in a mapped `/dev/shm` file, each side sleeping at once:
     /// the floor of a blocking round trip.
     Futex,
+    /// `stream-response` only: the same bytes copied with `memcpy` in
+    /// [`STREAM_CHUNK`]-byte blocks between two buffers of one process, the
+    /// floor of moving them.
+    Memcpy,
 }
 
 impl System {
     /// Every system, in table order.
-    pub const ALL: [System; 5] = [
+    pub const ALL: [System; 6] = [
         System::Shmex,
         System::Iceoryx2,
         System::Uds,
         System::Floor,
         System::Futex,
+        System::Memcpy,
     ];
 
     /// Name used in tables, JSON and criterion ids.
@@ -176,6 +201,7 @@ impl System {
             System::Uds => "uds",
             System::Floor => "floor",
             System::Futex => "futex",
+            System::Memcpy => "memcpy",
         }
     }
 
@@ -189,9 +215,20 @@ impl System {
         match self {
             // No other system here distributes tasks with acks.
             System::Iceoryx2 | System::Uds if matches!(spec.case, Case::Tasks { .. }) => false,
+            // A socket has no chunked responses written in place.
+            System::Uds if spec.case == Case::StreamResponse => false,
             System::Shmex | System::Iceoryx2 | System::Uds => true,
             System::Floor => spec.case.is_latency() && spec.mode == Mode::Spin,
             System::Futex => spec.case.is_latency() && spec.mode == Mode::Blocking,
+            System::Memcpy => spec.case == Case::StreamResponse,
+        }
+    }
+
+    /// Peer processes this system starts for `spec` (`memcpy`: none).
+    pub fn peers(self, spec: &Spec) -> usize {
+        match self {
+            System::Memcpy => 0,
+            _ => spec.case.peers(),
         }
     }
 }
@@ -202,7 +239,8 @@ pub struct Spec {
     /// What is measured.
     pub case: Case,
     /// Payload bytes per message (at least 8: every message carries a
-    /// sequence number in its first 8 bytes, checked by the receiver).
+    /// sequence number in its first 8 bytes, checked by the receiver);
+    /// `stream-response`: bytes per response, a multiple of [`STREAM_CHUNK`].
     pub size: usize,
     /// How receivers wait.
     pub mode: Mode,
@@ -227,19 +265,42 @@ impl Spec {
     pub fn parse(s: &str) -> Option<Spec> {
         let mut it = s.split('/');
         let case = Case::parse(it.next()?)?;
-        let size = it.next()?.parse().ok()?;
+        let size: usize = it.next()?.parse().ok()?;
         let mode = Mode::parse(it.next()?)?;
         let touched = match it.next()? {
             "touched" => true,
             "untouched" => false,
             _ => return None,
         };
-        (it.next().is_none() && size >= 8).then_some(Spec {
+        let whole_chunks = case != Case::StreamResponse
+            || (size >= STREAM_CHUNK && size.is_multiple_of(STREAM_CHUNK));
+        (it.next().is_none() && size >= 8 && whole_chunks).then_some(Spec {
             case,
             size,
             mode,
             touched,
         })
+    }
+
+    /// Bytes of one batch message: a chunk for `stream-response`, else
+    /// [`size`](Self::size).
+    pub fn msg_bytes(&self) -> usize {
+        match self.case {
+            Case::StreamResponse => STREAM_CHUNK,
+            _ => self.size,
+        }
+    }
+
+    /// The spec `compare --quick` measures instead: `stream-response` with
+    /// [`QUICK_STREAM_RESPONSE_BYTES`] per response; others unchanged.
+    pub fn quick(self) -> Spec {
+        match self.case {
+            Case::StreamResponse => Spec {
+                size: QUICK_STREAM_RESPONSE_BYTES,
+                ..self
+            },
+            _ => self,
+        }
     }
 
     /// Short label for tables: `pubsub-rtt 4KiB touched`,
@@ -281,6 +342,16 @@ pub fn size_label(size: usize) -> String {
     }
 }
 
+/// `stream-response`: bytes per chunk.
+pub const STREAM_CHUNK: usize = 256 << 10;
+/// `stream-response`: chunks the server may have sent and the client not yet
+/// released (shmex's window; iceoryx2's response buffer).
+pub const STREAM_WINDOW: u32 = 8;
+/// `stream-response`: bytes per response (256 chunks).
+pub const STREAM_RESPONSE_BYTES: usize = 64 << 20;
+/// `stream-response` under `compare --quick`: bytes per response (64 chunks).
+pub const QUICK_STREAM_RESPONSE_BYTES: usize = 16 << 20;
+
 /// Every case of the issue, in table order.
 pub fn all_specs() -> Vec<Spec> {
     const KIB: usize = 1 << 10;
@@ -312,6 +383,13 @@ pub fn all_specs() -> Vec<Spec> {
             ));
         }
     }
+    // Streamed responses: every byte written and read, busy-polling.
+    out.push(Spec::new(
+        Case::StreamResponse,
+        STREAM_RESPONSE_BYTES,
+        Mode::Spin,
+        true,
+    ));
     out
 }
 
@@ -342,6 +420,37 @@ pub fn read_payload(buf: &[u8], touched: bool) -> u64 {
         std::hint::black_box(sum);
     }
     u64::from_le_bytes(head)
+}
+
+/// Writes chunk `seq` of a streamed response in place, every byte: `u64`
+/// word `j` (little-endian) is `seq ^ j`, so the first 8 bytes carry `seq`.
+#[inline]
+pub fn fill_words(buf: &mut [u8], seq: u64) {
+    for (j, w) in buf.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(seq ^ j as u64).to_le_bytes());
+    }
+}
+
+/// Reads chunk `seq` written by [`fill_words`] in place, every byte, and
+/// checks it (branch-free over the chunk; the culprit is looked for only
+/// when something is wrong).
+#[inline]
+pub fn check_words(buf: &[u8], seq: u64) -> Result<()> {
+    let diff = buf.chunks_exact(8).enumerate().fold(0u64, |acc, (j, w)| {
+        acc | (u64::from_le_bytes(w.try_into().unwrap_or([0; 8])) ^ seq ^ j as u64)
+    });
+    if diff == 0 && buf.len().is_multiple_of(8) {
+        return Ok(());
+    }
+    let mut head = [0u8; 8];
+    if let Some(h) = buf.get(..8) {
+        head.copy_from_slice(h);
+    }
+    check_seq(u64::from_le_bytes(head), seq)?;
+    Err(err(format!(
+        "chunk {seq} ({} bytes) does not hold what its writer wrote",
+        buf.len()
+    )))
 }
 
 /// Checks a received sequence number.
@@ -835,6 +944,20 @@ impl Batch {
         (self.msgs - 1) as f64 / secs
     }
 
+    /// Messages per second of a `case` batch: [`msgs_per_s`](Self::msgs_per_s),
+    /// or, for a bandwidth case (timed over the whole batch), `msgs` over
+    /// the time.
+    pub fn rate(&self, case: Case) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if !case.is_bandwidth() {
+            self.msgs_per_s()
+        } else if secs <= 0.0 {
+            0.0
+        } else {
+            self.msgs as f64 / secs
+        }
+    }
+
     /// Mean time per iteration.
     pub fn per_iter(&self) -> Duration {
         if self.msgs == 0 {
@@ -852,8 +975,9 @@ pub trait DriverSide {
     }
 
     /// Runs one batch of `n` iterations against peers that have just said
-    /// `go`: `n` round trips (each one's time recorded in `hist`), or
-    /// receiving `n` messages from each of `peers` producers.
+    /// `go`: `n` round trips (each one's time recorded in `hist`),
+    /// receiving `n` messages from each of `peers` producers, or `n`
+    /// streamed responses (`msgs`: their chunks).
     fn run(&mut self, n: u64, peers: usize, clock: &Clock, hist: &mut Histogram) -> Result<Batch>;
 
     /// Anything unusual seen so far (e.g. lost wake-ups), for the report.
@@ -885,7 +1009,7 @@ impl Cell {
         let cell = run.new_cell();
         let mut side = systems::driver_side(run, cell, spec, system)?;
         let mut peers = Vec::new();
-        for index in 0..spec.case.peers() {
+        for index in 0..system.peers(&spec) {
             let args = PeerArgs {
                 system,
                 spec,
@@ -945,7 +1069,9 @@ impl Cell {
     /// Runs batches, growing `n`, until one takes at least `target`; returns
     /// the `n` that takes about `target`. Results are thrown away (warm-up).
     pub fn calibrate(&mut self, target: Duration, clock: &Clock) -> Result<u64> {
-        let mut n: u64 = if self.spec.mode == Mode::Blocking || self.spec.size >= 1 << 20 {
+        let mut n: u64 = if self.spec.case.is_bandwidth() {
+            1
+        } else if self.spec.mode == Mode::Blocking || self.spec.size >= 1 << 20 {
             16
         } else {
             256
@@ -991,10 +1117,35 @@ mod tests {
             assert!(System::Shmex.applies(s));
             assert!(System::ALL[1..].iter().all(|x| !x.applies(s)));
         }
+        let streamed: Vec<_> = specs
+            .iter()
+            .filter(|s| s.case == Case::StreamResponse)
+            .collect();
+        assert_eq!(streamed.len(), 1);
+        for s in streamed {
+            assert!(s.case.is_bandwidth() && !s.case.is_latency());
+            let on: Vec<_> = System::ALL.into_iter().filter(|x| x.applies(s)).collect();
+            assert_eq!(on, [System::Shmex, System::Iceoryx2, System::Memcpy]);
+            assert_eq!(System::Memcpy.peers(s), 0);
+            assert_eq!(System::Shmex.peers(s), 1);
+            assert_eq!(Spec::parse(&s.quick().to_string()), Some(s.quick()));
+            assert_eq!(s.msg_bytes(), STREAM_CHUNK);
+        }
+        assert!(Spec::parse("stream-response/1000/spin/touched").is_none());
         let s = Spec::parse("tasks-2w-pf64/8/spin/untouched").unwrap();
         assert_eq!(s.case.peers(), 2);
         assert_eq!(s.label(), "tasks 8B 2 workers prefetch 64");
         assert!(Spec::parse("tasks-0w-pf64/8/spin/untouched").is_none());
         assert!(Spec::parse("tasks-1w-pf/8/spin/untouched").is_none());
+    }
+
+    #[test]
+    fn words_round_trip() {
+        let mut buf = vec![0u8; 4096];
+        fill_words(&mut buf, 7);
+        assert!(check_words(&buf, 7).is_ok());
+        assert!(check_words(&buf, 8).is_err());
+        buf[4000] ^= 1;
+        assert!(check_words(&buf, 7).is_err());
     }
 }

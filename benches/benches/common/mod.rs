@@ -1,7 +1,8 @@
 //! Criterion glue shared by the bench files: one benchmark group per case,
 //! one benchmark per system, each timed by the same `Cell::batch` as
 //! `compare` uses (criterion's `iter_custom`). The peer processes are
-//! started once per benchmark and idle between samples.
+//! started once per benchmark and idle between samples. Bandwidth cases
+//! (`stream-response`) report bytes: one iteration is one whole response.
 
 use criterion::{Criterion, Throughput};
 use shmex_benches::{
@@ -30,7 +31,10 @@ pub fn run(keep: fn(&Spec) -> bool) {
             name.push_str("/touched");
         }
         let mut group = c.benchmark_group(name);
-        if !spec.case.is_latency() {
+        if spec.case.is_bandwidth() {
+            // One iteration: one whole response.
+            group.throughput(Throughput::Bytes(spec.size as u64));
+        } else if !spec.case.is_latency() {
             group.throughput(Throughput::Elements(spec.case.peers() as u64));
         }
         for system in System::ALL.into_iter().filter(|s| s.applies(&spec)) {
@@ -46,7 +50,7 @@ pub fn run(keep: fn(&Spec) -> bool) {
                     let batch = cell
                         .batch(iters, &clock, &mut hist)
                         .unwrap_or_else(|e| panic!("{spec} {}: {e}", system.as_str()));
-                    if spec.case.is_latency() || batch.msgs < 2 {
+                    if spec.case.is_latency() || spec.case.is_bandwidth() || batch.msgs < 2 {
                         batch.elapsed.max(Duration::from_nanos(1))
                     } else {
                         // Timed from the first message to the last: scale

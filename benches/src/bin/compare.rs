@@ -8,13 +8,15 @@
 //! For each case, every applicable system is set up at once (peers idle on a
 //! pipe), calibrated, then measured in rounds: one batch of each system per
 //! round, the order rotating, so drift of the (virtualised) machine hits all
-//! systems alike. The task-distribution cases (`tasks`) have shmex alone.
+//! systems alike. The task-distribution cases (`tasks`) have shmex alone;
+//! `stream-response` (GB/s) has shmex, iceoryx2 and a `memcpy` floor.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shmex_benches::json::Json;
 use shmex_benches::machine::{cpu_busy_percent, load_average, shmex_commit, Machine};
 use shmex_benches::{
-    all_specs, note_pinning, Case, Cell, Clock, Histogram, Mode, Run, Spec, System,
+    all_specs, note_pinning, size_label, Case, Cell, Clock, Histogram, Mode, Run, Spec, System,
+    STREAM_CHUNK, STREAM_WINDOW,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -88,12 +90,12 @@ struct Options {
 
 const USAGE: &str = "usage: compare [--quick] [--json FILE] [--rounds N] [--batch-ms MS] [--only TEXT]... [--system NAME]... [--no-pin]
 
-  --quick        3 short rounds per case (under a minute on 2 cores)
+  --quick        3 short rounds per case, 16 MiB streamed responses (under half a minute on 2 cores)
   --json FILE    also write the results as JSON
   --rounds N     rounds per case (default 10, quick 3)
   --batch-ms MS  length of one batch (default 200, quick 50)
   --only TEXT    run only cases whose label contains TEXT (e.g. pubsub-rtt, 8B, blocking); repeatable
-  --system NAME  run only this system (shmex, iceoryx2, uds, floor, futex); repeatable
+  --system NAME  run only this system (shmex, iceoryx2, uds, floor, futex, memcpy); repeatable
   --no-pin       do not pin processes to cores";
 
 fn parse_args() -> Result<Options, String> {
@@ -152,6 +154,8 @@ struct Row {
     p99_ns: Option<f64>,
     p999_ns: Option<f64>,
     msgs_per_s: Option<f64>,
+    /// Bandwidth cases: median bytes/s over the rounds.
+    bytes_per_s: Option<f64>,
     samples: u64,
     per_round: Vec<f64>,
     /// Blocking round trips: median of those that took at least
@@ -174,6 +178,7 @@ impl Row {
             p99_ns: None,
             p999_ns: None,
             msgs_per_s: None,
+            bytes_per_s: None,
             samples: 0,
             per_round: Vec::new(),
             slept_median_ns: None,
@@ -183,10 +188,12 @@ impl Row {
     }
 
     /// The number ratios compare: median latency (blocking: over the round
-    /// trips that slept, see [`SLEPT_NS`]) or msgs/s.
+    /// trips that slept, see [`SLEPT_NS`]), bytes/s (bandwidth) or msgs/s.
     fn headline(&self) -> Option<f64> {
         if self.spec.case.is_latency() {
             self.slept_median_ns.filter(|&v| v > 0.0).or(self.median_ns)
+        } else if self.spec.case.is_bandwidth() {
+            self.bytes_per_s
         } else {
             self.msgs_per_s
         }
@@ -211,10 +218,19 @@ impl Row {
             ),
             _ => (Json::Null, Json::Null),
         };
+        let (chunk, window) = match self.spec.case {
+            Case::StreamResponse => (
+                Json::Num(STREAM_CHUNK as f64),
+                Json::Num(f64::from(STREAM_WINDOW)),
+            ),
+            _ => (Json::Null, Json::Null),
+        };
         Json::obj([
             ("case", Json::str(self.spec.case.as_str())),
             ("workers", workers),
             ("prefetch", prefetch),
+            ("chunk_bytes", chunk),
+            ("window", window),
             ("size", Json::Num(self.spec.size as f64)),
             ("mode", Json::str(self.spec.mode.as_str())),
             ("touched", Json::Bool(self.spec.touched)),
@@ -223,6 +239,7 @@ impl Row {
             ("p99_ns", Json::opt(self.p99_ns)),
             ("p999_ns", Json::opt(self.p999_ns)),
             ("msgs_per_s", Json::opt(self.msgs_per_s.map(f64::round))),
+            ("bytes_per_s", Json::opt(self.bytes_per_s.map(f64::round))),
             ("samples", Json::Num(self.samples as f64)),
             (
                 "per_round",
@@ -253,6 +270,7 @@ impl Row {
 /// The system a case's shmex result is divided by in the "floor" column.
 fn floor_of(spec: &Spec) -> System {
     match spec.mode {
+        _ if spec.case.is_bandwidth() => System::Memcpy,
         Mode::Spin => System::Floor,
         Mode::Blocking => System::Futex,
     }
@@ -263,7 +281,8 @@ struct Measuring {
     n: u64,
     hist: Histogram,
     round: Histogram,
-    /// Per round: median round trip (latency) or msgs/s (throughput).
+    /// Per round: median round trip (latency), msgs/s (throughput) or
+    /// bytes/s (bandwidth).
     per_round: Vec<f64>,
 }
 
@@ -327,6 +346,9 @@ fn measure_spec(run: &Run, spec: Spec, opts: &Options, clock: &Clock, pb: &Progr
                     if spec.case.is_latency() {
                         m.per_round.push(m.round.quantile(0.5) as f64);
                         m.hist.merge(&m.round);
+                    } else if spec.case.is_bandwidth() {
+                        m.per_round
+                            .push(b.rate(spec.case) * spec.msg_bytes() as f64);
                     } else {
                         m.per_round.push(b.msgs_per_s());
                     }
@@ -369,13 +391,20 @@ fn measure_spec(run: &Run, spec: Spec, opts: &Options, clock: &Clock, pb: &Progr
                 });
             }
         }
+        let median_rate = (!rates.is_empty()).then(|| rates[rates.len() / 2]);
+        let bandwidth = spec.case.is_bandwidth();
         rows.push(Row {
             spec,
             system,
             median_ns: latency.then(|| m.hist.quantile(0.5) as f64),
             p99_ns: latency.then(|| m.hist.quantile(0.99) as f64),
             p999_ns: latency.then(|| m.hist.quantile(0.999) as f64),
-            msgs_per_s: (!rates.is_empty()).then(|| rates[rates.len() / 2]),
+            msgs_per_s: if bandwidth {
+                median_rate.map(|b| b / spec.msg_bytes() as f64)
+            } else {
+                median_rate
+            },
+            bytes_per_s: median_rate.filter(|_| bandwidth),
             samples: if latency {
                 m.hist.count()
             } else {
@@ -410,6 +439,14 @@ fn rate(v: Option<f64>) -> String {
     }
 }
 
+/// Bytes/s as GB/s (10^9 bytes).
+fn gbps(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) => format!("{:.2} GB/s", v / 1e9),
+    }
+}
+
 fn find<'a>(rows: &'a [Row], spec: &Spec, system: System) -> Option<&'a Row> {
     rows.iter()
         .find(|r| r.spec == *spec && r.system == system && r.error.is_none())
@@ -430,9 +467,9 @@ fn fmt_ratio(r: Option<f64>) -> String {
 fn table(rows: &[Row], specs: &[Spec]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| case | mode | system | median | p99 | p99.9 | msgs/s | shmex/iceoryx2 | shmex/floor |\n",
+        "| case | mode | system | median | p99 | p99.9 | msgs/s | GB/s | shmex/iceoryx2 | shmex/floor |\n",
     );
-    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for spec in specs {
         for r in rows.iter().filter(|r| r.spec == *spec) {
             let (x_iox, x_floor) = if r.system == System::Shmex {
@@ -445,7 +482,7 @@ fn table(rows: &[Row], specs: &[Spec]) -> String {
             };
             if let Some(e) = &r.error {
                 out.push_str(&format!(
-                    "| {} | {} | {} | error: {} | | | | | |\n",
+                    "| {} | {} | {} | error: {} | | | | | | |\n",
                     spec.label(),
                     spec.mode.as_str(),
                     r.system.as_str(),
@@ -454,7 +491,7 @@ fn table(rows: &[Row], specs: &[Spec]) -> String {
                 continue;
             }
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 spec.label(),
                 spec.mode.as_str(),
                 r.system.as_str(),
@@ -462,6 +499,7 @@ fn table(rows: &[Row], specs: &[Spec]) -> String {
                 ns(r.p99_ns),
                 ns(r.p999_ns),
                 rate(r.msgs_per_s),
+                gbps(r.bytes_per_s),
                 x_iox,
                 x_floor
             ));
@@ -530,6 +568,17 @@ fn targets(rows: &[Row]) -> Vec<Target> {
         Mode::Spin,
         false,
     );
+    // Quick runs measure a smaller response: whichever size was run.
+    let streamed = rows
+        .iter()
+        .find(|r| r.spec.case == Case::StreamResponse)
+        .map(|r| r.spec)
+        .unwrap_or(spec(
+            Case::StreamResponse,
+            shmex_benches::STREAM_RESPONSE_BYTES,
+            Mode::Spin,
+            true,
+        ));
     let mib_vs_8 = (|| {
         let a = find(rows, &mib, System::Shmex)?.median_ns?;
         let b = find(rows, &pubsub8, System::Shmex)?.median_ns?;
@@ -583,6 +632,13 @@ fn targets(rows: &[Row]) -> Vec<Target> {
             value: slept_ratio(rows, &blocking_rpc8),
             limit: 1.1,
             at_most: true,
+            unit: Unit::Ratio,
+        },
+        Target {
+            name: "stream-response GB/s, shmex/memcpy",
+            value: ratio(rows, &streamed, System::Memcpy),
+            limit: 0.5,
+            at_most: false,
             unit: Unit::Ratio,
         },
         Target {
@@ -672,6 +728,7 @@ fn main() {
     let clock = Clock::new();
     let specs: Vec<Spec> = all_specs()
         .into_iter()
+        .map(|s| if opts.quick { s.quick() } else { s })
         .filter(|s| {
             let label = format!("{} {}", s.label(), s.mode.as_str());
             opts.only.is_empty() || opts.only.iter().all(|o| label.contains(o.as_str()))
@@ -750,10 +807,19 @@ fn main() {
     print!("{}", table(&rows, &specs));
     println!();
     println!("median/p99/p99.9: round-trip time, measured on one side per round trip; msgs/s: median of the rounds.");
-    println!("ratios: shmex ÷ other (latency: below 1 = shmex faster; msgs/s: above 1 = shmex faster); floor = raw spin ping-pong (spin) or futex ping-pong (blocking).");
+    println!("ratios: shmex ÷ other (latency: below 1 = shmex faster; msgs/s, GB/s: above 1 = shmex faster); floor = raw spin ping-pong (spin) or futex ping-pong (blocking), memcpy (stream-response).");
     println!("blocking: a round trip under 10 µs cannot include waking a sleeping process; \"(X slept)\" is the median of the others, and blocking ratios use it.");
     if specs.iter().any(|s| matches!(s.case, Case::Tasks { .. })) {
         println!("tasks: submitted here, taken and acked by 1 or 2 worker processes (each takes up to its prefetch limit, then acks); msgs/s: acked tasks; shmex only (no other system here distributes tasks with acks).");
+    }
+    if let Some(s) = specs.iter().find(|s| s.case.is_bandwidth()) {
+        println!(
+            "stream-response: per request a {} response in {} chunks (window {STREAM_WINDOW}), every byte written by the server and read (checked) by the client in place; GB/s (10^9 B/s): response bytes over the time from the first request to the last chunk, median of the rounds; msgs/s: chunks; memcpy: the same bytes copied in {} blocks between two {} buffers ({STREAM_WINDOW} blocks each, gone round) in one process (the floor column); uds: not measured (no chunks written in place).",
+            size_label(s.size),
+            size_label(STREAM_CHUNK),
+            size_label(STREAM_CHUNK),
+            size_label(STREAM_WINDOW as usize * STREAM_CHUNK),
+        );
     }
     for r in rows.iter().filter(|r| r.note.is_some()) {
         println!(

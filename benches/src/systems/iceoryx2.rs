@@ -9,6 +9,18 @@
 //! - `stream` / `fanin`: one publish-subscribe service, buffer 256, no safe
 //!   overflow, publishers with `RetryUntilDelivered` back-pressure (nothing
 //!   lost, like the other systems).
+//! - `stream-response`: one request-response service of `u64` → `[u8]`,
+//!   iceoryx2's streamed responses: per response the client sends one
+//!   request; the server answers it with [`STREAM_CHUNK`]-byte responses
+//!   from its active request (`loan_slice_uninit`, every byte written in
+//!   place with [`fill_words`], `send`), then drops the active request. The
+//!   client's response buffer holds [`STREAM_WINDOW`] responses, without
+//!   safe overflow, and the server sends with `RetryUntilDelivered`, so a
+//!   full buffer holds the server back (iceoryx2's flow control; the client may hold one more,
+//!   the one it reads). The client reads and checks every byte of each
+//!   response in place ([`check_words`]), drops it, and drops the pending
+//!   response after the last chunk (it counts them: iceoryx2 has no end
+//!   marker).
 //!
 //! Busy-polling loops on `receive`. Blocking is iceoryx2's own way: an event
 //! service per direction, the sender `notify`s after each send and the
@@ -24,8 +36,9 @@
 //! is left.
 
 use crate::{
-    check_seq, err, read_payload, spin_pause, write_payload, Batch, Case, Clock, DriverSide,
-    Histogram, Mode, PeerArgs, PeerSide, Result, Run, Spec, NAME_PREFIX,
+    check_seq, check_words, err, fill_words, read_payload, spin_pause, write_payload, Batch, Case,
+    Clock, DriverSide, Histogram, Mode, PeerArgs, PeerSide, Result, Run, Spec, NAME_PREFIX,
+    STREAM_CHUNK, STREAM_WINDOW,
 };
 use ::iceoryx2::port::client::Client;
 use ::iceoryx2::port::listener::Listener;
@@ -196,6 +209,25 @@ fn rpc_service(
         .open_or_create()?)
 }
 
+fn streamed_service(
+    node: &Node<Svc>,
+    name: &ServiceName,
+) -> Result<::iceoryx2::service::port_factory::request_response::PortFactory<Svc, u64, (), [u8], ()>>
+{
+    Ok(node
+        .service_builder(name)
+        .request_response::<u64, [u8]>()
+        .max_servers(1)
+        .max_clients(1)
+        .max_active_requests_per_client(1)
+        .max_response_buffer_size(STREAM_WINDOW as usize)
+        .max_borrowed_responses_per_pending_response(1)
+        // The default overwrites the oldest response when the buffer is
+        // full, whatever the server's backpressure strategy.
+        .enable_safe_overflow_for_responses(false)
+        .open_or_create()?)
+}
+
 /// Loans a slice sample of `size` bytes, retrying while none is free, and
 /// writes message `seq` into it.
 fn loan_write(
@@ -227,6 +259,9 @@ enum DriverPorts {
     Reqresp {
         client: Client<Svc, u64, (), u64, ()>,
     },
+    Streamed {
+        client: Client<Svc, u64, (), [u8], ()>,
+    },
     Fanin {
         subscriber: Subscriber<Svc, [u8], ()>,
     },
@@ -238,6 +273,8 @@ struct Driver {
     sleep: Option<Sleep>,
     spec: Spec,
     seq: u64,
+    /// Streamed responses: the last request's payload.
+    tag: u64,
     expected: Vec<(::iceoryx2::identifiers::UniquePublisherId, u64)>,
     _node: Node<Svc>,
 }
@@ -265,6 +302,12 @@ pub fn driver(run: &Run, cell: u32, spec: Spec) -> Result<Box<dyn DriverSide>> {
                 client: rpc.client_builder().create()?,
             }
         }
+        Case::StreamResponse => {
+            let rpc = streamed_service(&node, &service_name(&base, "streamed")?)?;
+            DriverPorts::Streamed {
+                client: rpc.client_builder().create()?,
+            }
+        }
         Case::Tasks { .. } => return Err(err("iceoryx2 has no task distribution")),
         Case::Stream | Case::Fanin => {
             let svc = stream_service(&node, &service_name(&base, "stream")?)?;
@@ -282,6 +325,7 @@ pub fn driver(run: &Run, cell: u32, spec: Spec) -> Result<Box<dyn DriverSide>> {
         sleep,
         spec,
         seq: 0,
+        tag: 0,
         expected: Vec::new(),
         _node: node,
     }))
@@ -343,6 +387,27 @@ impl DriverSide for Driver {
                     msgs: n,
                 })
             }
+            DriverPorts::Streamed { client } => {
+                let chunks = (size / STREAM_CHUNK) as u64;
+                let start = clock.now();
+                for _ in 0..n {
+                    self.tag += 1;
+                    let pending = client.loan_uninit()?.write_payload(self.tag).send()?;
+                    Wake::notify(&self.wake)?;
+                    for _ in 0..chunks {
+                        let part = recv(&self.sleep, || Ok(pending.receive()?))?;
+                        self.seq += 1;
+                        check_words(part.payload(), self.seq)?;
+                        drop(part);
+                    }
+                    drop(pending);
+                }
+                let end = clock.now();
+                Ok(Batch {
+                    elapsed: clock.duration(end.wrapping_sub(start)),
+                    msgs: n * chunks,
+                })
+            }
             DriverPorts::Fanin { subscriber } => {
                 let total = n * peers as u64;
                 let mut first = None;
@@ -381,6 +446,9 @@ enum PeerPorts {
     Reqresp {
         server: Server<Svc, u64, (), u64, ()>,
     },
+    Streamed {
+        server: Server<Svc, u64, (), [u8], ()>,
+    },
     Fanin {
         publisher: Publisher<Svc, [u8], ()>,
     },
@@ -392,6 +460,8 @@ struct Peer {
     sleep: Option<Sleep>,
     spec: Spec,
     seq: u64,
+    /// Streamed responses: the last request's payload.
+    tag: u64,
     _node: Node<Svc>,
 }
 
@@ -419,6 +489,17 @@ pub fn peer(args: &PeerArgs) -> Result<Box<dyn PeerSide>> {
                 server: rpc.server_builder().create()?,
             }
         }
+        Case::StreamResponse => {
+            let rpc = streamed_service(&node, &service_name(&base, "streamed")?)?;
+            PeerPorts::Streamed {
+                server: rpc
+                    .server_builder()
+                    .initial_max_slice_len(STREAM_CHUNK)
+                    .max_loaned_responses_per_request(1)
+                    .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+                    .create()?,
+            }
+        }
         Case::Tasks { .. } => return Err(err("iceoryx2 has no task distribution")),
         Case::Stream | Case::Fanin => {
             let svc = stream_service(&node, &service_name(&base, "stream")?)?;
@@ -437,6 +518,7 @@ pub fn peer(args: &PeerArgs) -> Result<Box<dyn PeerSide>> {
         sleep,
         spec,
         seq: 0,
+        tag: 0,
         _node: node,
     }))
 }
@@ -466,6 +548,30 @@ impl PeerSide for Peer {
                     request.loan_uninit()?.write_payload(self.seq).send()?;
                     drop(request);
                     Wake::notify(&self.wake)?;
+                }
+            }
+            PeerPorts::Streamed { server } => {
+                let chunks = size / STREAM_CHUNK;
+                for _ in 0..n {
+                    self.tag += 1;
+                    let request = recv(&self.sleep, || Ok(server.receive()?))?;
+                    check_seq(*request.payload(), self.tag)?;
+                    for _ in 0..chunks {
+                        self.seq += 1;
+                        let part = loop {
+                            match request.loan_slice_uninit(STREAM_CHUNK) {
+                                Ok(p) => break p,
+                                Err(_) => spin_pause(),
+                            }
+                        };
+                        // SAFETY: as in `loan_write`: shared memory is
+                        // initialised memory and `u8` has no invalid values.
+                        let mut part = unsafe { part.assume_init() };
+                        fill_words(part.payload_mut(), self.seq);
+                        part.send()?;
+                        Wake::notify(&self.wake)?;
+                    }
+                    drop(request);
                 }
             }
             PeerPorts::Fanin { publisher } => {

@@ -1,11 +1,13 @@
 //! One module per system; each has a driving side (timed, in this process)
-//! and a peer side (in `bench-peer`) for the cases it takes part in.
+//! and a peer side (in `bench-peer`) for the cases it takes part in
+//! (`memcpy` has no peer).
 
 use crate::{DriverSide, PeerArgs, PeerSide, Result, Run, Spec, System};
 
 pub mod floor;
 pub mod futex;
 pub mod iceoryx2;
+pub mod memcpy;
 pub mod shmex;
 pub mod uds;
 
@@ -23,6 +25,7 @@ pub fn driver_side(
         System::Uds => uds::driver(run, cell, spec),
         System::Floor => floor::driver(run, cell, spec),
         System::Futex => futex::driver(run, cell, spec),
+        System::Memcpy => memcpy::driver(run, cell, spec),
     }
 }
 
@@ -34,5 +37,6 @@ pub fn peer_side(args: &PeerArgs) -> Result<Box<dyn PeerSide>> {
         System::Uds => uds::peer(args),
         System::Floor => floor::peer(args),
         System::Futex => futex::peer(args),
+        System::Memcpy => Err(crate::err("memcpy runs in one process: it has no peer")),
     }
 }

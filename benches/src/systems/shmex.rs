@@ -18,13 +18,23 @@
 //!   sequence numbers (one worker: consecutive; two: increasing per
 //!   worker); the driver checks that exactly the tasks it submitted were
 //!   acked.
+//! - `stream-response`: one request-response exchange of
+//!   [`STREAM_CHUNK`]-byte chunks, a client here and a server in the peer.
+//!   Per response the client sends one request (`request_stream`, window
+//!   [`STREAM_WINDOW`]); the server answers with `respond_stream`: for each
+//!   chunk `loan` (retried while the pool is empty), every byte written in
+//!   place ([`fill_words`]), `send` (waits while the window is full), then
+//!   `end`. The client reads and checks every byte of each chunk in place
+//!   ([`check_words`]) and drops it (which releases it), until the end
+//!   marker.
 //!
 //! Busy-polling uses `try_receive` in a loop; blocking uses `receive` on a
 //! node whose spin budget is zero, so a receiver that finds nothing sleeps.
 
 use crate::{
-    check_seq, err, read_payload, spin_pause, write_payload, Batch, Case, Clock, DriverSide,
-    Histogram, Mode, PeerArgs, PeerSide, Result, Run, Spec,
+    check_seq, check_words, err, fill_words, read_payload, spin_pause, write_payload, Batch, Case,
+    Clock, DriverSide, Histogram, Mode, PeerArgs, PeerSide, Result, Run, Spec, STREAM_CHUNK,
+    STREAM_WINDOW,
 };
 use ::shmex::{
     Client, Consumer, Exchange, Limits, Node, Pattern, Producer, Publisher, RecvError, SendError,
@@ -61,6 +71,19 @@ fn limits(spec: &Spec) -> Limits {
             // Two workers' stop tasks never bounce that often; nothing else
             // is redelivered (no nack, acks well within the timeout).
             max_deliveries: 255,
+            ..Limits::default()
+        };
+    }
+    if spec.case == Case::StreamResponse {
+        return Limits {
+            chunk_size: STREAM_CHUNK,
+            // The window, the chunk being written, one release deferred by
+            // the client, the request: twice the window leaves slack.
+            chunk_count: 2 * STREAM_WINDOW,
+            // The client's inbox holds the window and the end marker.
+            queue_depth: (STREAM_WINDOW + 1).next_power_of_two(),
+            max_ports: 4,
+            mode: 0o600,
             ..Limits::default()
         };
     }
@@ -109,6 +132,10 @@ enum DriverPorts {
         client: Client,
         _ex: Exchange,
     },
+    Streamed {
+        client: Client,
+        _ex: Exchange,
+    },
     Fanin {
         consumer: Consumer,
         _ex: Exchange,
@@ -123,6 +150,8 @@ struct Driver {
     ports: DriverPorts,
     spec: Spec,
     seq: u64,
+    /// Streamed responses: tag of the last request.
+    tag: u64,
     /// Per producer port index: next sequence number expected.
     expected: Vec<(u32, u64)>,
     _node: Node,
@@ -150,6 +179,13 @@ pub fn driver(run: &Run, cell: u32, spec: Spec) -> Result<Box<dyn DriverSide>> {
                 _ex: ex,
             }
         }
+        Case::StreamResponse => {
+            let ex = node.create_exchange(&ping, Pattern::RequestResponse, limits)?;
+            DriverPorts::Streamed {
+                client: ex.client()?,
+                _ex: ex,
+            }
+        }
         Case::Stream | Case::Fanin => {
             let ex = node.create_exchange(&ping, Pattern::FanIn, limits)?;
             DriverPorts::Fanin {
@@ -169,6 +205,7 @@ pub fn driver(run: &Run, cell: u32, spec: Spec) -> Result<Box<dyn DriverSide>> {
         ports,
         spec,
         seq: 0,
+        tag: 0,
         expected: Vec::new(),
         _node: node,
     }))
@@ -229,6 +266,38 @@ impl DriverSide for Driver {
                 Ok(Batch {
                     elapsed: clock.duration(prev.wrapping_sub(start)),
                     msgs: n,
+                })
+            }
+            DriverPorts::Streamed { client, .. } => {
+                let chunks = (size / STREAM_CHUNK) as u64;
+                let start = clock.now();
+                for _ in 0..n {
+                    self.tag += 1;
+                    let tag = self.tag;
+                    client.request_stream(tag, &tag.to_le_bytes(), STREAM_WINDOW)?;
+                    let mut got = 0;
+                    loop {
+                        let part = recv(mode, || client.try_receive(), || client.receive())?;
+                        check_seq(part.tag(), tag)?;
+                        if part.is_stream_end() {
+                            break;
+                        }
+                        if !part.is_stream_chunk() {
+                            return Err(err("a plain response to a stream request"));
+                        }
+                        self.seq += 1;
+                        check_words(&part, self.seq)?;
+                        drop(part);
+                        got += 1;
+                    }
+                    if got != chunks {
+                        return Err(err(format!("a response of {got} chunks, not {chunks}")));
+                    }
+                }
+                let end = clock.now();
+                Ok(Batch {
+                    elapsed: clock.duration(end.wrapping_sub(start)),
+                    msgs: n * chunks,
                 })
             }
             DriverPorts::Fanin { consumer, .. } => {
@@ -336,6 +405,10 @@ enum PeerPorts {
         server: Server,
         _ex: Exchange,
     },
+    Streamed {
+        server: Server,
+        _ex: Exchange,
+    },
     Fanin {
         producer: Producer,
         _ex: Exchange,
@@ -377,6 +450,13 @@ pub fn peer(args: &PeerArgs) -> Result<Box<dyn PeerSide>> {
         Case::ReqrespRtt => {
             let ex = node.open_exchange(&ping)?;
             PeerPorts::Reqresp {
+                server: ex.server()?,
+                _ex: ex,
+            }
+        }
+        Case::StreamResponse => {
+            let ex = node.open_exchange(&ping)?;
+            PeerPorts::Streamed {
                 server: ex.server()?,
                 _ex: ex,
             }
@@ -440,6 +520,32 @@ impl PeerSide for Peer {
                     let mut loan = server.loan(size)?;
                     write_payload(&mut loan, self.seq, touched);
                     request.respond_loan(loan)?;
+                }
+            }
+            PeerPorts::Streamed { server, .. } => {
+                let chunks = size / STREAM_CHUNK;
+                for _ in 0..n {
+                    let request = recv(mode, || server.try_receive(), || server.receive())?;
+                    if request.stream_window() != STREAM_WINDOW {
+                        return Err(err(format!(
+                            "a stream request with window {}",
+                            request.stream_window()
+                        )));
+                    }
+                    let mut stream = request.respond_stream()?;
+                    for _ in 0..chunks {
+                        self.seq += 1;
+                        let mut loan = loop {
+                            match stream.loan(STREAM_CHUNK) {
+                                Ok(l) => break l,
+                                Err(SendError::PoolExhausted { .. }) => spin_pause(),
+                                Err(e) => return Err(e.into()),
+                            }
+                        };
+                        fill_words(&mut loan, self.seq);
+                        stream.send(loan)?;
+                    }
+                    stream.end()?;
                 }
             }
             PeerPorts::Fanin { producer, .. } => {

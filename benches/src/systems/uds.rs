@@ -75,6 +75,15 @@ impl Reader {
     }
 }
 
+/// The cases a socket does not take part in.
+fn reject(case: Case) -> Result<()> {
+    match case {
+        Case::Tasks { .. } => Err(err("a socket has no task distribution")),
+        Case::StreamResponse => Err(err("a socket has no chunked responses written in place")),
+        _ => Ok(()),
+    }
+}
+
 struct Driver {
     listener: UnixListener,
     conns: Vec<(UnixStream, Reader, u64)>,
@@ -85,9 +94,7 @@ struct Driver {
 
 /// Driving side: listens; the peers connect.
 pub fn driver(run: &Run, cell: u32, spec: Spec) -> Result<Box<dyn DriverSide>> {
-    if let Case::Tasks { .. } = spec.case {
-        return Err(err("a socket has no task distribution"));
-    }
+    reject(spec.case)?;
     let listener = UnixListener::bind_addr(&address(&run.cell_name(cell, "uds"))?)?;
     Ok(Box::new(Driver {
         listener,
@@ -192,9 +199,7 @@ struct Peer {
 
 /// Peer side: echo (round trips) or writer (streams).
 pub fn peer(args: &PeerArgs) -> Result<Box<dyn PeerSide>> {
-    if let Case::Tasks { .. } = args.spec.case {
-        return Err(err("a socket has no task distribution"));
-    }
+    reject(args.spec.case)?;
     let s = UnixStream::connect_addr(&address(&args.cell_name("uds"))?)?;
     s.set_nonblocking(args.spec.mode == Mode::Spin)?;
     Ok(Box::new(Peer {
@@ -226,7 +231,7 @@ impl PeerSide for Peer {
                     write_msg(&mut self.s, &self.out)?;
                 }
             }
-            Case::Tasks { .. } => return Err(err("a socket has no task distribution")),
+            Case::Tasks { .. } | Case::StreamResponse => reject(self.spec.case)?,
         }
         Ok(())
     }
