@@ -1,0 +1,139 @@
+//! Wait sets: one thread blocks on many ports (and watches) of one node at
+//! once, like a mailbox.
+//!
+//! A wait set remembers its members; each wait locks them (in address
+//! order), waits with the Rust `WaitSet`, and unlocks them, so the members
+//! are the waiting thread's while it waits. A member cannot be freed
+//! (`SHMEX_E_BUSY`) until the wait set is.
+
+use crate::args::{self, Out};
+use crate::error::{ffi, Error, Result, SHMEX_E_FOREIGN_PORT};
+use crate::handles::{self, Kind, Member, Object};
+use shmex_rs::WaitSet;
+use std::ffi::{c_int, c_void};
+
+/// A set of ports one thread waits on at once. Single-threaded; free it
+/// with `shmex_waitset_free` before freeing its members.
+pub struct shmex_waitset {
+    _private: [u8; 0],
+}
+
+/// Creates an empty wait set.
+#[no_mangle]
+pub unsafe extern "C" fn shmex_waitset_create(waitset: *mut *mut shmex_waitset) -> c_int {
+    ffi(|| {
+        // SAFETY: NULL or writable, by the header's contract.
+        let out = unsafe { Out::new(waitset, "waitset") }?;
+        let h = handles::insert(Kind::WaitSet, Object::WaitSet(Vec::new()))?;
+        out.set(handles::to_ptr(h));
+        Ok(())
+    })
+}
+
+/// Adds a port to the set: any handle of a client, server, subscriber,
+/// consumer, worker or watch (ports that only send have nothing to wait
+/// for). `*index` (may be NULL) is its index in the set, as
+/// `shmex_waitset_wait` reports it; adding a member again gives its index.
+/// `SHMEX_E_FOREIGN_PORT` when it belongs to another node than the others.
+#[no_mangle]
+pub unsafe extern "C" fn shmex_waitset_add(
+    waitset: *mut shmex_waitset,
+    port: *const c_void,
+    index: *mut usize,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: NULL or writable, by the header's contract.
+        let out = unsafe { Out::optional(index) };
+        let h = handles::of(port);
+        let kind = handles::kind_of(h)?;
+        if !matches!(
+            kind,
+            Kind::Client
+                | Kind::Server
+                | Kind::Subscriber
+                | Kind::Consumer
+                | Kind::Worker
+                | Kind::Watch
+        ) {
+            return Err(Error::invalid(format!(
+                "a {} cannot join a wait set: it has nothing to receive",
+                kind.c_name()
+            )));
+        }
+        let new = handles::member(h, kind)?;
+        let i = handles::with_waitset(handles::of(waitset), |members| {
+            if let Some(i) = members.iter().position(|m| *m == new) {
+                return Ok(i);
+            }
+            if let Some(&first) = members.first() {
+                check_same_node(first, new)?;
+            }
+            handles::with_port(h, kind, |locked| {
+                locked.family().waitsets += 1;
+                Ok(())
+            })?;
+            members.push(new);
+            Ok(members.len() - 1)
+        })?;
+        args::set_opt(out, i);
+        Ok(())
+    })
+}
+
+/// `SHMEX_E_FOREIGN_PORT` unless `new` belongs to the node of `first`.
+fn check_same_node(first: Member, new: Member) -> Result<()> {
+    let guards = handles::lock_ports(&[first, new])?;
+    let mut trial = WaitSet::new();
+    for g in &guards {
+        let waitable = g.port().waitable().expect("members can wait");
+        trial
+            .add(waitable)
+            .map_err(|e| Error::new(SHMEX_E_FOREIGN_PORT, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Blocks until at least one member has something to receive (or an event,
+/// for a watch), at most `timeout_ms` milliseconds (`SHMEX_FOREVER`: no
+/// limit; `SHMEX_E_TIMEOUT` after; an empty set times out at once). The
+/// indices of the ready members go to `ready[0 .. *count]`, at most
+/// `capacity` of them. The members stay locked (other threads' calls on
+/// them wait) until it returns.
+#[no_mangle]
+pub unsafe extern "C" fn shmex_waitset_wait(
+    waitset: *mut shmex_waitset,
+    timeout_ms: i64,
+    ready: *mut usize,
+    capacity: usize,
+    count: *mut usize,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: NULL or writable, by the header's contract.
+        let count_out = unsafe { Out::new(count, "count") }?;
+        if ready.is_null() && capacity > 0 {
+            return Err(Error::null("ready"));
+        }
+        let indices = handles::with_waitset(handles::of(waitset), |members| {
+            let guards = handles::lock_ports(members)?;
+            let mut set = WaitSet::new();
+            for g in &guards {
+                set.add(g.port().waitable().expect("members can wait"))?;
+            }
+            Ok(set.wait(args::timeout(timeout_ms))?)
+        })?;
+        let n = indices.len().min(capacity);
+        for (k, &i) in indices.iter().take(n).enumerate() {
+            // SAFETY: `ready` holds `capacity` writable slots by the
+            // header's contract, and k < n <= capacity.
+            unsafe { ready.add(k).write(i) };
+        }
+        count_out.set(n);
+        Ok(())
+    })
+}
+
+/// Frees the wait set; its members can be freed again.
+#[no_mangle]
+pub extern "C" fn shmex_waitset_free(waitset: *mut shmex_waitset) -> c_int {
+    ffi(|| handles::release_waitset(handles::of(waitset)))
+}
