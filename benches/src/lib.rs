@@ -166,6 +166,10 @@ impl Mode {
 pub enum System {
     /// This project.
     Shmex,
+    /// This project from C: the C↔C ping-pong of the C bindings
+    /// (`bindings/examples/pingpong.c`), 8-byte spin round trips only; it
+    /// times itself and reports [`Quantiles`] (see [`systems::shmex_c`]).
+    ShmexC,
     /// iceoryx2 (crates.io), `ipc::Service`.
     Iceoryx2,
     /// A Unix domain stream socket.
@@ -184,8 +188,9 @@ pub enum System {
 
 impl System {
     /// Every system, in table order.
-    pub const ALL: [System; 6] = [
+    pub const ALL: [System; 7] = [
         System::Shmex,
+        System::ShmexC,
         System::Iceoryx2,
         System::Uds,
         System::Floor,
@@ -197,6 +202,7 @@ impl System {
     pub fn as_str(self) -> &'static str {
         match self {
             System::Shmex => "shmex",
+            System::ShmexC => "shmex-c",
             System::Iceoryx2 => "iceoryx2",
             System::Uds => "uds",
             System::Floor => "floor",
@@ -218,18 +224,27 @@ impl System {
             // A socket has no chunked responses written in place.
             System::Uds if spec.case == Case::StreamResponse => false,
             System::Shmex | System::Iceoryx2 | System::Uds => true,
+            System::ShmexC => systems::shmex_c::applies(spec),
             System::Floor => spec.case.is_latency() && spec.mode == Mode::Spin,
             System::Futex => spec.case.is_latency() && spec.mode == Mode::Blocking,
             System::Memcpy => spec.case == Case::StreamResponse,
         }
     }
 
-    /// Peer processes this system starts for `spec` (`memcpy`: none).
+    /// Peer processes this system starts for `spec` (`memcpy`: none;
+    /// `shmex-c`: none, its program forks its own).
     pub fn peers(self, spec: &Spec) -> usize {
         match self {
-            System::Memcpy => 0,
+            System::Memcpy | System::ShmexC => 0,
             _ => spec.case.peers(),
         }
+    }
+
+    /// Times its round trips itself, in a program of its own, and reports
+    /// [`Quantiles`] per batch instead of filling the [`Histogram`]
+    /// (`shmex-c`); not in the criterion benches.
+    pub fn times_itself(self) -> bool {
+        self == System::ShmexC
     }
 }
 
@@ -967,6 +982,20 @@ impl Batch {
     }
 }
 
+/// Round-trip figures of one batch timed by a program of its own
+/// ([`System::times_itself`]), which prints quantiles, not every round trip.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantiles {
+    /// Median round trip.
+    pub median_ns: f64,
+    /// 99th percentile.
+    pub p99_ns: f64,
+    /// 99.9th percentile.
+    pub p999_ns: f64,
+    /// Round trips timed.
+    pub samples: u64,
+}
+
 /// The measuring side of a cell.
 pub trait DriverSide {
     /// Called once the peers are up (accept connections, unlink files).
@@ -982,6 +1011,12 @@ pub trait DriverSide {
 
     /// Anything unusual seen so far (e.g. lost wake-ups), for the report.
     fn notes(&self) -> Option<String> {
+        None
+    }
+
+    /// The last batch's round-trip figures, for a side that times itself
+    /// ([`System::times_itself`]) and leaves the histogram empty.
+    fn quantiles(&self) -> Option<Quantiles> {
         None
     }
 }
@@ -1066,6 +1101,12 @@ impl Cell {
         self.side.notes()
     }
 
+    /// The last batch's figures of a side that times itself (see
+    /// [`DriverSide::quantiles`]).
+    pub fn quantiles(&self) -> Option<Quantiles> {
+        self.side.quantiles()
+    }
+
     /// Runs batches, growing `n`, until one takes at least `target`; returns
     /// the `n` that takes about `target`. Results are thrown away (warm-up).
     pub fn calibrate(&mut self, target: Duration, clock: &Clock) -> Result<u64> {
@@ -1116,6 +1157,7 @@ mod tests {
             assert!(!s.case.is_latency());
             assert!(System::Shmex.applies(s));
             assert!(System::ALL[1..].iter().all(|x| !x.applies(s)));
+            assert!(!System::ShmexC.applies(s));
         }
         let streamed: Vec<_> = specs
             .iter()
@@ -1137,6 +1179,21 @@ mod tests {
         assert_eq!(s.label(), "tasks 8B 2 workers prefetch 64");
         assert!(Spec::parse("tasks-0w-pf64/8/spin/untouched").is_none());
         assert!(Spec::parse("tasks-1w-pf/8/spin/untouched").is_none());
+        // The C ping-pong: the two 8-byte spin round trips, nothing else.
+        let c: Vec<String> = specs
+            .iter()
+            .filter(|s| System::ShmexC.applies(s))
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            c,
+            [
+                "pubsub-rtt/8/spin/untouched",
+                "reqresp-rtt/8/spin/untouched"
+            ]
+        );
+        assert_eq!(System::parse("shmex-c"), Some(System::ShmexC));
+        assert_eq!(System::ShmexC.peers(&Spec::parse(&c[0]).unwrap()), 0);
     }
 
     #[test]

@@ -6,10 +6,13 @@
  *
  *   pingpong rpc 8B rounds=100000 median_ns=812 p90_ns=... p99_ns=... p999_ns=...
  *
- *   pingpong [rpc|pubsub] [ROUNDS] [NAMESPACE]
+ *   pingpong [rpc|pubsub] [ROUNDS] [NAMESPACE] [CPUS]
  *
  * rpc: a client requests, a server responds. pubsub: two publish-subscribe
  * exchanges, "ping" and "pong", one publisher and one subscriber on each.
+ * CPUS: "A,B" pins the timing side to core A and the echoing side to core B
+ * (exits with an error if the kernel refuses), "-" pins nothing; without
+ * it, cores 0 and 1 when there are two (best effort).
  */
 #include "shmex.h"
 
@@ -37,13 +40,23 @@ static uint64_t now_ns(void) {
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-static void pin(int cpu) {
-    if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+/* Core of the timing side (0) and of the echoing side (1); how to pin. */
+static int cpu_of[2] = {0, 1};
+static enum { PIN_BEST_EFFORT, PIN_STRICT, PIN_NONE } pin_mode = PIN_BEST_EFFORT;
+
+static void pin(int side) {
+    if (pin_mode == PIN_NONE || (pin_mode == PIN_BEST_EFFORT && sysconf(_SC_NPROCESSORS_ONLN) < 2))
         return;
-    cpu_set_t set;
+    int cpu = cpu_of[side];
+    cpu_set_t set, got;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
-    sched_setaffinity(0, sizeof set, &set); /* best effort */
+    int ok = sched_setaffinity(0, sizeof set, &set) == 0 && sched_getaffinity(0, sizeof got, &got) == 0 &&
+             CPU_EQUAL(&set, &got);
+    if (!ok && pin_mode == PIN_STRICT) {
+        fprintf(stderr, "pingpong: cannot pin to core %d\n", cpu);
+        exit(1);
+    }
 }
 
 static void sleep_ms(long ms) {
@@ -105,12 +118,13 @@ static int rpc_client(const char *ns, long warmup, long rounds) {
         shmex_sample_info info;
         while (answer == NULL)
             CHECK(shmex_client_try_receive(client, &answer, &info, NULL));
-        uint64_t end = now_ns();
         if (info.len != sizeof seq || memcmp(info.data, &seq, sizeof seq) != 0) {
             fprintf(stderr, "wrong echo at %ld\n", i);
             return 1;
         }
+        /* The release is part of the round trip, as in the Rust benchmark. */
         CHECK(shmex_sample_release(answer));
+        uint64_t end = now_ns();
         if (i >= warmup)
             rtt[i - warmup] = end - start;
     }
@@ -147,8 +161,8 @@ static void close_side(struct side *s) {
     CHECK(shmex_node_free(s->node));
 }
 
-/* Receives one 8-byte message by spinning; returns the sample (release it
- * after answering: the release is then off the round trip's path). */
+/* Receives one 8-byte message by spinning; returns the sample (the caller
+ * releases it). */
 static shmex_sample *spin_receive(shmex_subscriber *in, uint64_t *value) {
     shmex_sample *sample = NULL;
     shmex_sample_info info;
@@ -165,10 +179,11 @@ static int pubsub_echo(const char *ns, long total) {
     for (long i = 0; i < total; i++) {
         uint64_t v;
         shmex_sample *ping = spin_receive(s.in, &v);
+        /* Released before answering, as the Rust benchmark's echo does. */
+        CHECK(shmex_sample_release(ping));
         shmex_published report = {0, 0};
         while (report.delivered == 0) /* waits for the other side's subscription */
             CHECK(shmex_publisher_publish(s.out, "x", &v, sizeof v, &report));
-        CHECK(shmex_sample_release(ping));
     }
     close_side(&s);
     return 0;
@@ -186,8 +201,8 @@ static int pubsub_driver(const char *ns, long warmup, long rounds) {
             CHECK(shmex_publisher_publish(s.out, "x", &seq, sizeof seq, &report));
         uint64_t v;
         shmex_sample *pong = spin_receive(s.in, &v);
-        uint64_t end = now_ns();
         CHECK(shmex_sample_release(pong));
+        uint64_t end = now_ns();
         if (v != seq) {
             fprintf(stderr, "wrong echo at %ld\n", i);
             return 1;
@@ -209,11 +224,23 @@ int main(int argc, char **argv) {
     if (!ns[0])
         snprintf(ns, sizeof ns, "pingpong-%d", (int)getpid());
     int rpc = strcmp(mode, "rpc") == 0;
-    if ((!rpc && strcmp(mode, "pubsub") != 0) || rounds < 10) {
-        fprintf(stderr, "usage: %s [rpc|pubsub] [ROUNDS >= 10] [NAMESPACE]\n", argv[0]);
+    int cpus_ok = 1;
+    if (argc >= 5 && strcmp(argv[4], "-") == 0)
+        pin_mode = PIN_NONE;
+    else if (argc >= 5) {
+        pin_mode = PIN_STRICT;
+        cpus_ok = sscanf(argv[4], "%d,%d", &cpu_of[0], &cpu_of[1]) == 2 && cpu_of[0] >= 0 && cpu_of[1] >= 0 &&
+                  cpu_of[0] < CPU_SETSIZE && cpu_of[1] < CPU_SETSIZE;
+    }
+    if ((!rpc && strcmp(mode, "pubsub") != 0) || rounds < 10 || !cpus_ok) {
+        fprintf(stderr, "usage: %s [rpc|pubsub] [ROUNDS >= 10] [NAMESPACE] [CPU,CPU|-]\n", argv[0]);
         return 2;
     }
     long warmup = rounds / 10;
+    if (pin_mode == PIN_STRICT) { /* both cores usable? asked before there is a child to strand */
+        pin(1);
+        pin(0);
+    }
 
     pid_t child = fork(); /* before any shmex object */
     if (child < 0) {

@@ -37,7 +37,11 @@ pub fn run(keep: fn(&Spec) -> bool) {
         } else if !spec.case.is_latency() {
             group.throughput(Throughput::Elements(spec.case.peers() as u64));
         }
-        for system in System::ALL.into_iter().filter(|s| s.applies(&spec)) {
+        // shmex-c times itself (the C ping-pong): not a criterion benchmark.
+        for system in System::ALL
+            .into_iter()
+            .filter(|s| s.applies(&spec) && !s.times_itself())
+        {
             let mut cell: Option<Cell> = None;
             let mut hist = Histogram::new();
             group.bench_function(system.as_str(), |b| {

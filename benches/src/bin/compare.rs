@@ -9,14 +9,17 @@
 //! pipe), calibrated, then measured in rounds: one batch of each system per
 //! round, the order rotating, so drift of the (virtualised) machine hits all
 //! systems alike. The task-distribution cases (`tasks`) have shmex alone;
-//! `stream-response` (GB/s) has shmex, iceoryx2 and a `memcpy` floor.
+//! `stream-response` (GB/s) has shmex, iceoryx2 and a `memcpy` floor. The
+//! 8-byte spin round trips also have `shmex-c`, the C↔C ping-pong of the C
+//! bindings (built first if needed), one run of it per batch.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shmex_benches::json::Json;
 use shmex_benches::machine::{cpu_busy_percent, load_average, shmex_commit, Machine};
+use shmex_benches::systems::shmex_c;
 use shmex_benches::{
-    all_specs, note_pinning, size_label, Case, Cell, Clock, Histogram, Mode, Run, Spec, System,
-    STREAM_CHUNK, STREAM_WINDOW,
+    all_specs, note_pinning, size_label, Case, Cell, Clock, Histogram, Mode, Quantiles, Run, Spec,
+    System, STREAM_CHUNK, STREAM_WINDOW,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -68,6 +71,7 @@ fn start_watchdog(run_id: String, started: Instant, limit: Duration) {
                 "\ncompare: no progress for {} s while measuring {what}; giving up",
                 limit.as_secs()
             );
+            shmex_c::kill_running();
             shmex_benches::remove_run_files(&run_id);
             std::process::exit(3);
         }
@@ -95,7 +99,7 @@ const USAGE: &str = "usage: compare [--quick] [--json FILE] [--rounds N] [--batc
   --rounds N     rounds per case (default 10, quick 3)
   --batch-ms MS  length of one batch (default 200, quick 50)
   --only TEXT    run only cases whose label contains TEXT (e.g. pubsub-rtt, 8B, blocking); repeatable
-  --system NAME  run only this system (shmex, iceoryx2, uds, floor, futex, memcpy); repeatable
+  --system NAME  run only this system (shmex, shmex-c, iceoryx2, uds, floor, futex, memcpy); repeatable
   --no-pin       do not pin processes to cores";
 
 fn parse_args() -> Result<Options, String> {
@@ -165,6 +169,9 @@ struct Row {
     error: Option<String>,
 }
 
+/// What `shmex-c`'s rows are made of (see [`shmex_c`]).
+const SHMEX_C_LEGEND: &str = "shmex-c: the C↔C ping-pong of the C bindings (bindings/examples/pingpong.c, cc -O2, libshmex.a), one run of it per batch, its two processes on the driver's and the peer's core; it times each round trip itself (clock_gettime from before the send to after the answer's release; its echo releases before answering, as the Rust rows do); median/p99/p99.9: medians over the rounds of each run's own figures. C/Rust: shmex-c ÷ shmex median (below 1 = C faster).";
+
 /// A blocking round trip at least this long included a wake-up (~25 µs
 /// here); shorter ones were caught by spinning.
 const SLEPT_NS: u64 = 10_000;
@@ -184,6 +191,16 @@ impl Row {
             slept_median_ns: None,
             note: None,
             error: Some(e),
+        }
+    }
+
+    /// A system that could not run at all here (e.g. no C compiler): "-"
+    /// with a note saying why.
+    fn unavailable(spec: Spec, system: System, why: &str) -> Row {
+        Row {
+            error: None,
+            note: Some(format!("not measured: {why}")),
+            ..Row::failed(spec, system, String::new())
         }
     }
 
@@ -235,6 +252,14 @@ impl Row {
             ("mode", Json::str(self.spec.mode.as_str())),
             ("touched", Json::Bool(self.spec.touched)),
             ("system", Json::str(self.system.as_str())),
+            (
+                "timed_by",
+                Json::str(if self.system.times_itself() {
+                    "pingpong.c (per-round quantiles)"
+                } else {
+                    "compare"
+                }),
+            ),
             ("median_ns", Json::opt(self.median_ns)),
             ("p99_ns", Json::opt(self.p99_ns)),
             ("p999_ns", Json::opt(self.p999_ns)),
@@ -284,6 +309,14 @@ struct Measuring {
     /// Per round: median round trip (latency), msgs/s (throughput) or
     /// bytes/s (bandwidth).
     per_round: Vec<f64>,
+    /// Per round, from a system that times itself: its own figures.
+    reported: Vec<Quantiles>,
+}
+
+/// Median of `v` (upper median; 0 when empty).
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Measures every applicable system of `spec`, interleaved.
@@ -295,6 +328,13 @@ fn measure_spec(run: &Run, spec: Spec, opts: &Options, clock: &Clock, pb: &Progr
     let mut rows = Vec::new();
     let mut live: Vec<(System, Measuring)> = Vec::new();
     for &system in &systems {
+        if system == System::ShmexC {
+            if let Err(why) = shmex_c::program() {
+                pb.inc(opts.rounds as u64 + 1);
+                rows.push(Row::unavailable(spec, system, why));
+                continue;
+            }
+        }
         pb.set_message(format!(
             "{} {} {}: setting up",
             spec.label(),
@@ -309,6 +349,7 @@ fn measure_spec(run: &Run, spec: Spec, opts: &Options, clock: &Clock, pb: &Progr
                 hist: Histogram::new(),
                 round: Histogram::new(),
                 per_round: Vec::new(),
+                reported: Vec::new(),
             })
         });
         pb.inc(1);
@@ -343,7 +384,10 @@ fn measure_spec(run: &Run, spec: Spec, opts: &Options, clock: &Clock, pb: &Progr
             m.round.clear();
             match m.cell.batch(m.n, clock, &mut m.round) {
                 Ok(b) => {
-                    if spec.case.is_latency() {
+                    if let Some(q) = m.cell.quantiles() {
+                        m.per_round.push(q.median_ns);
+                        m.reported.push(q);
+                    } else if spec.case.is_latency() {
                         m.per_round.push(m.round.quantile(0.5) as f64);
                         m.hist.merge(&m.round);
                     } else if spec.case.is_bandwidth() {
@@ -364,7 +408,10 @@ fn measure_spec(run: &Run, spec: Spec, opts: &Options, clock: &Clock, pb: &Progr
             rows.push(Row::failed(spec, system, e.clone()));
             continue;
         }
-        let latency = spec.case.is_latency() && m.hist.count() > 0;
+        let reported = !m.reported.is_empty();
+        let latency = spec.case.is_latency() && (m.hist.count() > 0 || reported);
+        // Figures of a system that timed itself: medians over the rounds.
+        let own = |f: fn(&Quantiles) -> f64| median_of(m.reported.iter().map(f).collect());
         let mut rates = if latency {
             Vec::new()
         } else {
@@ -376,7 +423,7 @@ fn measure_spec(run: &Run, spec: Spec, opts: &Options, clock: &Clock, pb: &Progr
         // the reply before it slept.
         let mut note = m.cell.notes();
         let mut slept_median_ns = None;
-        if latency && spec.mode == Mode::Blocking {
+        if latency && spec.mode == Mode::Blocking && !reported {
             let fast = m.hist.fraction_below(SLEPT_NS);
             slept_median_ns = Some(m.hist.quantile_from(SLEPT_NS, 0.5) as f64);
             if fast > 0.01 {
@@ -393,23 +440,39 @@ fn measure_spec(run: &Run, spec: Spec, opts: &Options, clock: &Clock, pb: &Progr
         }
         let median_rate = (!rates.is_empty()).then(|| rates[rates.len() / 2]);
         let bandwidth = spec.case.is_bandwidth();
+        let (median_ns, p99_ns, p999_ns) = if reported {
+            (
+                Some(own(|q| q.median_ns)),
+                Some(own(|q| q.p99_ns)),
+                Some(own(|q| q.p999_ns)),
+            )
+        } else {
+            (
+                latency.then(|| m.hist.quantile(0.5) as f64),
+                latency.then(|| m.hist.quantile(0.99) as f64),
+                latency.then(|| m.hist.quantile(0.999) as f64),
+            )
+        };
+        let samples = if reported {
+            m.reported.iter().map(|q| q.samples).sum()
+        } else if latency {
+            m.hist.count()
+        } else {
+            rates.len() as u64
+        };
         rows.push(Row {
             spec,
             system,
-            median_ns: latency.then(|| m.hist.quantile(0.5) as f64),
-            p99_ns: latency.then(|| m.hist.quantile(0.99) as f64),
-            p999_ns: latency.then(|| m.hist.quantile(0.999) as f64),
+            median_ns,
+            p99_ns,
+            p999_ns,
             msgs_per_s: if bandwidth {
                 median_rate.map(|b| b / spec.msg_bytes() as f64)
             } else {
                 median_rate
             },
             bytes_per_s: median_rate.filter(|_| bandwidth),
-            samples: if latency {
-                m.hist.count()
-            } else {
-                rates.len() as u64
-            },
+            samples,
             note,
             slept_median_ns,
             per_round: m.per_round,
@@ -454,8 +517,13 @@ fn find<'a>(rows: &'a [Row], spec: &Spec, system: System) -> Option<&'a Row> {
 
 /// shmex ÷ `other` on the headline number.
 fn ratio(rows: &[Row], spec: &Spec, other: System) -> Option<f64> {
-    let a = find(rows, spec, System::Shmex)?.headline()?;
-    let b = find(rows, spec, other)?.headline()?;
+    ratio_between(rows, spec, System::Shmex, other)
+}
+
+/// `a` ÷ `b` on the headline number.
+fn ratio_between(rows: &[Row], spec: &Spec, a: System, b: System) -> Option<f64> {
+    let a = find(rows, spec, a)?.headline()?;
+    let b = find(rows, spec, b)?.headline()?;
     (b > 0.0).then(|| a / b)
 }
 
@@ -467,9 +535,9 @@ fn fmt_ratio(r: Option<f64>) -> String {
 fn table(rows: &[Row], specs: &[Spec]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| case | mode | system | median | p99 | p99.9 | msgs/s | GB/s | shmex/iceoryx2 | shmex/floor |\n",
+        "| case | mode | system | median | p99 | p99.9 | msgs/s | GB/s | shmex/iceoryx2 | shmex/floor | C/Rust |\n",
     );
-    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for spec in specs {
         for r in rows.iter().filter(|r| r.spec == *spec) {
             let (x_iox, x_floor) = if r.system == System::Shmex {
@@ -480,9 +548,14 @@ fn table(rows: &[Row], specs: &[Spec]) -> String {
             } else {
                 (String::new(), String::new())
             };
+            let c_rust = if r.system == System::ShmexC {
+                fmt_ratio(ratio_between(rows, spec, System::ShmexC, System::Shmex))
+            } else {
+                String::new()
+            };
             if let Some(e) = &r.error {
                 out.push_str(&format!(
-                    "| {} | {} | {} | error: {} | | | | | | |\n",
+                    "| {} | {} | {} | error: {} | | | | | | | |\n",
                     spec.label(),
                     spec.mode.as_str(),
                     r.system.as_str(),
@@ -491,7 +564,7 @@ fn table(rows: &[Row], specs: &[Spec]) -> String {
                 continue;
             }
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 spec.label(),
                 spec.mode.as_str(),
                 r.system.as_str(),
@@ -501,7 +574,8 @@ fn table(rows: &[Row], specs: &[Spec]) -> String {
                 rate(r.msgs_per_s),
                 gbps(r.bytes_per_s),
                 x_iox,
-                x_floor
+                x_floor,
+                c_rust
             ));
         }
     }
@@ -614,6 +688,20 @@ fn targets(rows: &[Row]) -> Vec<Target> {
             unit: Unit::Ratio,
         },
         Target {
+            name: "pub-sub 8B RTT, C/Rust (shmex-c/shmex)",
+            value: ratio_between(rows, &pubsub8, System::ShmexC, System::Shmex),
+            limit: 1.1,
+            at_most: true,
+            unit: Unit::Ratio,
+        },
+        Target {
+            name: "req-resp 8B RTT, C/Rust (shmex-c/shmex)",
+            value: ratio_between(rows, &rpc8, System::ShmexC, System::Shmex),
+            limit: 1.1,
+            at_most: true,
+            unit: Unit::Ratio,
+        },
+        Target {
             name: "stream 8B msgs/s, shmex/iceoryx2",
             value: ratio(rows, &stream8, System::Iceoryx2),
             limit: 10.0,
@@ -713,6 +801,22 @@ fn main() {
         );
     }
     let started = Instant::now();
+    let specs: Vec<Spec> = all_specs()
+        .into_iter()
+        .map(|s| if opts.quick { s.quick() } else { s })
+        .filter(|s| {
+            let label = format!("{} {}", s.label(), s.mode.as_str());
+            opts.only.is_empty() || opts.only.iter().all(|o| label.contains(o.as_str()))
+        })
+        .collect();
+    let chosen = |x: &System| opts.systems.is_empty() || opts.systems.contains(x);
+    // The C ping-pong is built (or found built) before anything is measured
+    // and before this process is pinned: cargo and cc get every core.
+    let shmex_c = (chosen(&System::ShmexC) && specs.iter().any(|s| System::ShmexC.applies(s)))
+        .then(|| {
+            eprintln!("compare: shmex-c: building the C ping-pong if needed (cargo build -p shmex-c, cc -O2 pingpong.c)");
+            shmex_c::program()
+        });
     let machine = Machine::read();
     let commit = shmex_commit();
     let load_start = load_average();
@@ -726,14 +830,6 @@ fn main() {
         std::process::exit(2);
     }
     let clock = Clock::new();
-    let specs: Vec<Spec> = all_specs()
-        .into_iter()
-        .map(|s| if opts.quick { s.quick() } else { s })
-        .filter(|s| {
-            let label = format!("{} {}", s.label(), s.mode.as_str());
-            opts.only.is_empty() || opts.only.iter().all(|o| label.contains(o.as_str()))
-        })
-        .collect();
     let pin = &run.pinning;
     println!(
         "machine: {} · {} cores · kernel {} · load {:.2} · shmex {}",
@@ -760,6 +856,11 @@ fn main() {
         opts.batch.as_millis(),
         run.id
     );
+    match shmex_c {
+        Some(Ok(p)) => println!("shmex-c: {} ({})", p.exe.display(), p.how),
+        Some(Err(why)) => println!("shmex-c: not measured: {why}"),
+        None => {}
+    }
     match busy_start {
         Some(b) if b > 10.0 => println!(
             "note: other processes kept the CPUs {b:.0} % busy in the second before the start: numbers will be noisy"
@@ -773,7 +874,7 @@ fn main() {
         .map(|s| {
             System::ALL
                 .iter()
-                .filter(|x| x.applies(s) && (opts.systems.is_empty() || opts.systems.contains(x)))
+                .filter(|x| x.applies(s) && chosen(x))
                 .count() as u64
                 * (opts.rounds as u64 + 1)
         })
@@ -811,6 +912,12 @@ fn main() {
     println!("blocking: a round trip under 10 µs cannot include waking a sleeping process; \"(X slept)\" is the median of the others, and blocking ratios use it.");
     if specs.iter().any(|s| matches!(s.case, Case::Tasks { .. })) {
         println!("tasks: submitted here, taken and acked by 1 or 2 worker processes (each takes up to its prefetch limit, then acks); msgs/s: acked tasks; shmex only (no other system here distributes tasks with acks).");
+    }
+    if rows
+        .iter()
+        .any(|r| r.system == System::ShmexC && r.median_ns.is_some())
+    {
+        println!("{SHMEX_C_LEGEND}");
     }
     if let Some(s) = specs.iter().find(|s| s.case.is_bandwidth()) {
         println!(
@@ -907,6 +1014,14 @@ fn main() {
                     ("rounds", Json::Num(opts.rounds as f64)),
                     ("batch_ms", Json::Num(opts.batch.as_millis() as f64)),
                     ("iceoryx2", Json::str(ICEORYX2_VERSION)),
+                    (
+                        "shmex_c",
+                        match shmex_c {
+                            Some(Ok(p)) => Json::str(p.exe.display().to_string()),
+                            Some(Err(why)) => Json::str(format!("not measured: {why}")),
+                            None => Json::Null,
+                        },
+                    ),
                     ("interrupted", Json::Bool(interrupted)),
                 ]),
             ),

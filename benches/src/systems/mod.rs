@@ -1,6 +1,7 @@
 //! One module per system; each has a driving side (timed, in this process)
 //! and a peer side (in `bench-peer`) for the cases it takes part in
-//! (`memcpy` has no peer).
+//! (`memcpy` has no peer; `shmex-c` runs a C program of its own that forks
+//! its peer).
 
 use crate::{DriverSide, PeerArgs, PeerSide, Result, Run, Spec, System};
 
@@ -9,6 +10,7 @@ pub mod futex;
 pub mod iceoryx2;
 pub mod memcpy;
 pub mod shmex;
+pub mod shmex_c;
 pub mod uds;
 
 /// Creates the driving side of `system` for `spec` (cell `cell` of `run`),
@@ -21,6 +23,7 @@ pub fn driver_side(
 ) -> Result<Box<dyn DriverSide>> {
     match system {
         System::Shmex => shmex::driver(run, cell, spec),
+        System::ShmexC => shmex_c::driver(run, cell, spec),
         System::Iceoryx2 => iceoryx2::driver(run, cell, spec),
         System::Uds => uds::driver(run, cell, spec),
         System::Floor => floor::driver(run, cell, spec),
@@ -38,5 +41,8 @@ pub fn peer_side(args: &PeerArgs) -> Result<Box<dyn PeerSide>> {
         System::Floor => floor::peer(args),
         System::Futex => futex::peer(args),
         System::Memcpy => Err(crate::err("memcpy runs in one process: it has no peer")),
+        System::ShmexC => Err(crate::err(
+            "shmex-c runs the C ping-pong, which forks its own peer",
+        )),
     }
 }
