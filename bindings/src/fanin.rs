@@ -6,7 +6,7 @@ use crate::args::{self, Out};
 use crate::error::{ffi, Result};
 use crate::handles::{self, Kind, Locked, Port};
 use crate::sample::{
-    expect_loan, loan_out, shmex_loan, shmex_sample, shmex_sample_info, SampleOut,
+    expect_loan, port_loan, shmex_loan, shmex_sample, shmex_sample_info, SampleOut,
 };
 use shmex_rs::{Consumer, Producer};
 use std::ffi::{c_int, c_void};
@@ -68,14 +68,15 @@ pub unsafe extern "C" fn shmex_producer_loan(
     loan: *mut *mut shmex_loan,
     data: *mut *mut c_void,
 ) -> c_int {
-    ffi(|| {
-        // SAFETY: NULL or writable, by the header's contract.
-        let out = unsafe { Out::new(loan, "loan") }?;
-        handles::with_port(handles::of(producer), Kind::Producer, |locked| {
-            let l = producer_of(locked).loan(len)?;
-            // SAFETY: NULL or writable, by the header's contract.
-            unsafe { loan_out(locked, l, out, data) }
-        })
+    // SAFETY: `loan` and `data` NULL or writable, by the header's contract.
+    ffi(|| unsafe {
+        port_loan(
+            handles::of(producer),
+            Kind::Producer,
+            loan,
+            data,
+            |locked| Ok(producer_of(locked).loan(len)?),
+        )
     })
 }
 

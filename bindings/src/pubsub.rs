@@ -8,7 +8,7 @@ use crate::args::{self, set_opt, Out};
 use crate::error::{ffi, Result};
 use crate::handles::{self, Kind, Locked, Port};
 use crate::sample::{
-    expect_loan, loan_out, shmex_loan, shmex_sample, shmex_sample_info, SampleOut,
+    expect_loan, port_loan, shmex_loan, shmex_sample, shmex_sample_info, SampleOut,
 };
 use shmex_rs::{Published, Publisher, Subscriber};
 use std::ffi::{c_char, c_int, c_void};
@@ -91,14 +91,15 @@ pub unsafe extern "C" fn shmex_publisher_loan(
     loan: *mut *mut shmex_loan,
     data: *mut *mut c_void,
 ) -> c_int {
-    ffi(|| {
-        // SAFETY: NULL or writable, by the header's contract.
-        let out = unsafe { Out::new(loan, "loan") }?;
-        handles::with_port(handles::of(publisher), Kind::Publisher, |locked| {
-            let l = publisher_of(locked).loan(len)?;
-            // SAFETY: NULL or writable, by the header's contract.
-            unsafe { loan_out(locked, l, out, data) }
-        })
+    // SAFETY: `loan` and `data` NULL or writable, by the header's contract.
+    ffi(|| unsafe {
+        port_loan(
+            handles::of(publisher),
+            Kind::Publisher,
+            loan,
+            data,
+            |locked| Ok(publisher_of(locked).loan(len)?),
+        )
     })
 }
 

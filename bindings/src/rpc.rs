@@ -9,7 +9,7 @@ use crate::args::{self, set_opt, Out};
 use crate::error::{ffi, shmex_failure, Error, Result};
 use crate::handles::{self, Child, Kind, Locked, Port};
 use crate::sample::{
-    data_ptr, expect_loan, loan_out, shmex_loan, shmex_sample, shmex_sample_info, SampleOut,
+    data_ptr, expect_loan, port_loan, shmex_loan, shmex_sample, shmex_sample_info, SampleOut,
 };
 use crate::stream::shmex_stream;
 use shmex_rs::{Client, RecvError, Request, Server};
@@ -91,13 +91,10 @@ pub unsafe extern "C" fn shmex_client_loan(
     loan: *mut *mut shmex_loan,
     data: *mut *mut c_void,
 ) -> c_int {
-    ffi(|| {
-        // SAFETY: NULL or writable, by the header's contract.
-        let out = unsafe { Out::new(loan, "loan") }?;
-        handles::with_port(handles::of(client), Kind::Client, |locked| {
-            let l = client_of(locked).loan(len)?;
-            // SAFETY: NULL or writable, by the header's contract.
-            unsafe { loan_out(locked, l, out, data) }
+    // SAFETY: `loan` and `data` NULL or writable, by the header's contract.
+    ffi(|| unsafe {
+        port_loan(handles::of(client), Kind::Client, loan, data, |locked| {
+            Ok(client_of(locked).loan(len)?)
         })
     })
 }
@@ -343,13 +340,10 @@ pub unsafe extern "C" fn shmex_server_loan(
     loan: *mut *mut shmex_loan,
     data: *mut *mut c_void,
 ) -> c_int {
-    ffi(|| {
-        // SAFETY: NULL or writable, by the header's contract.
-        let out = unsafe { Out::new(loan, "loan") }?;
-        handles::with_port(handles::of(server), Kind::Server, |locked| {
-            let l = server_of(locked).loan(len)?;
-            // SAFETY: NULL or writable, by the header's contract.
-            unsafe { loan_out(locked, l, out, data) }
+    // SAFETY: `loan` and `data` NULL or writable, by the header's contract.
+    ffi(|| unsafe {
+        port_loan(handles::of(server), Kind::Server, loan, data, |locked| {
+            Ok(server_of(locked).loan(len)?)
         })
     })
 }

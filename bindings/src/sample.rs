@@ -188,6 +188,27 @@ pub(crate) unsafe fn loan_out(
     Ok(())
 }
 
+/// The body of every port's `*_loan` call: checks `loan`, locks the port,
+/// loans through `take` and hands the loan out (`*loan`, `*data`).
+///
+/// # Safety
+/// `loan` and `data` are NULL or writable.
+pub(crate) unsafe fn port_loan(
+    port: usize,
+    kind: Kind,
+    loan: *mut *mut shmex_loan,
+    data: *mut *mut c_void,
+    take: impl FnOnce(&mut Locked) -> Result<Loan<'static>>,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let out = unsafe { Out::new(loan, "loan") }?;
+    handles::with_port(port, kind, |locked| {
+        let l = take(locked)?;
+        // SAFETY: forwarded contract.
+        unsafe { loan_out(locked, l, out, data) }
+    })
+}
+
 /// The loan's data pointer (`*data`, writable, 16-byte aligned) and length
 /// (`*len`, may be NULL).
 #[no_mangle]

@@ -9,7 +9,7 @@
 use crate::args::{self, set_opt, Out};
 use crate::error::{ffi, Result};
 use crate::handles::{self, Child, Kind, Locked, Port};
-use crate::sample::{data_ptr, expect_loan, loan_out, shmex_loan};
+use crate::sample::{data_ptr, expect_loan, port_loan, shmex_loan};
 use shmex_rs::{DeadLetter, Delivery, Submitter, TaskId, Worker};
 use std::ffi::{c_int, c_void};
 
@@ -87,14 +87,15 @@ pub unsafe extern "C" fn shmex_submitter_loan(
     loan: *mut *mut shmex_loan,
     data: *mut *mut c_void,
 ) -> c_int {
-    ffi(|| {
-        // SAFETY: NULL or writable, by the header's contract.
-        let out = unsafe { Out::new(loan, "loan") }?;
-        handles::with_port(handles::of(submitter), Kind::Submitter, |locked| {
-            let l = submitter_of(locked).loan(len)?;
-            // SAFETY: NULL or writable, by the header's contract.
-            unsafe { loan_out(locked, l, out, data) }
-        })
+    // SAFETY: `loan` and `data` NULL or writable, by the header's contract.
+    ffi(|| unsafe {
+        port_loan(
+            handles::of(submitter),
+            Kind::Submitter,
+            loan,
+            data,
+            |locked| Ok(submitter_of(locked).loan(len)?),
+        )
     })
 }
 
