@@ -1355,6 +1355,12 @@ pub(crate) fn address_generation(address: u64) -> u32 {
     (address >> 32) as u32
 }
 
+/// A request's reply address without the stream window: the client port's
+/// address.
+pub(crate) fn reply_address(reply: u64) -> u64 {
+    reply & !0xFFFF_0000
+}
+
 /// The stream window a request's reply address carries (0: a plain request).
 pub(crate) fn reply_window(reply: u64) -> u32 {
     (reply as u32) >> 16

@@ -218,8 +218,6 @@ pub(crate) struct StreamSlot {
     pub server: AtomicU64,
     /// The request's tag.
     pub tag: AtomicU64,
-    /// Chunks sent (written by the server).
-    pub sent: AtomicU64,
     /// Chunks released by the client (written by the client).
     pub released: AtomicU64,
 }

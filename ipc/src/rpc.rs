@@ -19,9 +19,9 @@
 
 use crate::error::{FailReason, PortError, RecvError, RespondError, SendError};
 use crate::exchange::{
-    address, address_generation, address_port, reply_window, Exchange, ExchangeInner, PortCore,
-    Role, Target, Targets, FLAG_ANSWER, FLAG_ASK, FLAG_END, FLAG_FAILED, FLAG_REQUEST,
-    FLAG_RESPONSE, FLAG_SOLE, FLAG_STREAM,
+    address, address_generation, address_port, reply_address, reply_window, Exchange,
+    ExchangeInner, PortCore, Role, Target, Targets, FLAG_ANSWER, FLAG_ASK, FLAG_END, FLAG_FAILED,
+    FLAG_REQUEST, FLAG_RESPONSE, FLAG_SOLE, FLAG_STREAM,
 };
 use crate::layout::{STREAM_CANCELLED, STREAM_FREE, STREAM_OPEN, STREAM_SLOTS};
 use crate::sample::{Loan, Sample};
@@ -491,7 +491,7 @@ impl Server {
             let mut c = self.conversations.borrow_mut();
             if let Some(i) = c
                 .iter()
-                .position(|c| c.tag == d.tag && c.client == (reply & !0xFFFF_0000))
+                .position(|c| c.tag == d.tag && c.client == reply_address(reply))
             {
                 c.swap_remove(i);
             }
@@ -674,7 +674,7 @@ impl<'a> Request<'a> {
     /// [`ask`](Self::ask) with a loaned chunk (zero-copy).
     pub fn ask_loan(self, loan: Loan<'_>) -> Result<(), RespondError> {
         let server = self.server;
-        let client = self.reply & !0xFFFF_0000;
+        let client = reply_address(self.reply);
         let tag = self.sample.tag;
         let pid_start = {
             let p = self.ex().port(address_port(self.reply));
@@ -782,7 +782,6 @@ impl<'a> Request<'a> {
                 Ordering::Relaxed,
             );
             slot.tag.store(self.sample.tag, Ordering::Relaxed);
-            slot.sent.store(0, Ordering::Relaxed);
             slot.released.store(0, Ordering::Release);
             return Ok(ResponseStream {
                 server,
@@ -943,9 +942,6 @@ impl<'a> ResponseStream<'a> {
             return Err(e);
         }
         self.sent += 1;
-        if let Some(slot) = self.slot() {
-            slot.sent.store(self.sent, Ordering::Relaxed);
-        }
         self.server.core.after_send();
         Ok(())
     }
