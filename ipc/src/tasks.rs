@@ -162,16 +162,15 @@ impl ExchangeInner {
 
     /// Puts an entry that left a delivery back where its new state says.
     fn route_returned(&self, index: u32, returned: Returned) -> Result<(), Corrupt> {
-        let (queue, word) = match returned {
-            Returned::Requeued(w) => (READY_QUEUE + usize::from(w.priority), w),
-            Returned::DeadLettered(w) => {
+        let queue = match returned {
+            Returned::Requeued(w) => READY_QUEUE + usize::from(w.priority),
+            Returned::DeadLettered(_) => {
                 if let Some(h) = self.task_header() {
                     h.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 }
-                (DEAD_QUEUE, w)
+                DEAD_QUEUE
             }
         };
-        let _ = word;
         push_index(
             &self
                 .task_queue(queue)
