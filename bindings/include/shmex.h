@@ -236,6 +236,12 @@
 #define SHMEX_E_IO -44
 
 /**
+ * The namespace's control lock stayed held past its wait (its holder is
+ * stopped or hung); retry later.
+ */
+#define SHMEX_E_LOCK_TIMEOUT -45
+
+/**
  * Why a request failed (`shmex_failure.reason`): the server dropped it
  * without responding.
  */

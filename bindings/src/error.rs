@@ -93,6 +93,9 @@ pub const SHMEX_E_NO_SPACE: c_int = -42;
 pub const SHMEX_E_PERMISSION: c_int = -43;
 /// A system call failed (the message has the path and the system's error).
 pub const SHMEX_E_IO: c_int = -44;
+/// The namespace's control lock stayed held past its wait (its holder is
+/// stopped or hung); retry later.
+pub const SHMEX_E_LOCK_TIMEOUT: c_int = -45;
 
 /// Why a request failed (`shmex_failure.reason`): the server dropped it
 /// without responding.
@@ -175,6 +178,7 @@ fn segment(e: &SegmentError) -> c_int {
         | SegmentError::SizeMismatch { .. }
         | SegmentError::Corrupt { .. } => SHMEX_E_CORRUPT,
         SegmentError::NoSpace { .. } => SHMEX_E_NO_SPACE,
+        SegmentError::LockTimeout { .. } => SHMEX_E_LOCK_TIMEOUT,
     }
 }
 

@@ -78,6 +78,20 @@ pub enum SegmentError {
         /// Bytes the segment needs.
         needed: u64,
     },
+    /// The namespace's control lock stayed held past the wait allowed
+    /// ([`CONTROL_LOCK_WAIT`](crate::CONTROL_LOCK_WAIT) by default): its
+    /// holder is stopped, hung or very slow. Retry later; `shmex supervisor`
+    /// reports the holder as hung.
+    #[error("{path}: the namespace's control lock is still held after {waited_ms} ms{}", holder.map_or(String::new(), |p| format!(" (by pid {p})")))]
+    LockTimeout {
+        /// The registry file whose `flock` is the control lock.
+        path: PathBuf,
+        /// The holder's pid as this process sees it (from `/proc/locks`),
+        /// when visible.
+        holder: Option<u32>,
+        /// How long this call waited.
+        waited_ms: u64,
+    },
     /// A field of the segment holds a value the runtime never writes.
     #[error("{path}: corrupt: {what}")]
     Corrupt {
@@ -86,6 +100,23 @@ pub enum SegmentError {
         /// What is wrong.
         what: String,
     },
+}
+
+impl SegmentError {
+    /// The file the error is about (every variant names one).
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            SegmentError::Io { path, .. }
+            | SegmentError::ForeignOwner { path, .. }
+            | SegmentError::NotShmex { path, .. }
+            | SegmentError::VersionMismatch { path, .. }
+            | SegmentError::LayoutMismatch { path, .. }
+            | SegmentError::SizeMismatch { path, .. }
+            | SegmentError::NoSpace { path, .. }
+            | SegmentError::LockTimeout { path, .. }
+            | SegmentError::Corrupt { path, .. } => path,
+        }
+    }
 }
 
 /// Joining a namespace failed.

@@ -53,8 +53,8 @@ pub use exchange::{check_exchange_name, list_exchanges, Exchange, ExchangeInfo, 
 pub use fanin::{Consumer, Producer};
 pub use layout::{layout_hash, LAYOUT_VERSION, MAX_KEY_LEN, STREAM_SLOTS};
 pub use node::{
-    list_nodes, Namespace, Node, NodeBuilder, NodeInfo, Reclaimed, DEFAULT_HEARTBEAT,
-    DEFAULT_NAMESPACE, DEFAULT_ROOT, DEFAULT_SPIN, HUNG_AFTER,
+    list_nodes, Namespace, Node, NodeBuilder, NodeInfo, Reclaimed, CONTROL_LOCK_WAIT,
+    DEFAULT_HEARTBEAT, DEFAULT_NAMESPACE, DEFAULT_ROOT, DEFAULT_SPIN, HUNG_AFTER,
 };
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER_CHECK_INTERVAL};

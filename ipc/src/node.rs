@@ -28,6 +28,15 @@ pub const DEFAULT_ROOT: &str = "/dev/shm";
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(100);
 /// Heartbeat age after which `list_nodes` reports a live process as hung.
 pub const HUNG_AFTER: Duration = Duration::from_secs(1);
+/// Longest wait for the namespace's control lock (the registry's `flock`,
+/// taken to create or open exchanges, attach or detach ports, join or leave,
+/// and by reclaim passes). A holder that stopped or hung makes such calls
+/// fail with [`SegmentError::LockTimeout`] after this long instead of
+/// blocking; data paths never take the lock.
+pub const CONTROL_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long a pass made on the side (a node joining, a heartbeat) waits for
+/// the control lock before leaving the work to the next beat.
+const RECLAIM_ON_THE_SIDE_WAIT: Duration = Duration::from_millis(10);
 /// Default time a receiver spins before it sleeps.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 
@@ -174,10 +183,7 @@ impl NodeBuilder {
         let registry = open_registry(&ns)?;
         let (pid, start_time) = sys::self_identity();
         let index = {
-            let _lock = sys::FileLock::lock(&registry.file).map_err(|e| SegmentError::Io {
-                path: registry.path.clone(),
-                source: e,
-            })?;
+            let _lock = lock_registry(&registry, CONTROL_LOCK_WAIT)?;
             if !sys::membarrier_register() {
                 if let Some(h) = registry.get::<RegistryHeader>(0) {
                     h.senders_fence.store(1, Ordering::Release);
@@ -225,7 +231,7 @@ impl NodeBuilder {
         let inner = Arc::new(inner(heartbeat, true));
         // Nodes notice dead peers when they join.
         if inner.sees_dead_node() {
-            let _ = crate::reclaim::reclaim_dead(&inner);
+            let _ = crate::reclaim::reclaim_dead(&inner, RECLAIM_ON_THE_SIDE_WAIT);
         }
         Ok(Node { inner })
     }
@@ -256,6 +262,21 @@ fn is_dead(registry: &Segment, index: u32) -> bool {
     })
 }
 
+/// Takes the control lock (the registry's `flock`), waiting at most `wait`.
+fn lock_registry(registry: &Segment, wait: Duration) -> Result<sys::FileLock<'_>, SegmentError> {
+    sys::FileLock::lock_within(&registry.file, wait).map_err(|e| match e {
+        sys::LockFailed::TimedOut { holder } => SegmentError::LockTimeout {
+            path: registry.path.clone(),
+            holder,
+            waited_ms: wait.as_millis() as u64,
+        },
+        sys::LockFailed::Io(source) => SegmentError::Io {
+            path: registry.path.clone(),
+            source,
+        },
+    })
+}
+
 /// Opens (creating if needed) the registry and validates it. Loops when the
 /// file it opened was unlinked by a last node leaving at the same moment.
 fn open_registry(ns: &Namespace) -> Result<Segment, NodeError> {
@@ -268,10 +289,7 @@ fn open_registry(ns: &Namespace) -> Result<Segment, NodeError> {
                 None => continue,
             },
         };
-        let lock = sys::FileLock::lock(&seg.file).map_err(|e| SegmentError::Io {
-            path: path.clone(),
-            source: e,
-        })?;
+        let lock = lock_registry(&seg, CONTROL_LOCK_WAIT)?;
         if !seg.path_is_ours() {
             continue;
         }
@@ -282,10 +300,7 @@ fn open_registry(ns: &Namespace) -> Result<Segment, NodeError> {
             } else {
                 seg
             };
-            let lock = sys::FileLock::lock(&seg.file).map_err(|e| SegmentError::Io {
-                path: path.clone(),
-                source: e,
-            })?;
+            let lock = lock_registry(&seg, CONTROL_LOCK_WAIT)?;
             if seg.is_uninitialised() && seg.path_is_ours() {
                 seg.write_header(KIND_REGISTRY);
                 seg.publish_ready();
@@ -369,7 +384,7 @@ impl Heartbeat {
                     }
                     let dead = (0..MAX_NODES).any(|i| i != index && is_dead(&registry, i));
                     if dead {
-                        let _ = crate::reclaim::reclaim_dead(&twin);
+                        let _ = crate::reclaim::reclaim_dead(&twin, RECLAIM_ON_THE_SIDE_WAIT);
                     }
                     std::thread::park_timeout(interval);
                 }
@@ -403,17 +418,23 @@ impl NodeInner {
     /// Takes the namespace's control lock (threads of this process, then
     /// other processes). Reentrant: a thread that holds it already (e.g. a
     /// handle dropped inside a control operation) gets a no-op guard.
+    /// Fails with [`SegmentError::LockTimeout`] after [`CONTROL_LOCK_WAIT`].
     pub fn control(&self) -> Result<ControlGuard<'_>, SegmentError> {
+        self.control_within(CONTROL_LOCK_WAIT)
+    }
+
+    /// [`control`](Self::control), waiting at most `wait` for another
+    /// process to release the lock.
+    pub fn control_within(&self, wait: Duration) -> Result<ControlGuard<'_>, SegmentError> {
         let me = self as *const NodeInner as usize;
         let prev = HELD.with(|h| h.get());
         if prev == me {
             return Ok(ControlGuard { locks: None, prev });
         }
+        // Threads of this process hold the lock only for short control
+        // operations, never across a wait on another process.
         let thread = self.control.lock().unwrap_or_else(|p| p.into_inner());
-        let file = sys::FileLock::lock(&self.registry.file).map_err(|e| SegmentError::Io {
-            path: self.registry.path.clone(),
-            source: e,
-        })?;
+        let file = lock_registry(&self.registry, wait)?;
         HELD.with(|h| h.set(me));
         Ok(ControlGuard {
             locks: Some((file, thread)),
@@ -610,8 +631,19 @@ impl Node {
     /// once: each dead node is reclaimed exactly once (under the namespace's
     /// control lock). The heartbeat thread runs it whenever it sees a dead
     /// node; `shmex supervisor` runs it on every process exit.
+    ///
+    /// Waits at most [`CONTROL_LOCK_WAIT`] for the control lock, then fails
+    /// with [`SegmentError::LockTimeout`] (see
+    /// [`reclaim_dead_within`](Self::reclaim_dead_within)).
     pub fn reclaim_dead(&self) -> Result<Reclaimed, SegmentError> {
-        crate::reclaim::reclaim_dead(&self.inner)
+        crate::reclaim::reclaim_dead(&self.inner, CONTROL_LOCK_WAIT)
+    }
+
+    /// [`reclaim_dead`](Self::reclaim_dead), waiting at most `wait` for the
+    /// namespace's control lock: a supervisor passes a short wait so that a
+    /// stopped holder of the lock never stops it watching the others.
+    pub fn reclaim_dead_within(&self, wait: Duration) -> Result<Reclaimed, SegmentError> {
+        crate::reclaim::reclaim_dead(&self.inner, wait)
     }
 
     /// Watches exchange `name` (which need not exist yet): the [`Watch`]

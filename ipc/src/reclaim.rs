@@ -376,8 +376,11 @@ impl ExchangeInner {
 }
 
 /// [`Node::reclaim_dead`](crate::Node::reclaim_dead).
-pub(crate) fn reclaim_dead(node: &Arc<NodeInner>) -> Result<Reclaimed, SegmentError> {
-    let _guard = node.control()?;
+pub(crate) fn reclaim_dead(
+    node: &Arc<NodeInner>,
+    wait: std::time::Duration,
+) -> Result<Reclaimed, SegmentError> {
+    let _guard = node.control_within(wait)?;
     let mut out = Reclaimed::default();
     let dead: Vec<u32> = (0..crate::layout::MAX_NODES)
         .filter(|&i| {

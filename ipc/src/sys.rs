@@ -89,20 +89,77 @@ pub(crate) fn process_alive(pid: u32, start_time: u64) -> bool {
 /// process dies).
 pub(crate) struct FileLock<'a>(&'a File);
 
+/// Why [`FileLock::lock_within`] failed.
+pub(crate) enum LockFailed {
+    /// Still held by someone else when the wait ran out; the holder's pid as
+    /// this process sees it (from `/proc/locks`), when it could be found.
+    TimedOut { holder: Option<u32> },
+    /// `flock` failed.
+    Io(std::io::Error),
+}
+
 impl<'a> FileLock<'a> {
-    pub(crate) fn lock(file: &'a File) -> std::io::Result<Self> {
+    /// Takes the lock, waiting at most `wait` for its holder to let go. A
+    /// holder that stopped (SIGSTOP, a debugger) or hangs never blocks the
+    /// caller past `wait`.
+    pub(crate) fn lock_within(file: &'a File, wait: Duration) -> Result<Self, LockFailed> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut pause = Duration::from_micros(50);
         loop {
             // SAFETY: flock on a valid open descriptor; no memory is touched.
-            let r = unsafe { nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX) };
+            let r = unsafe {
+                nix::libc::flock(file.as_raw_fd(), nix::libc::LOCK_EX | nix::libc::LOCK_NB)
+            };
             if r == 0 {
                 return Ok(FileLock(file));
             }
             let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
+            match e.raw_os_error() {
+                Some(nix::libc::EINTR) => continue,
+                Some(nix::libc::EWOULDBLOCK) => {}
+                _ => return Err(LockFailed::Io(e)),
             }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(LockFailed::TimedOut {
+                    holder: flock_holder(file),
+                });
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
+}
+
+/// The pid holding a `flock` on `file`, read from `/proc/locks` (the kernel's
+/// word, not shared memory's); `None` when not found or not visible from
+/// this PID namespace.
+pub(crate) fn flock_holder(file: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    // `/proc/locks` names the device as `MAJOR:MINOR` in hex.
+    let id = format!(
+        "{:02x}:{:02x}:{}",
+        nix::libc::major(dev),
+        nix::libc::minor(dev),
+        meta.ino()
+    );
+    let text = std::fs::read_to_string("/proc/locks").ok()?;
+    parse_flock_holder(&text, &id)
+}
+
+/// The holder of the granted `FLOCK` on `id` (`MAJ:MIN:INODE`) in the text
+/// of `/proc/locks`. Waiters (`->` lines) are skipped.
+fn parse_flock_holder(locks: &str, id: &str) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // `N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE START END`
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, dev_ino, ..] if *dev_ino == id => pid.parse().ok(),
+            _ => None,
+        }
+    })
 }
 
 impl Drop for FileLock<'_> {
@@ -157,3 +214,36 @@ pub(crate) fn membarrier_global() {
 const MEMBARRIER_CMD_QUERY: nix::libc::c_long = 0;
 const MEMBARRIER_CMD_GLOBAL_EXPEDITED: nix::libc::c_long = 1 << 1;
 const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: nix::libc::c_long = 1 << 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flock_holder_is_read_from_proc_locks() {
+        let text = "1: FLOCK  ADVISORY  WRITE 4242 00:1a:77 0 EOF\n\
+                    1: -> FLOCK  ADVISORY  WRITE 5151 00:1a:77 0 EOF\n\
+                    2: POSIX  ADVISORY  WRITE 99 00:1a:78 0 EOF\n";
+        assert_eq!(parse_flock_holder(text, "00:1a:77"), Some(4242));
+        assert_eq!(parse_flock_holder(text, "00:1a:78"), None);
+    }
+
+    #[test]
+    fn a_held_lock_times_out_naming_its_holder() {
+        let path = std::env::temp_dir().join(format!("shmex-flock-{}", std::process::id()));
+        let a = File::create(&path).unwrap();
+        let b = File::open(&path).unwrap();
+        let held = FileLock::lock_within(&a, Duration::ZERO)
+            .ok()
+            .expect("free lock");
+        match FileLock::lock_within(&b, Duration::from_millis(20)) {
+            Err(LockFailed::TimedOut { holder }) => {
+                assert_eq!(holder, Some(std::process::id()))
+            }
+            _ => panic!("a held lock was taken"),
+        }
+        drop(held);
+        assert!(FileLock::lock_within(&b, Duration::ZERO).is_ok());
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -99,7 +99,7 @@ impl Listing {
             .map(|info| {
                 let name = match &info {
                     Ok(i) => i.name.clone(),
-                    Err(e) => exchange_name(error_path(e), &prefix),
+                    Err(e) => exchange_name(e.path(), &prefix),
                 };
                 ExchangeEntry { name, info }
             })
@@ -228,20 +228,6 @@ fn exchange_json(i: &ExchangeInfo) -> Json {
         ("queue_depth", Json::Num(i.queue_depth.into())),
         ("size", Json::Num(i.size)),
     ])
-}
-
-/// The file a segment error is about (every variant names one).
-fn error_path(e: &SegmentError) -> &Path {
-    match e {
-        SegmentError::Io { path, .. }
-        | SegmentError::ForeignOwner { path, .. }
-        | SegmentError::NotShmex { path, .. }
-        | SegmentError::VersionMismatch { path, .. }
-        | SegmentError::LayoutMismatch { path, .. }
-        | SegmentError::SizeMismatch { path, .. }
-        | SegmentError::NoSpace { path, .. }
-        | SegmentError::Corrupt { path, .. } => path,
-    }
 }
 
 /// Exchange name from its segment path (`ROOT/shmex.NS.x.NAME`).

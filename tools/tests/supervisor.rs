@@ -641,6 +641,87 @@ fn restarted_supervisor_takes_over() {
     ns.assert_clean();
 }
 
+/// The namespace's control lock (the registry's `flock`) held by the test
+/// while it runs `f`: a stand-in for a node that stopped inside a control
+/// operation (creating an exchange, attaching a port).
+fn with_control_lock_held<T>(ns: &Ns, f: impl FnOnce() -> T) -> T {
+    use std::os::fd::AsRawFd;
+    let registry = std::fs::File::open(ns.namespace().registry_path()).expect("open registry");
+    // SAFETY: flock on a descriptor that stays open for the call.
+    let r = unsafe { nix::libc::flock(registry.as_raw_fd(), nix::libc::LOCK_EX) };
+    assert_eq!(r, 0, "flock");
+    let out = f();
+    drop(registry); // releases the lock
+    out
+}
+
+/// Before: the supervisor blocked in `flock` for as long as a stopped node
+/// held the control lock (a node stopped while subscribing), reporting
+/// nothing, not even the hang. Now each step waits a few milliseconds for
+/// the lock, reports its holder once, and goes on watching.
+#[test]
+fn held_control_lock_does_not_stop_the_supervisor() {
+    let ns = Ns::new("lockheld");
+    let mut sup = supervisor(&ns, &["--hung-after-ms", "300"]);
+    let mut hung = Proc::start(&ns, &["sub", "ticks", "#"]);
+    let mut dies = Proc::start(&ns, &["sub", "ticks", "#"]);
+    ns.wait_ports("ticks", 2);
+    let (hung_pid, dead_pid) = (hung.pid(), dies.pid());
+    with_control_lock_held(&ns, || {
+        dies.kill9();
+        let v = sup.wait_event("lock_held event", |v| v.get("event").str() == "lock_held");
+        assert_eq!(v.get("pid").num(), f64::from(std::process::id()), "{v:?}");
+        sup.wait_node_event("dead", dead_pid);
+        hung.signal(Signal::SIGSTOP);
+        sup.wait_node_event("hung", hung_pid);
+    });
+    // Lock released: the dead node is reclaimed.
+    sup.wait_node_event("reclaimed", dead_pid);
+    hung.signal(Signal::SIGCONT);
+    sup.wait_node_event("alive", hung_pid);
+    hung.kill9();
+    sup.wait_node_event("reclaimed", hung_pid);
+    stop(sup);
+    ns.assert_clean();
+}
+
+/// Before: a node that joined after the supervisor's last scan and was
+/// reclaimed by another process's pass was never reported. Here the
+/// supervisor scans only at start and on exits (a 60 s tick); the late
+/// node dies and the test reclaims it; the next exit's step must report it.
+#[test]
+fn node_reclaimed_by_another_pass_is_reported_even_unwatched() {
+    let ns = Ns::new("unwatched");
+    let mut early = Proc::start(&ns, &["sub", "ticks", "#"]);
+    ns.wait_node(early.pid());
+    let mut sup = supervisor(&ns, &["--tick-ms", "60000"]);
+    let mut late = Proc::start(&ns, &["sub", "ticks", "#"]);
+    ns.wait_ports("ticks", 2);
+    let late_pid = late.pid();
+    late.kill9();
+    let node = shmex::Node::builder("reclaimer")
+        .namespace(&ns.name)
+        .root(&ns.root)
+        .create()
+        .expect("join");
+    let ns2 = ns.namespace();
+    wait_for("the late node to be reclaimed", || {
+        let _ = node.reclaim_dead();
+        shmex::list_nodes(&ns2)
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n.pid == late_pid && n.state == "reclaimed")
+    });
+    drop(node);
+    let early_pid = early.pid();
+    early.kill9();
+    sup.wait_node_event("reclaimed", early_pid);
+    let v = sup.wait_node_event("reclaimed", late_pid);
+    assert_eq!(v.get("by").str(), "other", "{v:?}");
+    stop(sup);
+    ns.assert_clean();
+}
+
 /// Just enough JSON to read the supervisor's events and `ls --json`.
 mod json {
     #[derive(Debug, Clone, PartialEq)]

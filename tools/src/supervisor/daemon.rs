@@ -59,6 +59,8 @@ pub fn run(opts: Options, config: Config) -> Result<(), String> {
         retry: None,
         last_error: None,
         last_busy: Vec::new(),
+        lock_holder: None,
+        reported: Vec::new(),
     };
     sup.start(config)?;
     let signal = sup.supervise(&signals);
@@ -102,6 +104,12 @@ struct Static {
     failing: Option<String>,
 }
 
+/// Longest wait of a step for the namespace's control lock. A process that
+/// stopped or hangs while holding it must not stop the supervisor from
+/// scanning, reporting hangs (and killing with `--kill-hung`): the pass is
+/// retried at the next step instead.
+const LOCK_WAIT: Duration = Duration::from_millis(20);
+
 /// First delay before a step retries pending exits (an exchange a pass
 /// found busy, or a process whose exit the pidfd reported a moment before
 /// `/proc` shows it).
@@ -130,6 +138,13 @@ struct Supervisor {
     last_error: Option<String>,
     /// The exchanges the last reclaim pass found busy.
     last_busy: Vec<String>,
+    /// While the control lock is found held past [`LOCK_WAIT`]: its holder
+    /// (as reported by the `lock_held` event, printed once per holder).
+    lock_holder: Option<Option<u32>>,
+    /// Nodes whose exit was reported (`reclaimed` or `left`) or that were
+    /// reclaimed before the supervisor started, while their slot still
+    /// shows them.
+    reported: Vec<NodeRef>,
 }
 
 impl Supervisor {
@@ -141,6 +156,14 @@ impl Supervisor {
             self.error(format!(
                 "pidfds unavailable ({e}): exits are found by the reclaim pass of each tick"
             ));
+        }
+        // Nodes reclaimed before this supervisor started are history.
+        if let Ok(nodes) = shmex::list_nodes(&self.ns) {
+            self.reported = nodes
+                .iter()
+                .filter(|n| n.state == "reclaimed")
+                .map(NodeRef::from)
+                .collect();
         }
         self.step();
         for def in config.exchanges {
@@ -248,11 +271,13 @@ impl Supervisor {
     /// Reclaim pass, report, registry scan.
     fn step(&mut self) {
         let started = Instant::now();
-        match self.node.reclaim_dead() {
+        match self.node.reclaim_dead_within(LOCK_WAIT) {
             Ok(r) => {
+                self.lock_holder = None;
                 let done = Instant::now();
                 self.report(&r, done - started, done);
             }
+            Err(shmex::SegmentError::LockTimeout { holder, .. }) => self.lock_held(holder),
             Err(e) => self.error(format!("reclaim failed: {e}")),
         }
         match shmex::list_nodes(&self.ns) {
@@ -297,6 +322,7 @@ impl Supervisor {
             }
             let detect = exit.map(|e| done.saturating_duration_since(e.seen));
             self.log.emit(reclaimed_event(Some(&node), r, took, detect));
+            self.reported.push(node);
         }
         let leftovers =
             r.ports > 0 || r.chunks > 0 || r.requests_failed > 0 || !r.exchanges_down.is_empty();
@@ -337,6 +363,7 @@ impl Supervisor {
                         self.announce_dead(&e.node);
                     }
                     self.log.emit(other_reclaimed_event(&e.node));
+                    self.reported.push(e.node);
                 }
                 None if e.announced => self.log.emit(other_reclaimed_event(&e.node)),
                 None => self.log.emit(
@@ -365,21 +392,38 @@ impl Supervisor {
             .emit(Event::new("dead", format!("node {} exited", node.label())).node(node));
     }
 
-    /// Watches every running node (new ones get a pidfd), forgets the ones
-    /// gone, and tracks hangs.
+    /// Watches every running node (new ones get a pidfd), tracks hangs, and
+    /// turns every node that stopped running into a pending exit: a watched
+    /// one whose slot shows it dead or reclaimed (its pidfd not read yet,
+    /// reclaimed by another pass) or was taken by another node, and one
+    /// never watched that is found
+    /// dead or reclaimed (it joined and died between two scans). So every
+    /// exit gets its `reclaimed` (or `left`) event, whoever reclaimed it.
     fn update_watches(&mut self, nodes: &[shmex::NodeInfo]) {
         let mut current = Vec::new();
         for n in nodes {
-            if n.id == self.self_id || !(n.state == "alive" || n.state == "hung") {
+            if n.id == self.self_id {
                 continue;
             }
             let node = NodeRef::from(n);
             if self.exits.iter().any(|e| e.node.same(&node)) {
                 continue;
             }
+            if !(n.state == "alive" || n.state == "hung") {
+                let watched = self.watched.get(&n.id).is_some_and(|w| w.node.same(&node));
+                if watched {
+                    self.watched.remove(&n.id);
+                }
+                if watched || !self.reported.iter().any(|r| r.same(&node)) {
+                    self.exit_seen(node);
+                }
+                continue;
+            }
             let known = self.watched.get(&n.id).is_some_and(|w| w.node.same(&node));
             if !known {
-                self.watched.remove(&n.id);
+                if let Some(w) = self.watched.remove(&n.id) {
+                    self.exit_seen(w.node);
+                }
                 match self.watch(node) {
                     Some(w) => {
                         self.watched.insert(n.id, w);
@@ -390,7 +434,21 @@ impl Supervisor {
             current.push(n.id);
             self.check_hang(n.id, n.heartbeat_age_ms);
         }
+        // Slots now free: those nodes left cleanly (nothing to reclaim).
         self.watched.retain(|id, _| current.contains(id));
+        self.reported
+            .retain(|r| nodes.iter().any(|n| NodeRef::from(n).same(r)));
+    }
+
+    /// Records `node`'s exit (found outside `ppoll`): settled at the next
+    /// step, which runs at once.
+    fn exit_seen(&mut self, node: NodeRef) {
+        self.exits.push(Exit {
+            node,
+            seen: Instant::now(),
+            announced: false,
+        });
+        self.need_step = true;
     }
 
     /// Opens `node`'s pidfd and checks it is still the node's process.
@@ -435,12 +493,7 @@ impl Supervisor {
             }
         }
         // Gone already: an exit to reclaim at once.
-        self.exits.push(Exit {
-            node,
-            seen: Instant::now(),
-            announced: false,
-        });
-        self.need_step = true;
+        self.exit_seen(node);
         None
     }
 
@@ -548,6 +601,30 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// The control lock stayed held through a step's wait: prints a
+    /// `lock_held` event naming the holder (once per holder). The holder's
+    /// missing heartbeat gets it reported `hung` like any other node.
+    fn lock_held(&mut self, holder: Option<u32>) {
+        if self.lock_holder == Some(holder) {
+            return;
+        }
+        self.lock_holder = Some(holder);
+        let who = holder.map_or("a process not visible from here".to_string(), |p| {
+            format!("pid {p}")
+        });
+        let mut event = Event::new(
+            "lock_held",
+            format!(
+                "the namespace's control lock is held by {who}: reclaim passes wait \
+                 (retried every step)"
+            ),
+        );
+        if let Some(pid) = holder {
+            event = event.field("pid", Json::Num(pid.into()));
+        }
+        self.log.emit(event);
     }
 
     /// Prints an `error` event, unless it repeats the previous one.
