@@ -28,6 +28,7 @@ pub mod histogram;
 pub mod json;
 pub mod machine;
 pub mod shm_file;
+pub mod sibling;
 pub mod systems;
 
 pub use clock::Clock;
@@ -603,22 +604,6 @@ impl Run {
             next_cell: std::cell::Cell::new(0),
             pinning_broke: std::cell::Cell::new(false),
         }
-    }
-
-    /// The peer executable next to the running one (for binaries in the same
-    /// target folder), or `SHMEX_BENCH_PEER`.
-    pub fn sibling_peer() -> PathBuf {
-        if let Some(p) = std::env::var_os("SHMEX_BENCH_PEER") {
-            return PathBuf::from(p);
-        }
-        let me = std::env::current_exe().unwrap_or_default();
-        let dir = me.parent().map(Path::to_path_buf).unwrap_or_default();
-        let direct = dir.join("bench-peer");
-        if direct.exists() {
-            return direct;
-        }
-        // Criterion benches live in target/<profile>/deps.
-        dir.parent().map(|d| d.join("bench-peer")).unwrap_or(direct)
     }
 
     /// The shmex namespace of this run.

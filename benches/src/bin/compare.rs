@@ -821,7 +821,14 @@ fn main() {
     let commit = shmex_commit();
     let load_start = load_average();
     let busy_start = cpu_busy_percent(Duration::from_secs(1));
-    let run = Run::new(Run::sibling_peer(), opts.pin);
+    let peer = match shmex_benches::sibling::bench_peer() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("compare: cannot build the peer binary: {e}");
+            std::process::exit(2);
+        }
+    };
+    let run = Run::new(peer, opts.pin);
     if !run.peer_exe.exists() {
         eprintln!(
             "compare: peer binary {} not found (build it: cargo build --release -p shmex-benches)",

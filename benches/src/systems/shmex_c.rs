@@ -84,21 +84,7 @@ fn bindings_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("SHMEX_BENCH_BINDINGS") {
         return PathBuf::from(p);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("bindings")
-}
-
-/// `<target>/<profile>` of the running binary (criterion benches live in
-/// `.../deps`).
-fn profile_dir() -> std::result::Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("own path unknown: {e}"))?;
-    let mut dir = exe.parent().ok_or("own path has no folder")?.to_path_buf();
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir.pop();
-    }
-    Ok(dir)
+    crate::sibling::workspace_dir().join("bindings")
 }
 
 /// The C compiler: `$CC` (words) or `cc`.
@@ -113,13 +99,6 @@ fn c_compiler() -> (OsString, Vec<String>) {
 
 fn modified(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-/// Last lines of a tool's output, on one line, for a note.
-fn tail(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
 fn prepare() -> std::result::Result<Prepared, String> {
@@ -150,51 +129,11 @@ fn prepare() -> std::result::Result<Prepared, String> {
         }
         Err(e) => return Err(format!("cannot run {}: {e}", cc.to_string_lossy())),
     }
-    let profile_dir = profile_dir()?;
-    let target_dir = profile_dir
-        .parent()
-        .ok_or("no target folder above the binary")?;
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or("profile folder without a name")?
-        .to_string();
+    let profile_dir = crate::sibling::profile_dir()?;
     let lib = profile_dir.join("libshmex.a");
-
     // The library: cargo rebuilds it only when a source changed.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(&cargo);
-    build
-        .args(["build", "--quiet", "-p", "shmex-c", "--manifest-path"])
-        .arg(bindings.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    match profile.as_str() {
-        "debug" => {}
-        "release" => {
-            build.arg("--release");
-        }
-        other => {
-            build.args(["--profile", other]);
-        }
-    }
     let lib_before = modified(&lib);
-    match build.output() {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => {
-            return Err(format!(
-                "cargo build -p shmex-c failed ({}): {}",
-                out.status,
-                tail(&out.stderr)
-            ))
-        }
-        // No cargo here: use the library if it was built before.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && lib.exists() => {}
-        Err(e) => return Err(format!("cannot run cargo build -p shmex-c: {e}")),
-    }
-    if !lib.exists() {
-        return Err(format!("{} missing after cargo build", lib.display()));
-    }
+    crate::sibling::cargo_build(&bindings.join("Cargo.toml"), &["-p", "shmex-c"], &lib)?;
     let lib_built = modified(&lib) != lib_before;
 
     // The program: compiled again when anything it is made of is newer.
@@ -225,7 +164,7 @@ fn prepare() -> std::result::Result<Prepared, String> {
             return Err(format!(
                 "{} failed on pingpong.c: {}",
                 cc.to_string_lossy(),
-                tail(&out.stderr)
+                crate::sibling::tail(&out.stderr)
             ));
         }
         std::fs::rename(&tmp, &exe).map_err(|e| format!("cannot move {}: {e}", tmp.display()))?;
@@ -320,7 +259,7 @@ impl DriverSide for Driver {
                 self.mode,
                 self.cpus,
                 out.status,
-                tail(&out.stderr)
+                crate::sibling::tail(&out.stderr)
             )));
         }
         let stdout = String::from_utf8_lossy(&out.stdout);
