@@ -663,7 +663,10 @@ fn with_control_lock_held<T>(ns: &Ns, f: impl FnOnce() -> T) -> T {
 fn held_control_lock_does_not_stop_the_supervisor() {
     let ns = Ns::new("lockheld");
     let mut sup = supervisor(&ns, &["--hung-after-ms", "300"]);
+    // `hung` creates the (transient) exchange, so that `dies` dying does
+    // not take it down under `hung`.
     let mut hung = Proc::start(&ns, &["sub", "ticks", "#"]);
+    ns.wait_ports("ticks", 1);
     let mut dies = Proc::start(&ns, &["sub", "ticks", "#"]);
     ns.wait_ports("ticks", 2);
     let (hung_pid, dead_pid) = (hung.pid(), dies.pid());
