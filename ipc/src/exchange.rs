@@ -19,7 +19,6 @@ use crate::layout::{
 use crate::node::{check_name, Namespace, NodeInner};
 use crate::sample::Loan;
 use crate::segment::{Created, Segment};
-use crate::sys;
 use shmex_core::pool::{ChunkMeta, MetaTable, Pool};
 use shmex_core::ring::{Descriptor, PushError, Ring, RingControl, Slot};
 use shmex_core::{gate, Corrupt};
@@ -524,7 +523,7 @@ impl Exchange {
             if pid == 0 {
                 continue;
             }
-            if sys::process_alive(pid, u.start_time.load(Ordering::Relaxed)) {
+            if inner.node.owner_alive(u.owner.load(Ordering::Relaxed)) {
                 live += 1;
             } else {
                 u.pid.store(0, Ordering::Relaxed);
@@ -738,8 +737,7 @@ impl ExchangeInner {
         h.name_len.store(name.len() as u32, Ordering::Relaxed);
         store_bytes(&h.name, name.as_bytes());
         h.creator_pid.store(self.node.pid, Ordering::Relaxed);
-        h.creator_start
-            .store(self.node.start_time, Ordering::Relaxed);
+        h.creator.store(self.node.key, Ordering::Relaxed);
         h.persistent
             .store(u32::from(limits.persistent), Ordering::Relaxed);
         h.incarnation.store(new_incarnation(), Ordering::Relaxed);
@@ -762,7 +760,7 @@ impl ExchangeInner {
         let u = &h.users[0];
         u.pid.store(self.node.pid, Ordering::Relaxed);
         u.node.store(self.node.index, Ordering::Relaxed);
-        u.start_time.store(self.node.start_time, Ordering::Relaxed);
+        u.owner.store(self.node.key, Ordering::Relaxed);
         self.seg.publish_ready();
         Ok(())
     }
@@ -776,7 +774,7 @@ impl ExchangeInner {
             .enumerate()
             .find(|(_, u)| u.pid.load(Ordering::Relaxed) == 0)?;
         u.node.store(self.node.index, Ordering::Relaxed);
-        u.start_time.store(self.node.start_time, Ordering::Relaxed);
+        u.owner.store(self.node.key, Ordering::Relaxed);
         u.pid.store(self.node.pid, Ordering::Relaxed);
         Some(i as u32)
     }
@@ -1144,14 +1142,14 @@ impl Drop for ExchangeInner {
         }
         // The creator closing cleanly hands the exchange over to its other
         // users (only a creator's death takes a transient exchange down).
-        if h.creator_pid.load(Ordering::Relaxed) == self.node.pid
-            && h.creator_start.load(Ordering::Relaxed) == self.node.start_time
+        if h.creator_pid.load(Ordering::Relaxed) != 0
+            && h.creator.load(Ordering::Relaxed) == self.node.key
         {
             h.creator_pid.store(0, Ordering::Relaxed);
         }
         let live = h.users.iter().any(|u| {
-            let pid = u.pid.load(Ordering::Relaxed);
-            pid != 0 && sys::process_alive(pid, u.start_time.load(Ordering::Relaxed))
+            u.pid.load(Ordering::Relaxed) != 0
+                && self.node.owner_alive(u.owner.load(Ordering::Relaxed))
         });
         let persistent = h.persistent.load(Ordering::Relaxed) == 1;
         if !live && !persistent && !self.is_down() && self.seg.path_is_ours() {
@@ -1200,6 +1198,8 @@ pub struct ExchangeInfo {
 pub fn list_exchanges(ns: &Namespace) -> Vec<Result<ExchangeInfo, SegmentError>> {
     let prefix = ns.exchange_prefix();
     let mut out = Vec::new();
+    // Liveness of the holders is read from the registry's locks.
+    let registry = Segment::open_read_only(&ns.registry_path()).ok().flatten();
     for path in ns.segment_files() {
         let Some(file_name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             continue;
@@ -1207,7 +1207,7 @@ pub fn list_exchanges(ns: &Namespace) -> Vec<Result<ExchangeInfo, SegmentError>>
         let Some(name) = file_name.strip_prefix(&prefix) else {
             continue;
         };
-        match inspect(&path, name) {
+        match inspect(&path, name, registry.as_ref()) {
             Ok(None) => {} // being created right now
             Ok(Some(info)) => out.push(Ok(info)),
             Err(e) => out.push(Err(e)),
@@ -1216,7 +1216,11 @@ pub fn list_exchanges(ns: &Namespace) -> Vec<Result<ExchangeInfo, SegmentError>>
     out
 }
 
-fn inspect(path: &std::path::Path, name: &str) -> Result<Option<ExchangeInfo>, SegmentError> {
+fn inspect(
+    path: &std::path::Path,
+    name: &str,
+    registry: Option<&Segment>,
+) -> Result<Option<ExchangeInfo>, SegmentError> {
     let corrupt = |what: String| SegmentError::Corrupt {
         path: path.to_owned(),
         what,
@@ -1258,8 +1262,9 @@ fn inspect(path: &std::path::Path, name: &str) -> Result<Option<ExchangeInfo>, S
         .users
         .iter()
         .filter(|u| {
-            let pid = u.pid.load(Ordering::Relaxed);
-            pid != 0 && sys::process_alive(pid, u.start_time.load(Ordering::Relaxed))
+            u.pid.load(Ordering::Relaxed) != 0
+                && registry
+                    .is_some_and(|r| crate::node::key_alive(r, u.owner.load(Ordering::Relaxed)))
         })
         .count() as u32;
     let return_controls = seg
@@ -1421,8 +1426,7 @@ impl ExchangeInner {
         slot.role.store(role as u32, Ordering::Relaxed);
         slot.node.store(self.node.index, Ordering::Relaxed);
         slot.pid.store(self.node.pid, Ordering::Relaxed);
-        slot.start_time
-            .store(self.node.start_time, Ordering::Relaxed);
+        slot.owner.store(self.node.key, Ordering::Relaxed);
         slot.tag.store(tag, Ordering::Relaxed);
         slot.gaps.store(0, Ordering::Relaxed);
         for w in [&slot.tasks.held, &slot.tasks.prefetch, &slot.tasks.max_held] {
@@ -1685,16 +1689,15 @@ pub(crate) struct Target {
     pub topic: Option<crate::topic::Topic>,
     /// This sender's last reading of the port's inbox head.
     pub head: u32,
-    /// The port owner's process (pid, start time).
-    pub pid: u32,
-    pub start_time: u64,
+    /// The port owner's node key (`node::node_key`).
+    pub owner: u64,
 }
 
 impl Targets {
     /// Called when a delivery found a target's inbox full: at most every
     /// 100 ms, checks whether the process of one of the targets is gone, and
     /// if so asks for a reclaim pass before the next send.
-    pub fn note_full(&mut self) {
+    pub fn note_full(&mut self, node: &crate::node::NodeInner) {
         let now = std::time::Instant::now();
         if self
             .last_dead_check
@@ -1703,11 +1706,7 @@ impl Targets {
             return;
         }
         self.last_dead_check = Some(now);
-        if self
-            .list
-            .iter()
-            .any(|t| !sys::process_alive(t.pid, t.start_time))
-        {
+        if self.list.iter().any(|t| !node.owner_alive(t.owner)) {
             self.reclaim_wanted = true;
         }
     }
@@ -1756,8 +1755,7 @@ impl Targets {
                 tag: p.tag.load(Ordering::Relaxed),
                 topic,
                 head: ring.head(),
-                pid: p.pid.load(Ordering::Relaxed),
-                start_time: p.start_time.load(Ordering::Relaxed),
+                owner: p.owner.load(Ordering::Relaxed),
             });
         }
         self.epoch = Some(epoch);

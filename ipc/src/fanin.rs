@@ -90,7 +90,7 @@ impl Producer {
             }
             Err(PushError::Full) => {
                 ex.give_back(chunk);
-                consumer.note_full();
+                consumer.note_full(&ex.node);
                 Err(SendError::QueueFull)
             }
             Err(PushError::Corrupt(c)) => {

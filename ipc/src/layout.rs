@@ -10,7 +10,7 @@ use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Version of the segment layout; bumped on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// First 8 bytes of every shmex segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMEX\0\0\x01");
 /// Segment kind: the namespace registry.
@@ -105,10 +105,12 @@ pub(crate) struct ExchangeHeader {
     pub ports_epoch: AtomicU32,
     pub name_len: AtomicU32,
     pub name: [AtomicU64; MAX_EXCHANGE_NAME / 8],
+    /// The creator's pid (0 once it closed cleanly), for display.
     pub creator_pid: AtomicU32,
     /// 1: stays up when its creator dies or its last handle closes.
     pub persistent: AtomicU32,
-    pub creator_start: AtomicU64,
+    /// The creator's node key (`node::node_key`): its liveness.
+    pub creator: AtomicU64,
     /// Identifies this incarnation of the name (a watcher tells a re-created
     /// exchange from the one it knew).
     pub incarnation: AtomicU64,
@@ -131,9 +133,11 @@ pub(crate) const EX_DOWN: u32 = shmex_core::gate::DOWN;
 /// One open handle on an exchange: which process holds it.
 #[repr(C)]
 pub(crate) struct UserSlot {
+    /// The holder's pid (0: entry free), for display.
     pub pid: AtomicU32,
     pub node: AtomicU32,
-    pub start_time: AtomicU64,
+    /// The holder's node key (`node::node_key`): its liveness.
+    pub owner: AtomicU64,
 }
 
 /// The free-list head of an exchange's pool, on its own lines.
@@ -148,9 +152,12 @@ pub(crate) struct PortSlot {
     pub generation: AtomicU32,
     /// Registry index of the owning node (whose wait word to wake).
     pub node: AtomicU32,
+    /// The owner's pid, for display.
     pub pid: AtomicU32,
     pub pattern_len: AtomicU32,
-    pub start_time: AtomicU64,
+    /// The owning node's key (`node::node_key`): reclaim retires the port
+    /// once that node is no longer alive.
+    pub owner: AtomicU64,
     pub tag: AtomicU64,
     /// Deliveries this port missed because its queue was full.
     pub gaps: AtomicU64,

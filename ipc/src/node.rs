@@ -181,6 +181,7 @@ impl NodeBuilder {
         check_name("namespace", &ns.name, 64, false).map_err(|e| bad(e, &ns.name))?;
         check_name("node", &self.name, MAX_NODE_NAME, true).map_err(|e| bad(e, &self.name))?;
         let registry = open_registry(&ns)?;
+        let liveness = open_liveness(&registry)?;
         let (pid, start_time) = sys::self_identity();
         let index = {
             let _lock = lock_registry(&registry, CONTROL_LOCK_WAIT)?;
@@ -190,13 +191,27 @@ impl NodeBuilder {
                 }
             }
             // A free slot, else one whose node was reclaimed, else one whose
-            // process died (reclaim still finds its ports by pid).
+            // process died (the new generation makes its ports dead to
+            // reclaim). Ours once we hold its liveness lock.
             let state = |i| slot(&registry, i).map(|s| s.state.load(Ordering::Relaxed));
-            let index = (0..MAX_NODES)
-                .find(|&i| state(i) == Some(NODE_FREE))
-                .or_else(|| (0..MAX_NODES).find(|&i| state(i) == Some(NODE_RECLAIMED)))
-                .or_else(|| (0..MAX_NODES).find(|&i| is_dead(&registry, i)))
-                .ok_or(NodeError::RegistryFull { max: MAX_NODES })?;
+            let candidates = (0..MAX_NODES)
+                .filter(|&i| state(i) == Some(NODE_FREE))
+                .chain((0..MAX_NODES).filter(|&i| state(i) == Some(NODE_RECLAIMED)))
+                .chain((0..MAX_NODES).filter(|&i| is_dead(&registry, i)));
+            let mut index = None;
+            for i in candidates {
+                let locked = sys::ofd_try_lock(&liveness, liveness_offset(i)).map_err(|e| {
+                    SegmentError::Io {
+                        path: registry.path.clone(),
+                        source: e,
+                    }
+                })?;
+                if locked {
+                    index = Some(i);
+                    break;
+                }
+            }
+            let index = index.ok_or(NodeError::RegistryFull { max: MAX_NODES })?;
             let s = slot(&registry, index).ok_or(NodeError::RegistryFull { max: MAX_NODES })?;
             s.pid.store(pid, Ordering::Relaxed);
             s.start_time.store(start_time, Ordering::Relaxed);
@@ -208,19 +223,22 @@ impl NodeBuilder {
             s.state.store(NODE_ALIVE, Ordering::Release);
             index
         };
+        let generation = slot(&registry, index).map_or(0, |s| s.generation.load(Ordering::Relaxed));
         let registry = Arc::new(registry);
         let control = Arc::new(Mutex::new(()));
-        let inner = |heartbeat, owns_slot| NodeInner {
+        let mut liveness = Some(liveness);
+        let mut inner = |heartbeat, owns_slot: bool| NodeInner {
             name: self.name.clone(),
             namespace: ns.clone(),
             index,
             pid,
-            start_time,
             spin: self.spin,
             control: control.clone(),
             registry: registry.clone(),
+            key: node_key(index, generation),
             heartbeat,
             owns_slot,
+            _liveness: if owns_slot { liveness.take() } else { None },
         };
         // The heartbeat thread reclaims through a twin that shares the
         // registry and the control lock but owns no slot, so it never holds
@@ -250,16 +268,65 @@ fn slot(registry: &Segment, index: u32) -> Option<&NodeSlot> {
     registry.get(RegistryLayout::SLOTS + index as usize * std::mem::size_of::<NodeSlot>())
 }
 
+/// Offset of the byte whose OFD lock says node slot `index` is held by a
+/// running process (far past the registry's end: locks need no data).
+fn liveness_offset(index: u32) -> i64 {
+    (1 << 40) + i64::from(index)
+}
+
+/// A descriptor of its own on the registry file, whose open file
+/// description holds the node's liveness lock for the node's life.
+fn open_liveness(registry: &Segment) -> Result<std::fs::File, SegmentError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let io = |source| SegmentError::Io {
+        path: registry.path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
+        .open(&registry.path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if (meta.dev(), meta.ino()) != registry.identity {
+        return Err(SegmentError::Corrupt {
+            path: registry.path.clone(),
+            what: "the registry was replaced while joining".into(),
+        });
+    }
+    Ok(file)
+}
+
+/// The identity of the node in slot `index` at registration `generation`,
+/// as ports, users and creators record their owner: `generation << 32 |
+/// index`. See [`key_alive`].
+pub(crate) fn node_key(index: u32, generation: u32) -> u64 {
+    u64::from(generation) << 32 | u64::from(index)
+}
+
+/// True while the node of slot `index` runs: the slot is in use and some
+/// process holds its liveness lock (the kernel's word, not shared memory's;
+/// released when the process dies, whatever PID namespace it lives in).
+fn slot_alive(registry: &Segment, index: u32) -> bool {
+    slot(registry, index).is_some_and(|s| s.state.load(Ordering::Acquire) == NODE_ALIVE)
+        && sys::ofd_is_locked(&registry.file, liveness_offset(index))
+}
+
+/// True while the node that `key` ([`node_key`]) names runs: its slot still
+/// holds that registration and is alive ([`slot_alive`]).
+pub(crate) fn key_alive(registry: &Segment, key: u64) -> bool {
+    let index = key as u32;
+    let generation = (key >> 32) as u32;
+    slot(registry, index).is_some_and(|s| s.generation.load(Ordering::Acquire) == generation)
+        && slot_alive(registry, index)
+}
+
 /// True when slot `index` holds a node whose process is gone and that no
 /// reclaim pass has cleaned up after yet.
 fn is_dead(registry: &Segment, index: u32) -> bool {
-    slot(registry, index).is_some_and(|s| {
-        s.state.load(Ordering::Acquire) == NODE_ALIVE
-            && !sys::process_alive(
-                s.pid.load(Ordering::Relaxed),
-                s.start_time.load(Ordering::Relaxed),
-            )
-    })
+    slot(registry, index).is_some_and(|s| s.state.load(Ordering::Acquire) == NODE_ALIVE)
+        && !slot_alive(registry, index)
 }
 
 /// Takes the control lock (the registry's `flock`), waiting at most `wait`.
@@ -335,16 +402,21 @@ pub(crate) struct NodeInner {
     pub namespace: Namespace,
     pub index: u32,
     pub pid: u32,
-    pub start_time: u64,
     pub spin: Duration,
     /// The control lock's in-process half (`flock` is per open file, shared
     /// by the threads); shared with the heartbeat thread's twin.
     control: Arc<Mutex<()>>,
     pub registry: Arc<Segment>,
     heartbeat: Option<Heartbeat>,
+    /// This registration's identity ([`node_key`]), recorded as the owner of
+    /// its ports, exchange handles and created exchanges.
+    pub key: u64,
     /// False for the heartbeat thread's twin: dropping it deregisters
     /// nothing.
     owns_slot: bool,
+    /// The descriptor holding the slot's liveness lock (the node itself,
+    /// not its twin); closing it tells every other process the node is gone.
+    _liveness: Option<std::fs::File>,
 }
 
 thread_local! {
@@ -483,6 +555,18 @@ impl NodeInner {
         }
     }
 
+    /// True while the node that `key` ([`node_key`]) names runs. `key` comes
+    /// from shared memory; any value is safe.
+    pub fn owner_alive(&self, key: u64) -> bool {
+        key_alive(&self.registry, key)
+    }
+
+    /// True when slot `index` holds a node whose process is gone and that
+    /// no reclaim pass has cleaned up after yet.
+    pub fn slot_dead(&self, index: u32) -> bool {
+        is_dead(&self.registry, index)
+    }
+
     /// This node's own slot.
     pub fn own_slot(&self) -> Option<&NodeSlot> {
         self.slot(self.index)
@@ -526,6 +610,10 @@ impl Drop for NodeInner {
         if !self.owns_slot {
             return;
         }
+        // The liveness lock closes after this returns (fields drop last).
+        // Without the control lock (a stopped holder), the slot stays
+        // "alive" until then, and reads dead afterwards: a reclaim pass
+        // cleans up after this node.
         let Ok(_guard) = self.control() else { return };
         if let Some(s) = self.own_slot() {
             s.state.store(NODE_FREE, Ordering::Release);
@@ -747,7 +835,7 @@ pub fn list_nodes(ns: &Namespace) -> Result<Vec<NodeInfo>, SegmentError> {
         }
         let pid = s.pid.load(Ordering::Relaxed);
         let name_len = s.name_len.load(Ordering::Relaxed) as usize;
-        let alive = sys::process_alive(pid, s.start_time.load(Ordering::Relaxed));
+        let alive = slot_alive(&seg, i);
         let age = now.saturating_sub(s.heartbeat.load(Ordering::Relaxed));
         out.push(NodeInfo {
             id: i,

@@ -159,7 +159,7 @@ impl Publisher {
         }
         self.core.after_send();
         if report.missed > 0 {
-            subs.note_full();
+            subs.note_full(&ex.node);
         }
         Ok(report)
     }

@@ -38,9 +38,8 @@
 
 use crate::error::{OpenError, SegmentError};
 use crate::exchange::{ExchangeInner, FLAG_REQUEST, FLAG_VOID, NO_DEFERRED};
-use crate::layout::{EX_DOWN, EX_PAUSED, NODE_ALIVE, NODE_RECLAIMED, PORT_ACTIVE, PORT_FREE};
+use crate::layout::{EX_DOWN, EX_PAUSED, NODE_RECLAIMED, PORT_ACTIVE, PORT_FREE};
 use crate::node::{NodeInfo, NodeInner, Reclaimed};
-use crate::sys;
 use shmex_core::gate;
 use shmex_core::ring::Descriptor;
 use std::sync::atomic::Ordering;
@@ -81,10 +80,7 @@ impl ExchangeInner {
         (0..self.limits.max_ports).any(|i| {
             let Some(p) = self.port(i) else { return false };
             match p.state.load(Ordering::Acquire) {
-                PORT_ACTIVE => !sys::process_alive(
-                    p.pid.load(Ordering::Relaxed),
-                    p.start_time.load(Ordering::Relaxed),
-                ),
+                PORT_ACTIVE => !self.node.owner_alive(p.owner.load(Ordering::Relaxed)),
                 _ => {
                     self.ring(i).is_some_and(|r| r.len_hint() > 0)
                         || self.return_ring(i).is_some_and(|r| r.len_hint() > 0)
@@ -97,11 +93,10 @@ impl ExchangeInner {
     /// close its handle: a clean close clears the creator).
     fn creator_died(&self) -> bool {
         let Some(h) = self.header() else { return false };
-        let pid = h.creator_pid.load(Ordering::Relaxed);
         h.persistent.load(Ordering::Relaxed) == 0
             && h.state.0.load(Ordering::Relaxed) & EX_DOWN == 0
-            && pid != 0
-            && !sys::process_alive(pid, h.creator_start.load(Ordering::Relaxed))
+            && h.creator_pid.load(Ordering::Relaxed) != 0
+            && !self.node.owner_alive(h.creator.load(Ordering::Relaxed))
     }
 
     /// Runs a reclaim pass (see the module docs) if one is needed. Under the
@@ -116,10 +111,7 @@ impl ExchangeInner {
         let alive = |i: u32| {
             self.port(i).is_some_and(|p| {
                 p.state.load(Ordering::Acquire) == PORT_ACTIVE
-                    && sys::process_alive(
-                        p.pid.load(Ordering::Relaxed),
-                        p.start_time.load(Ordering::Relaxed),
-                    )
+                    && self.node.owner_alive(p.owner.load(Ordering::Relaxed))
             })
         };
 
@@ -383,15 +375,7 @@ pub(crate) fn reclaim_dead(
     let _guard = node.control_within(wait)?;
     let mut out = Reclaimed::default();
     let dead: Vec<u32> = (0..crate::layout::MAX_NODES)
-        .filter(|&i| {
-            node.slot(i).is_some_and(|s| {
-                s.state.load(Ordering::Acquire) == NODE_ALIVE
-                    && !sys::process_alive(
-                        s.pid.load(Ordering::Relaxed),
-                        s.start_time.load(Ordering::Relaxed),
-                    )
-            })
-        })
+        .filter(|&i| node.slot_dead(i))
         .collect();
     if dead.is_empty() {
         return Ok(out);
@@ -461,7 +445,7 @@ impl ExchangeInner {
             if pid == 0 {
                 continue;
             }
-            if sys::process_alive(pid, u.start_time.load(Ordering::Relaxed)) {
+            if self.node.owner_alive(u.owner.load(Ordering::Relaxed)) {
                 live = true;
             } else {
                 u.pid.store(0, Ordering::Relaxed);

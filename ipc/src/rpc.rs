@@ -80,8 +80,8 @@ pub struct Client {
 /// A request in flight (or a conversation, or a stream being received).
 struct Pending {
     tag: u64,
-    pid: u32,
-    start_time: u64,
+    /// Node key of the server's node (`node::node_key`).
+    owner: u64,
     /// Inbox slots it reserves: 1, or a stream's window plus its end marker.
     reserved: u32,
     /// Its server's process is gone: unless a notice is queued, no answer
@@ -164,8 +164,7 @@ impl Client {
                     self.outstanding.set(self.outstanding.get() + reserved);
                     self.pending.borrow_mut().push(Pending {
                         tag,
-                        pid: t.pid,
-                        start_time: t.start_time,
+                        owner: t.owner,
                         reserved,
                         doomed: false,
                     });
@@ -181,7 +180,7 @@ impl Client {
             }
         }
         ex.give_back(chunk);
-        servers.note_full();
+        servers.note_full(&ex.node);
         Err(SendError::QueueFull)
     }
 
@@ -394,7 +393,7 @@ impl Client {
     pub fn check_servers(&self) -> usize {
         let mut doomed = 0;
         for p in self.pending.borrow_mut().iter_mut() {
-            if !p.doomed && !crate::sys::process_alive(p.pid, p.start_time) {
+            if !p.doomed && !self.core.ex.node.owner_alive(p.owner) {
                 p.doomed = true;
                 doomed += 1;
             }
@@ -458,8 +457,8 @@ pub struct Server {
 struct Conversation {
     client: u64,
     tag: u64,
-    pid: u32,
-    start_time: u64,
+    /// Node key of the client's node (`node::node_key`).
+    owner: u64,
 }
 
 /// A reply-head cache entry that was never read.
@@ -533,8 +532,7 @@ impl Server {
     /// True while a conversation's client port is attached and its process
     /// alive.
     fn client_present(&self, c: &Conversation) -> bool {
-        self.core.ex.reply_target(c.client).is_some()
-            && crate::sys::process_alive(c.pid, c.start_time)
+        self.core.ex.reply_target(c.client).is_some() && self.core.ex.node.owner_alive(c.owner)
     }
 
     /// Reports one conversation whose client died, if any.
@@ -587,8 +585,7 @@ impl Server {
             tag: 0,
             topic: None,
             head: UNKNOWN_HEAD,
-            pid: 0,
-            start_time: 0,
+            owner: 0,
         };
         let cache = self.reply_heads.get(port as usize);
         target.head = match cache.map(|c| c.load(Ordering::Relaxed)) {
@@ -676,24 +673,17 @@ impl<'a> Request<'a> {
         let server = self.server;
         let client = reply_address(self.reply);
         let tag = self.sample.tag;
-        let pid_start = {
-            let p = self.ex().port(address_port(self.reply));
-            p.map(|p| {
-                (
-                    p.pid.load(Ordering::Relaxed),
-                    p.start_time.load(Ordering::Relaxed),
-                )
-            })
-        };
+        let owner = self
+            .ex()
+            .port(address_port(self.reply))
+            .map(|p| p.owner.load(Ordering::Relaxed));
         let me = address(server.core.index, server.core.generation);
         self.reply_with(loan, FLAG_RESPONSE | FLAG_ASK, me)?;
-        if let Some((pid, start_time)) = pid_start {
-            server.conversations.borrow_mut().push(Conversation {
-                client,
-                tag,
-                pid,
-                start_time,
-            });
+        if let Some(owner) = owner {
+            server
+                .conversations
+                .borrow_mut()
+                .push(Conversation { client, tag, owner });
         }
         Ok(())
     }
@@ -977,12 +967,9 @@ impl<'a> ResponseStream<'a> {
     }
 
     fn client_alive(&self) -> bool {
-        self.ex().port(address_port(self.reply)).is_some_and(|p| {
-            crate::sys::process_alive(
-                p.pid.load(Ordering::Relaxed),
-                p.start_time.load(Ordering::Relaxed),
-            )
-        })
+        self.ex()
+            .port(address_port(self.reply))
+            .is_some_and(|p| self.ex().node.owner_alive(p.owner.load(Ordering::Relaxed)))
     }
 
     /// Pushes into the client's inbox, retrying while it is full (its

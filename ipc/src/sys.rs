@@ -61,28 +61,55 @@ fn proc_stat(pid: u32) -> Option<(char, u64)> {
     Some((state, fields.nth(18)?.parse().ok()?))
 }
 
-/// This process's (pid, start time).
+/// This process's (pid, start time). The start time is informational (it
+/// tells a reused pid apart in `shmex ls` and the supervisor); liveness never
+/// depends on it. 0 when `/proc` is unreadable.
 pub(crate) fn self_identity() -> (u32, u64) {
     let pid = std::process::id();
     (pid, process_start_time(pid).unwrap_or(0))
 }
 
-/// True when the process `pid` started at `start_time` still runs. Pids are
-/// reused: a live process with another start time is a different process. A
-/// zombie (exited, not yet reaped by its parent) counts as dead: it holds no
-/// memory and will never act again.
-pub(crate) fn process_alive(pid: u32, start_time: u64) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false;
+/// An open file description's (OFD) write lock on byte `offset` of `file`,
+/// for the life of `file`: the kernel releases it when the last descriptor
+/// of that description closes, which a process's death does. Unlike a pid,
+/// it means the same thing in every PID namespace, and cannot be forged by
+/// writing shared memory. `Ok(false)` when another description holds it.
+pub(crate) fn ofd_try_lock(file: &File, offset: i64) -> std::io::Result<bool> {
+    let mut lock = byte_lock(offset);
+    // SAFETY: F_OFD_SETLK reads the flock struct we pass, which lives for the
+    // call; the descriptor is valid.
+    let r = unsafe { nix::libc::fcntl(file.as_raw_fd(), nix::libc::F_OFD_SETLK, &mut lock) };
+    if r == 0 {
+        return Ok(true);
     }
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None) {
-        Err(nix::errno::Errno::ESRCH) => false,
-        _ => match proc_stat(pid) {
-            Some((state, t)) => t == start_time && state != 'Z' && state != 'X',
-            // Cannot read /proc: trust kill().
-            None => true,
-        },
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(nix::libc::EAGAIN) | Some(nix::libc::EACCES) => Ok(false),
+        _ => Err(e),
     }
+}
+
+/// True when some open file description other than `file`'s holds the lock
+/// [`ofd_try_lock`] takes on byte `offset`. A probe that fails (a kernel
+/// without OFD locks, before 3.15) answers true: never take the living for
+/// dead.
+pub(crate) fn ofd_is_locked(file: &File, offset: i64) -> bool {
+    let mut lock = byte_lock(offset);
+    // SAFETY: F_OFD_GETLK reads and writes the flock struct we pass, which
+    // lives for the call; the descriptor is valid.
+    let r = unsafe { nix::libc::fcntl(file.as_raw_fd(), nix::libc::F_OFD_GETLK, &mut lock) };
+    r != 0 || lock.l_type != nix::libc::F_UNLCK as nix::libc::c_short
+}
+
+fn byte_lock(offset: i64) -> nix::libc::flock {
+    // SAFETY: flock is a plain C struct for which all zeros is valid.
+    let mut lock: nix::libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = nix::libc::F_WRLCK as nix::libc::c_short;
+    lock.l_whence = nix::libc::SEEK_SET as nix::libc::c_short;
+    lock.l_start = offset;
+    lock.l_len = 1;
+    lock.l_pid = 0; // required by OFD locks
+    lock
 }
 
 /// An exclusive `flock` on a file, released on drop (and by the kernel if the
@@ -218,6 +245,26 @@ const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: nix::libc::c_long = 1 << 2;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ofd_lock_is_seen_by_other_descriptions_only_while_held() {
+        let path = std::env::temp_dir().join(format!("shmex-ofd-{}", std::process::id()));
+        let holder = File::create(&path).unwrap();
+        let prober = File::open(&path).unwrap();
+        assert!(!ofd_is_locked(&prober, 7));
+        assert!(ofd_try_lock(&holder, 7).unwrap());
+        assert!(ofd_is_locked(&prober, 7));
+        assert!(!ofd_is_locked(&prober, 8), "one byte only");
+        assert!(
+            !ofd_is_locked(&holder, 7),
+            "its own description sees no conflict"
+        );
+        let other = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(!ofd_try_lock(&other, 7).unwrap(), "taken already");
+        drop(holder);
+        assert!(!ofd_is_locked(&prober, 7), "released with its description");
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn flock_holder_is_read_from_proc_locks() {

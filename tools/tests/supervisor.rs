@@ -47,7 +47,19 @@ impl Ns {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_shmex"));
+        self.command_under(&[], args)
+    }
+
+    /// `shmex ARGS` run through `wrapper` (e.g. `unshare --pid --fork`).
+    fn command_under(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let mut c = match wrapper.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_shmex"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_shmex")),
+        };
         c.args(args)
             .env("SHMEX_NAMESPACE", &self.name)
             .env("SHMEX_ROOT", &self.root)
@@ -175,8 +187,13 @@ struct Proc {
 
 impl Proc {
     fn start(ns: &Ns, args: &[&str]) -> Proc {
+        Self::start_under(ns, &[], args)
+    }
+
+    /// As [`start`](Self::start), through `wrapper`; `pid` is the wrapper's.
+    fn start_under(ns: &Ns, wrapper: &[&str], args: &[&str]) -> Proc {
         let mut child = ns
-            .command(args)
+            .command_under(wrapper, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -721,6 +738,65 @@ fn node_reclaimed_by_another_pass_is_reported_even_unwatched() {
     sup.wait_node_event("reclaimed", early_pid);
     let v = sup.wait_node_event("reclaimed", late_pid);
     assert_eq!(v.get("by").str(), "other", "{v:?}");
+    stop(sup);
+    ns.assert_clean();
+}
+
+/// A node in a PID namespace of its own (a container sharing the folder)
+/// registers a pid that means nothing here. Before, the supervisor opened
+/// the pidfd of whatever process had that pid here, found another start
+/// time and reported the node dead while it ran (and never reclaimed it
+/// once dead). Now it watches such a node by its liveness lock: no event
+/// while it runs, `dead` and `reclaimed` once it was killed.
+#[test]
+fn node_in_another_pid_namespace_is_watched_by_its_lock() {
+    let pidns = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !pidns {
+        eprintln!("SKIPPED: `unshare --pid --fork` is not available here");
+        return;
+    }
+    let ns = Ns::new("pidns");
+    let mut sup = supervisor(&ns, &[]);
+    let mut sub = Proc::start_under(
+        &ns,
+        &["unshare", "--pid", "--fork", "--kill-child"],
+        &["sub", "ticks", "#"],
+    );
+    ns.wait_ports("ticks", 1);
+    let ns2 = ns.namespace();
+    let inner_pid = shmex::list_nodes(&ns2)
+        .expect("list")
+        .iter()
+        .find(|n| n.name.starts_with("sub-"))
+        .expect("listed")
+        .pid;
+    assert!(
+        inner_pid <= 2,
+        "not in a PID namespace of its own: {inner_pid}"
+    );
+    // Several ticks (50 ms each) pass: the node must stay alive and unreported.
+    std::thread::sleep(Duration::from_millis(300));
+    let bogus = sup
+        .lines
+        .try_iter()
+        .find(|l| l.contains(r#""event":"dead""#));
+    assert!(bogus.is_none(), "a running node reported dead: {bogus:?}");
+    assert!(
+        shmex::list_nodes(&ns2)
+            .expect("list")
+            .iter()
+            .any(|n| n.pid == inner_pid && n.state == "alive"),
+        "not alive"
+    );
+    sub.kill9();
+    let v = sup.wait_event("reclaimed event for the contained node", |v| {
+        v.get("event").str() == "reclaimed" && v.get("pid").num() == f64::from(inner_pid)
+    });
+    assert_eq!(v.get("node").str(), format!("sub-{inner_pid}"), "{v:?}");
     stop(sup);
     ns.assert_clean();
 }

@@ -191,8 +191,27 @@ impl ChildProc {
 
     /// As [`spawn`](Self::spawn), with the namespace given by name.
     pub fn spawn_in(ns: &str, role: &str, env: &[(&str, String)]) -> ChildProc {
+        Self::spawn_under(&[], ns, role, env)
+    }
+
+    /// As [`spawn_in`](Self::spawn_in), run through the command `wrapper`
+    /// (e.g. `unshare --pid --fork`; empty: none). [`pid`](Self::pid) is
+    /// then the wrapper's.
+    pub fn spawn_under(
+        wrapper: &[&str],
+        ns: &str,
+        role: &str,
+        env: &[(&str, String)],
+    ) -> ChildProc {
         let exe = std::env::current_exe().expect("path of the test binary");
-        let mut cmd = Command::new(exe);
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
         cmd.args([
             "child_entry",
             "--exact",

@@ -373,10 +373,13 @@ impl Supervisor {
                     )
                     .node(&e.node),
                 ),
+                // Its liveness lock is still held: not an exit after all
+                // (a pid this process cannot see, from another PID
+                // namespace); the scan watches it again.
+                Some("alive" | "hung") => {}
                 Some(_) => {
-                    // "dead": a pass will reclaim it (busy exchanges, or
-                    // the library is slower than the pidfd); "alive"/"hung":
-                    // `/proc` does not show the exit yet.
+                    // "dead": a pass will reclaim it (busy exchanges, or a
+                    // pass elsewhere holds the control lock).
                     if !e.announced {
                         self.announce_dead(&e.node);
                         e.announced = true;
@@ -424,12 +427,8 @@ impl Supervisor {
                 if let Some(w) = self.watched.remove(&n.id) {
                     self.exit_seen(w.node);
                 }
-                match self.watch(node) {
-                    Some(w) => {
-                        self.watched.insert(n.id, w);
-                    }
-                    None => continue,
-                }
+                let w = self.watch(node);
+                self.watched.insert(n.id, w);
             }
             current.push(n.id);
             self.check_hang(n.id, n.heartbeat_age_ms);
@@ -451,50 +450,43 @@ impl Supervisor {
         self.need_step = true;
     }
 
-    /// Opens `node`'s pidfd and checks it is still the node's process.
-    /// `None` when the process is gone (recorded as an exit).
-    fn watch(&mut self, node: NodeRef) -> Option<Watched> {
+    /// Watches a running node: with a pidfd (checked to be the node's
+    /// process) where its pid is ours to see, else by the tick's scans.
+    fn watch(&mut self, node: NodeRef) -> Watched {
         if !self.pidfd_ok {
-            return Some(Watched {
+            return Watched {
                 node,
                 pidfd: None,
                 hung: None,
-            });
+            };
         }
-        match Pidfd::open(node.pid) {
-            // The pid may have been reused since the registry was read: the
-            // pidfd then refers to another process. A process that exited
-            // meanwhile (no /proc entry) is fine: its pidfd is readable.
+        // The pid is a hint: liveness is the node's lock, which the registry
+        // scan reads. A pid of another PID namespace (a container sharing
+        // the folder) is not ours to open, or names another process here:
+        // such a node is watched by the scans of each tick.
+        let pidfd = match Pidfd::open(node.pid) {
             Ok(fd) => match sys::process_start_time(node.pid) {
-                Some(t) if t != node.start_time => {}
-                _ => {
-                    return Some(Watched {
-                        node,
-                        pidfd: Some(fd),
-                        hung: None,
-                    })
-                }
+                Some(t) if t != node.start_time => None,
+                _ => Some(fd),
             },
-            Err(Errno::ESRCH) => {}
+            Err(Errno::ESRCH) => None,
             Err(e) => {
                 if matches!(e, Errno::ENOSYS | Errno::EPERM) {
                     self.pidfd_ok = false;
                 }
                 self.error(format!(
                     "cannot open a pidfd for node {}: {e}; its exit will be found by \
-                     the reclaim pass of a tick",
+                     the scan of a tick",
                     node.label()
                 ));
-                return Some(Watched {
-                    node,
-                    pidfd: None,
-                    hung: None,
-                });
+                None
             }
+        };
+        Watched {
+            node,
+            pidfd,
+            hung: None,
         }
-        // Gone already: an exit to reclaim at once.
-        self.exit_seen(node);
-        None
     }
 
     /// Reports watched node `id` hung when its heartbeat is older than the
