@@ -1526,6 +1526,7 @@ impl ExchangeInner {
             len,
             owner: Some(port),
             port,
+            _not_send: std::marker::PhantomData,
         })
     }
 

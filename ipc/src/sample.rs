@@ -11,6 +11,18 @@ use shmex_core::ring::Descriptor;
 ///
 /// The bytes start as whatever the chunk held before (not zeroed). Payloads
 /// are 16-byte aligned.
+///
+/// Not `Send`: dropping it updates its port's records (the busy counter and
+/// the holdings bits), which only the thread using the port may write, so it
+/// stays on that thread:
+///
+/// ```compile_fail,E0277
+/// fn needs_send<T: Send>(_: T) {}
+/// fn try_it(publisher: &shmex::Publisher) {
+///     let loan = publisher.loan(8).unwrap();
+///     needs_send(loan); // error: `*const ()` cannot be sent between threads
+/// }
+/// ```
 pub struct Loan<'a> {
     pub(crate) ex: &'a ExchangeInner,
     pub(crate) chunk: u32,
@@ -19,6 +31,8 @@ pub struct Loan<'a> {
     pub(crate) owner: Option<u32>,
     /// Port that holds it (its holdings record the loan).
     pub(crate) port: u32,
+    /// `!Send` (see the type's docs).
+    pub(crate) _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Loan<'_> {
@@ -109,6 +123,17 @@ impl Drop for Loan<'_> {
 ///
 /// The bytes live in memory other processes map: a well-behaved sender never
 /// writes a chunk after sending it, but a hostile one could.
+///
+/// Not `Send`, like [`Loan`]: its drop updates its port's records, which
+/// only the thread using the port may write.
+///
+/// ```compile_fail,E0277
+/// fn needs_send<T: Send>(_: T) {}
+/// fn try_it(subscriber: &shmex::Subscriber) {
+///     let sample = subscriber.receive().unwrap();
+///     needs_send(sample); // error: `*const ()` cannot be sent between threads
+/// }
+/// ```
 pub struct Sample<'a> {
     pub(crate) ex: &'a ExchangeInner,
     pub(crate) chunk: u32,
@@ -130,6 +155,8 @@ pub struct Sample<'a> {
     pub(crate) stream: Option<(u32, u32)>,
     /// A question's server port address (where the answer goes).
     pub(crate) reply_to: u64,
+    /// `!Send` (see the type's docs).
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 /// What a sample is, beyond its payload.
@@ -163,6 +190,7 @@ impl<'a> Sample<'a> {
             kind: Kind::Plain,
             stream: None,
             reply_to: 0,
+            _not_send: std::marker::PhantomData,
         };
         ex.hold(core.index, d.chunk);
         // On error the Sample's drop releases the chunk if its index is valid.
@@ -185,6 +213,7 @@ impl<'a> Sample<'a> {
             kind: Kind::StreamEnd,
             stream: None,
             reply_to: 0,
+            _not_send: std::marker::PhantomData,
         }
     }
 
