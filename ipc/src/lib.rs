@@ -60,7 +60,7 @@ pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER_CHECK_INTERVAL};
 pub use sample::{Loan, Sample};
 pub use tasks::{
-    DeadLetter, Delivery, Submitter, TaskId, TaskStats, Worker, WorkerStats, PRIORITIES,
+    DeadLetter, Delivery, Submitter, TaskId, TaskStats, Worker, WorkerStats, PASS_OVER, PRIORITIES,
 };
 pub use waitset::{WaitNode, WaitSet, Waitable};
 pub use watch::{ExchangeEvent, Watch};

@@ -367,7 +367,11 @@ impl Exchange {
         if let Some(p) = self.inner.port(core.index) {
             p.tasks.prefetch.store(prefetch, Ordering::Relaxed);
         }
-        Ok(Worker { core, prefetch })
+        Ok(Worker {
+            core,
+            prefetch,
+            passed_over: std::cell::Cell::new(None),
+        })
     }
 
     /// A snapshot of a task exchange's queue and workers (`None` for other
@@ -560,7 +564,14 @@ impl Submitter {
 pub struct Worker {
     core: PortCore,
     prefetch: u32,
+    /// The task this worker nacked and last passed over to the others
+    /// (ledger index), and since when: after [`PASS_OVER`] it takes it back.
+    passed_over: std::cell::Cell<Option<(u32, Instant)>>,
 }
+
+/// How long a worker leaves a task it nacked to other workers with room
+/// before it takes the task back itself.
+pub const PASS_OVER: Duration = Duration::from_millis(50);
 
 impl Worker {
     /// Its prefetch limit.
@@ -593,11 +604,13 @@ impl Worker {
             return Ok(None);
         }
         let deadline = now.saturating_add(ex.ack_timeout_ms());
-        let mut bounced = None;
         for p in (0..PRIORITIES).rev() {
             let Some(queue) = ex.task_queue(READY_QUEUE + usize::from(p)) else {
                 continue;
             };
+            // At most one pass over the queue: a task passed over comes
+            // back at its end.
+            let mut passed = None;
             while let Some(index) = queue.pop()? {
                 let Some(entry) = ex.task_entry(index) else {
                     continue;
@@ -606,24 +619,45 @@ impl Worker {
                 if word.state != TaskState::Queued {
                     continue;
                 }
-                // A task this worker gave back goes to another worker when
-                // one has room: pass it over once.
-                if word.holder == me as u16
+                // (A push that fails falls through: the task is claimed
+                // here rather than left out of its queue.)
+                if passed == Some(index) && push_index(&queue, index).is_ok() {
+                    break; // round the queue: leave it queued
+                }
+                if passed.is_none()
+                    && word.holder == me as u16
                     && word.deliveries > 0
-                    && bounced.is_none()
+                    && self.pass_over(index)
                     && ex.another_worker_has_room(me)
                     && push_index(&queue, index).is_ok()
                 {
-                    bounced = Some(index);
+                    passed = Some(index);
                     continue;
                 }
                 let Ok(delivered) = entry.claim(word, me as u16, deadline) else {
                     continue;
                 };
+                if self.passed_over.get().is_some_and(|(i, _)| i == index) {
+                    self.passed_over.set(None);
+                }
                 return Ok(Some(self.deliver(index, entry, delivered)?));
             }
         }
         Ok(None)
+    }
+
+    /// Whether to leave task `index`, which this worker nacked, to the other
+    /// workers: yes for [`PASS_OVER`] after this worker first met it queued
+    /// again, then no (nobody else took it: this worker may).
+    fn pass_over(&self, index: u32) -> bool {
+        let now = Instant::now();
+        match self.passed_over.get() {
+            Some((i, since)) if i == index => now.duration_since(since) < PASS_OVER,
+            _ => {
+                self.passed_over.set(Some((index, now)));
+                true
+            }
+        }
     }
 
     /// Builds the delivery of a task just claimed. Inside the operation.
@@ -736,10 +770,12 @@ impl Worker {
         Ok(())
     }
 
-    /// Hands task `id` back: to the ready queue (to another worker when one
-    /// has room) when `requeue`, unless it was delivered `max_deliveries`
-    /// times; else to the dead-letter queue. Errors as for
-    /// [`ack`](Self::ack).
+    /// Hands task `id` back: to the ready queue when `requeue`, unless it
+    /// was delivered `max_deliveries` times; else to the dead-letter queue.
+    /// A requeued task goes to another worker when one has room: this
+    /// worker's takes pass it over for [`PASS_OVER`] while another worker is
+    /// under its prefetch limit, then take it back if nobody did. Errors as
+    /// for [`ack`](Self::ack).
     pub fn nack(&self, id: TaskId, requeue: bool) -> Result<(), TaskError> {
         let ex: &ExchangeInner = &self.core.ex;
         let _op = self.core.enter().map_err(|_| TaskError::ExchangeDown)?;
