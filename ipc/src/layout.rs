@@ -73,7 +73,8 @@ pub(crate) struct NodeSlot {
     pub pid: AtomicU32,
     pub name_len: AtomicU32,
     pub start_time: AtomicU64,
-    /// Milliseconds since the Unix epoch of the last sign of life.
+    /// Milliseconds of the monotonic clock (`sys::monotonic_ms`) at the last
+    /// sign of life.
     pub heartbeat: AtomicU64,
     pub name: [AtomicU64; MAX_NODE_NAME / 8],
     /// The node's wait word on a line of its own: senders read it on every send.

@@ -18,7 +18,7 @@ use crate::sys;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Default namespace when neither the builder nor `SHMEX_NAMESPACE` names one.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -255,10 +255,10 @@ impl NodeBuilder {
     }
 }
 
+/// The clock of heartbeats: [`sys::monotonic_ms`] (compared across
+/// processes; a wall-clock jump makes no node look hung).
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    sys::monotonic_ms()
 }
 
 fn slot(registry: &Segment, index: u32) -> Option<&NodeSlot> {

@@ -315,7 +315,14 @@ impl Client {
                 let reason = FailReason::from_code(d.len);
                 return Err(RecvError::RequestFailed { tag: d.tag, reason });
             }
-            return Ok(Some(Sample::from_descriptor(&self.core, &d)?));
+            let sample = Sample::from_descriptor(&self.core, &d)?;
+            if !known {
+                // Its request was reported failed already (its server was
+                // found gone): one outcome per request. Released unread.
+                drop(sample);
+                continue;
+            }
+            return Ok(Some(sample));
         }
     }
 

@@ -43,6 +43,21 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
+/// Milliseconds of the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`):
+/// the clock of heartbeats and ack deadlines, which processes compare with
+/// each other. Shared by every process of the host (a time namespace can
+/// offset it: processes of one namespace must share one), unmoved by
+/// wall-clock changes, stopped during suspend.
+pub(crate) fn monotonic_ms() -> u64 {
+    use nix::time::{clock_gettime, ClockId};
+    match clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE)
+        .or_else(|_| clock_gettime(ClockId::CLOCK_MONOTONIC))
+    {
+        Ok(t) => (t.tv_sec() as u64).saturating_mul(1000) + t.tv_nsec() as u64 / 1_000_000,
+        Err(_) => 0,
+    }
+}
+
 /// The start time of process `pid` in clock ticks since boot (field 22 of
 /// `/proc/PID/stat`), or `None` when the process does not exist.
 pub(crate) fn process_start_time(pid: u32) -> Option<u64> {
@@ -264,6 +279,25 @@ mod tests {
         drop(holder);
         assert!(!ofd_is_locked(&prober, 7), "released with its description");
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// Before, ack deadlines and heartbeats read the real-time clock, so a
+    /// wall-clock jump redelivered everything or nothing and made every
+    /// node look hung or alive. The clock they read now is the monotonic one.
+    #[test]
+    fn deadlines_run_on_the_monotonic_clock() {
+        let mono = |id| {
+            let t = nix::time::clock_gettime(id).unwrap();
+            t.tv_sec() as i64 * 1000 + t.tv_nsec() as i64 / 1_000_000
+        };
+        let before = mono(nix::time::ClockId::CLOCK_MONOTONIC);
+        let ours = monotonic_ms() as i64;
+        let heartbeat = crate::node::now_ms() as i64;
+        let after = mono(nix::time::ClockId::CLOCK_MONOTONIC);
+        // The coarse clock lags the fine one by at most a tick (a few ms).
+        for t in [ours, heartbeat] {
+            assert!(t >= before - 100 && t <= after, "{before} {t} {after}");
+        }
     }
 
     #[test]

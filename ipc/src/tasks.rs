@@ -202,7 +202,10 @@ impl ExchangeInner {
                 continue;
             }
             if let Ok(Some(returned)) = e.expire(now, max) {
-                self.worker_lost_one(u32::from(before.holder));
+                // The holder the expiry took it from (the word it replaced),
+                // not the one read before: another delivery may have come
+                // in between.
+                self.worker_lost_one(u32::from(returned.word().holder));
                 requeued |= matches!(returned, Returned::Requeued(_));
                 let _ = self.route_returned(i, returned);
             }
@@ -314,15 +317,11 @@ impl ExchangeInner {
     }
 }
 
-/// Milliseconds since the epoch from the coarse clock (a few ns instead of a
-/// full clock read per take; its resolution, a few ms, is far below any ack
-/// timeout). Deadlines compare across processes, so it is the real-time one.
+/// The clock of ack deadlines: [`sys::monotonic_ms`](crate::sys::monotonic_ms)
+/// (the coarse monotonic clock: a few ns per read, a few ms of resolution,
+/// far below any ack timeout; a wall-clock jump moves no deadline).
 fn now_ms() -> u64 {
-    use nix::time::{clock_gettime, ClockId};
-    match clock_gettime(ClockId::CLOCK_REALTIME_COARSE) {
-        Ok(t) => (t.tv_sec() as u64).saturating_mul(1000) + t.tv_nsec() as u64 / 1_000_000,
-        Err(_) => crate::node::now_ms(),
-    }
+    crate::sys::monotonic_ms()
 }
 
 /// Pushes a ledger index on a task queue. A queue never fills (it has a slot

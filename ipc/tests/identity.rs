@@ -17,6 +17,7 @@ fn child_entry() {
     let Some(role) = common::role() else { return };
     match role.as_str() {
         "subscriber" => subscriber(),
+        "late_server" => late_server(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -172,5 +173,85 @@ fn forged_pid_in_the_registry_retires_nothing() {
     drop(file);
     child.finish();
     drop((publisher, ex, node));
+    ns.assert_clean();
+}
+
+/// A server (`server` role) that takes one request, reports `got`, and
+/// responds `late` when the parent says `respond`.
+fn late_server() {
+    let node = child_node("srv");
+    let ex = node.open_exchange("svc").expect("open svc");
+    let server = ex.server().expect("server");
+    report("ready");
+    let request = server.receive_timeout(TIMEOUT).expect("a request");
+    report("got");
+    while let Some(line) = read_parent_line() {
+        if line == "respond" {
+            let outcome = request.respond(b"late");
+            report(format!("responded {}", outcome.is_ok()));
+            break;
+        }
+    }
+    while read_parent_line().is_some() {}
+}
+
+/// A client reports a request failed when its server's node is found gone
+/// (here: the server's registry slot names another registration, as a buggy
+/// peer could leave it). If the server then responds after all, that
+/// response must not become a second outcome of the same request. Before:
+/// the client returned the late response as a sample, after the failure.
+#[test]
+fn a_request_reported_failed_gets_no_second_outcome() {
+    let ns = TestNs::new("oneoutcome");
+    let node = ns.node("client");
+    let ex = node
+        .create_exchange("svc", Pattern::RequestResponse, Limits::default())
+        .expect("create");
+    let client = ex.client().expect("client");
+    let mut srv = ChildProc::spawn(&ns, "late_server", &[]);
+    srv.wait_for("ready");
+    let pid = srv.pid();
+    client.request(5, b"question").expect("request");
+    srv.wait_for("got");
+
+    // Make the server's registration look replaced: bump its slot's
+    // generation (slot layout: state, generation, pid, ...).
+    let path = ns.namespace().registry_path();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open registry");
+    let bytes = std::fs::read(&path).expect("read registry");
+    let at = registry_pid_offset(&bytes, pid) - 4;
+    let generation = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
+    file.write_all_at(&(generation + 1).to_ne_bytes(), at as u64)
+        .expect("forge generation");
+    assert!(
+        client.check_servers() >= 1,
+        "the server's node still looks alive"
+    );
+    match client.try_receive() {
+        Err(shmex::RecvError::RequestFailed { tag: 5, .. }) => {}
+        other => panic!("expected the request failed, got {other:?}"),
+    }
+    file.write_all_at(&generation.to_ne_bytes(), at as u64)
+        .expect("restore generation");
+    srv.send("respond");
+    srv.wait_for("responded");
+    // Whatever the late response did, the client sees no second outcome.
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < deadline {
+        if let Some(s) = client.try_receive().expect("try_receive") {
+            panic!(
+                "a second outcome for request {}: {:?}",
+                s.tag(),
+                s.payload()
+            );
+        }
+    }
+    drop(file);
+    let _ = srv.kill_and_reap();
+    drop((client, ex, node));
     ns.assert_clean();
 }
