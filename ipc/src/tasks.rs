@@ -370,6 +370,7 @@ impl Exchange {
             core,
             prefetch,
             passed_over: std::cell::Cell::new(None),
+            live: RefCell::new(Vec::new()),
         })
     }
 
@@ -566,6 +567,18 @@ pub struct Worker {
     /// The task this worker nacked and last passed over to the others
     /// (ledger index), and since when: after [`PASS_OVER`] it takes it back.
     passed_over: std::cell::Cell<Option<(u32, Instant)>>,
+    /// The deliveries alive in this process, and whether each owns the
+    /// chunk's reference (acked through [`Worker::ack`] while it lived).
+    live: RefCell<Vec<LiveDelivery>>,
+}
+
+/// A [`Delivery`] not yet dropped.
+struct LiveDelivery {
+    id: TaskId,
+    chunk: u32,
+    /// The ledger's reference passed to the delivery at its ack (recorded in
+    /// the worker's holdings); released when the delivery drops.
+    owned: bool,
 }
 
 /// How long a worker leaves a task it nacked to other workers with room
@@ -633,13 +646,19 @@ impl Worker {
                     passed = Some(index);
                     continue;
                 }
+                // A body that does not fit the pool is never delivered (it
+                // stays queued for `shmex ls` to show; reclaim recounts it).
+                let body = entry.read_body();
+                if ex.payload_ptr(body.chunk, body.len as usize).is_err() {
+                    continue;
+                }
                 let Ok(delivered) = entry.claim(word, me as u16, deadline) else {
                     continue;
                 };
                 if self.passed_over.get().is_some_and(|(i, _)| i == index) {
                     self.passed_over.set(None);
                 }
-                return Ok(Some(self.deliver(index, entry, delivered)?));
+                return Ok(Some(self.deliver(index, body, delivered)?));
             }
         }
         Ok(None)
@@ -659,11 +678,17 @@ impl Worker {
         }
     }
 
-    /// Builds the delivery of a task just claimed. Inside the operation.
+    /// Builds the delivery of a task just claimed (its body checked). Inside
+    /// the operation.
+    ///
+    /// The delivery takes no reference of its own: it reads the chunk under
+    /// the ledger's reference while the task is delivered to this worker
+    /// (`claim` and reading the body happen under one entry generation, so
+    /// no stall between them can make it retain a chunk freed meanwhile).
     fn deliver(
         &self,
         index: u32,
-        entry: &TaskEntry,
+        body: TaskBody,
         word: TaskWord,
     ) -> Result<Delivery<'_>, RecvError> {
         let ex: &ExchangeInner = &self.core.ex;
@@ -679,18 +704,18 @@ impl Worker {
                 h.redelivered.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let body = entry.read_body();
-        ex.payload_ptr(body.chunk, body.len as usize)?;
-        // The delivery's own reference, so its payload stays valid after an
-        // ack until it is dropped.
-        ex.pool().retain(body.chunk, 1)?;
-        ex.hold(self.core.index, body.chunk);
+        let id = TaskId::new(index, word.generation);
+        self.live.borrow_mut().push(LiveDelivery {
+            id,
+            chunk: body.chunk,
+            owned: false,
+        });
         Ok(Delivery {
             worker: self,
             chunk: body.chunk,
             len: body.len as usize,
             tag: body.tag,
-            id: TaskId::new(index, word.generation),
+            id,
             priority: word.priority,
             deliveries: u32::from(word.deliveries),
         })
@@ -754,7 +779,18 @@ impl Worker {
         entry
             .ack(self.core.index as u16, id.generation())
             .map_err(|_| TaskError::NotHeld { task: id })?;
-        ex.release_ref(chunk);
+        // The ledger's reference passes to the delivery if it still lives
+        // (its payload stays readable until it drops), else goes.
+        let mut live = self.live.borrow_mut();
+        match live.iter_mut().find(|d| d.id == id && !d.owned) {
+            Some(d) => {
+                d.owned = true;
+                d.chunk = chunk;
+                ex.hold(self.core.index, chunk);
+            }
+            None => ex.release_ref(chunk),
+        }
+        drop(live);
         push_index(
             &ex.task_queue(FREE_QUEUE).ok_or(Corrupt("no task region"))?,
             id.entry(),
@@ -909,7 +945,11 @@ impl Delivery<'_> {
     pub fn redelivered(&self) -> bool {
         self.deliveries > 1
     }
-    /// The payload bytes, in place.
+    /// The payload bytes, in place. They stay the task's while this worker
+    /// holds the task, and after an ack for as long as this delivery lives.
+    /// Once the task was taken back (ack timeout) or nacked, another
+    /// delivery of it may end and its chunk be reused: the bytes read then
+    /// may belong to a later payload.
     pub fn payload(&self) -> &[u8] {
         self
     }
@@ -926,8 +966,12 @@ impl Delivery<'_> {
 fn payload(ex: &ExchangeInner, chunk: u32, len: usize) -> &[u8] {
     match ex.payload_ptr(chunk, len) {
         // SAFETY: payload_ptr checked that chunk and len lie inside the
-        // mapping; we hold a reference on the chunk (a holdings bit) so the
-        // pool does not hand it out until we drop.
+        // mapping, which lives as long as `ex`. A reference on the chunk
+        // (the ledger's while the task is ours, then the one passed to us)
+        // keeps the pool from handing it out; after an expiry or a nack the
+        // bytes may be reused, under the payload model of `Sample`: bytes
+        // in shared memory may change under the reader, who never derives
+        // an index or length from them unchecked.
         Ok(p) => unsafe { std::slice::from_raw_parts(p, len) },
         Err(_) => &[],
     }
@@ -963,7 +1007,19 @@ fn release_held(worker: &Worker, chunk: u32) {
 
 impl Drop for Delivery<'_> {
     fn drop(&mut self) {
-        release_held(self.worker, self.chunk);
+        let owned = {
+            let mut live = self.worker.live.borrow_mut();
+            match live.iter().position(|d| d.id == self.id) {
+                Some(i) => {
+                    let d = live.swap_remove(i);
+                    d.owned.then_some(d.chunk)
+                }
+                None => None,
+            }
+        };
+        if let Some(chunk) = owned {
+            release_held(self.worker, chunk);
+        }
     }
 }
 
