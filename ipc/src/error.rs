@@ -255,7 +255,12 @@ pub enum SendError {
         /// The exchange's chunk size.
         max: usize,
     },
-    /// Every chunk of the pool is in use.
+    /// Every chunk of the pool is in use: `chunks` payloads are in flight
+    /// (loaned, queued or being read). Released chunks parked in other
+    /// ports' caches are emptied into the pool before this is reported (at
+    /// most once per 10 ms per process and exchange, and not for a loan made
+    /// inside another operation of the same port); retry once receivers
+    /// released theirs.
     #[error("chunk pool exhausted ({chunks} chunks all in use)")]
     PoolExhausted {
         /// Pool size.

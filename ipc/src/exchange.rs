@@ -100,7 +100,9 @@ pub struct Limits {
     /// Largest payload in bytes (1 B ..= 1 GiB). Default 4096.
     pub chunk_size: usize,
     /// Chunks in the pool: payloads that can be in flight at once across the
-    /// whole exchange (1 ..= 2^24). Default 256.
+    /// whole exchange (1 ..= 2^24). Default 256. Chunks released to a port's
+    /// caches (return ring, spare, deferred release) stay reachable: a loan
+    /// that finds the pool dry empties every port's caches into it first.
     pub chunk_count: u32,
     /// Descriptors each port's inbox holds; a power of two (2 ..= 2^20).
     /// Default 64.
@@ -258,6 +260,10 @@ pub(crate) struct ExchangeInner {
     return_heads: Box<[AtomicU32]>,
     /// This handle's entry in the users table ([`NO_USER`]: none).
     pub(crate) user: u32,
+    /// When this process last emptied the ports' caches for a dry loan
+    /// (monotonic ms; 0: never): at most one such pass per
+    /// [`FLUSH_INTERVAL_MS`].
+    last_flush_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A head cache entry that was never read.
@@ -267,6 +273,14 @@ pub(crate) const UNKNOWN_HEAD: u32 = u32::MAX;
 /// ends when dropped.
 pub(crate) struct OpGuard<'a> {
     busy: Option<&'a AtomicU32>,
+}
+
+impl OpGuard<'_> {
+    /// True when this guard started the operation (not nested in another of
+    /// the same port, which a reclaim pass would wait for).
+    pub(crate) fn is_outermost(&self) -> bool {
+        self.busy.is_some()
+    }
 }
 
 impl Drop for OpGuard<'_> {
@@ -295,6 +309,14 @@ impl From<Down> for crate::error::RecvError {
 
 /// `ExchangeInner::user` of a mapping made by reclaim, not a user's handle.
 const NO_USER: u32 = u32::MAX;
+
+/// Longest wait for the control lock of a loan that found the pool dry and
+/// empties the ports' caches ([`ExchangeInner::loan_on`]).
+const FLUSH_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Shortest time between two cache-emptying passes of one process on one
+/// exchange ([`ExchangeInner::loan_on`]).
+const FLUSH_INTERVAL_MS: u64 = 10;
 
 /// An empty deferred-release slot.
 pub(crate) const NO_DEFERRED: u64 = u64::MAX;
@@ -635,6 +657,7 @@ impl ExchangeInner {
                 .map(|_| AtomicU32::new(UNKNOWN_HEAD))
                 .collect(),
             user: NO_USER,
+            last_flush_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -852,6 +875,14 @@ impl ExchangeInner {
         // SAFETY: as in `header`.
         let all = unsafe { &*self.regions.holdings };
         all.get(port as usize * w..(port as usize + 1) * w)
+    }
+
+    /// True when port `port`'s holdings record `chunk` (an index out of
+    /// range is never held).
+    pub(crate) fn is_held(&self, port: u32, chunk: u32) -> bool {
+        self.holdings(port)
+            .and_then(|h| h.get(chunk as usize / 64))
+            .is_some_and(|w| w.load(Ordering::Relaxed) & (1u64 << (chunk % 64)) != 0)
     }
 
     /// Records that port `port` holds `chunk` in hand. Only the port's owner
@@ -1505,28 +1536,79 @@ impl ExchangeInner {
         if len > max {
             return Err(SendError::PayloadTooLarge { len, max });
         }
-        let _op = self.enter(port)?;
-        let chunk = self.take_spare(port).or_else(|| self.pop_cached(port));
-        let chunk = match chunk {
-            Some(c) => c,
-            None => {
-                let c = self.pool().alloc()?.ok_or(SendError::PoolExhausted {
-                    chunks: self.limits.chunk_count,
-                })?;
-                if let Some(h) = self.chunk_header(c) {
-                    h.owner.store(port + 1, Ordering::Relaxed);
-                }
-                c
+        let mut flushed = false;
+        // Bounded: a corrupt cache or free list that keeps handing out held
+        // chunks ends in `Corrupt`, not in a loop.
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            if tries > crate::layout::RETURN_DEPTH + 4 {
+                return Err(Corrupt("the pool keeps handing out chunks this port holds").into());
             }
-        };
-        self.hold(port, chunk);
-        Ok(Loan {
-            ex: self,
-            chunk,
-            len,
-            owner: Some(port),
-            port,
-            _not_send: std::marker::PhantomData,
+            let op = self.enter(port)?;
+            let chunk = match self.take_spare(port).or_else(|| self.pop_cached(port)) {
+                Some(c) => Some(c),
+                None => self.pool().alloc()?.inspect(|&c| {
+                    if let Some(h) = self.chunk_header(c) {
+                        h.owner.store(port + 1, Ordering::Relaxed);
+                    }
+                }),
+            };
+            if let Some(chunk) = chunk {
+                if self.is_held(port, chunk) {
+                    // A cache or the free list handed out a chunk this port
+                    // holds already (a forged return ring, a corrupt free
+                    // list): never hand it out twice. The next reclaim
+                    // pass recounts it.
+                    self.corrupt_chunk_seen();
+                    continue;
+                }
+                self.hold(port, chunk);
+                return Ok(Loan {
+                    ex: self,
+                    chunk,
+                    len,
+                    owner: Some(port),
+                    port,
+                    _not_send: std::marker::PhantomData,
+                });
+            }
+            // Dry: free chunks may be parked in other ports' caches. Once,
+            // outside this operation (the pass waits for every port to be
+            // between operations), empty them into the free list.
+            let outermost = op.is_outermost();
+            drop(op);
+            if flushed || !outermost || !self.caches_hold_chunks() {
+                return Err(SendError::PoolExhausted {
+                    chunks: self.limits.chunk_count,
+                });
+            }
+            flushed = true;
+            // Under back-pressure a sender meets a dry pool again and again
+            // while its receivers' deferred slots hold a chunk each (coming
+            // back to it anyway): one pass per interval at most.
+            let now = crate::sys::monotonic_ms();
+            let last = self.last_flush_ms.load(Ordering::Relaxed);
+            if last != 0 && now < last.saturating_add(FLUSH_INTERVAL_MS) {
+                return Err(SendError::PoolExhausted {
+                    chunks: self.limits.chunk_count,
+                });
+            }
+            self.last_flush_ms.store(now.max(1), Ordering::Relaxed);
+            if let Ok(_guard) = self.node.control_within(FLUSH_LOCK_WAIT) {
+                self.flush_caches_locked();
+            }
+        }
+    }
+
+    /// True when some port's cache (return ring, spare, deferred slot) holds
+    /// a free chunk. Reads only.
+    fn caches_hold_chunks(&self) -> bool {
+        (0..self.limits.max_ports).any(|i| {
+            self.port(i).is_some_and(|p| {
+                p.spare.chunk.load(Ordering::Relaxed) < self.limits.chunk_count
+                    || p.spare.deferred.load(Ordering::Relaxed) != NO_DEFERRED
+            }) || self.return_ring(i).is_some_and(|r| r.len_hint() > 0)
         })
     }
 
@@ -1536,11 +1618,19 @@ impl ExchangeInner {
     /// is not 1 is left alone rather than handed out twice.
     fn pop_cached(&self, port: u32) -> Option<u32> {
         let ring = self.return_ring(port)?;
-        while let Some(d) = ring.pop() {
+        // Bounded: a ring whose indices were corrupted cannot keep us here.
+        for _ in 0..crate::layout::RETURN_DEPTH {
+            let d = ring.pop()?;
             let Some(h) = self.chunk_header(d.chunk) else {
+                if d.flags & FLAG_VOID == 0 {
+                    self.corrupt_chunk_seen();
+                }
                 continue;
             };
             if h.meta.refcount.load(Ordering::Acquire) != 1 {
+                // Not a free chunk (a forged or corrupt entry): left to the
+                // next reclaim pass, which recounts it.
+                self.corrupt_chunk_seen();
                 continue;
             }
             if h.owner.load(Ordering::Relaxed) == port + 1 {
@@ -1550,6 +1640,16 @@ impl ExchangeInner {
             let _ = self.pool().free(d.chunk);
         }
         None
+    }
+
+    /// A chunk record read from shared memory was wrong (counted in the
+    /// header's `corrupt_chunks`): the chunk is left alone; the next pass
+    /// (at the latest the one a loan runs when the pool is dry) recounts it
+    /// and puts it back where it belongs.
+    fn corrupt_chunk_seen(&self) {
+        if let Some(h) = self.header() {
+            h.corrupt_chunks.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Called inside a send operation after it succeeded: fetches the next

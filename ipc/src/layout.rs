@@ -115,6 +115,9 @@ pub(crate) struct ExchangeHeader {
     /// Identifies this incarnation of the name (a watcher tells a re-created
     /// exchange from the one it knew).
     pub incarnation: AtomicU64,
+    /// Chunk records found wrong and left alone (a chunk twice in a cache,
+    /// a cached chunk still referenced); a reclaim pass recounts them.
+    pub corrupt_chunks: AtomicU64,
     pub users: [UserSlot; MAX_USERS as usize],
     /// [`EX_PAUSED`] and [`EX_DOWN`], on a line of its own: every data-path
     /// operation reads it, only reclaim writes it.

@@ -220,3 +220,41 @@ impl Subscriber {
 }
 
 waitable!(Subscriber);
+
+#[cfg(test)]
+mod tests {
+    use crate::{Limits, Node, Pattern};
+
+    /// A return ring that lists one chunk twice (forged, or corrupted) made
+    /// its owner loan that chunk twice (issue 12 item 6). Now the second
+    /// pop finds it held by the port already and leaves it alone.
+    #[test]
+    fn a_chunk_twice_in_the_return_ring_is_loaned_once() {
+        let ns = format!("unit-dup-{}", std::process::id());
+        let node = Node::builder("t").namespace(&ns).create().expect("node");
+        let limits = Limits {
+            chunk_size: 64,
+            chunk_count: 4,
+            queue_depth: 4,
+            max_ports: 2,
+            ..Limits::default()
+        };
+        let ex = node
+            .create_exchange("x", Pattern::PublishSubscribe, limits)
+            .expect("create");
+        let p = ex.publisher().expect("publisher");
+        let c = p.loan(8).expect("loan").chunk; // dropped: back in p's return ring
+        p.core.ex.return_free(c, Some(p.core.index), true); // ... and again
+        let a = p.loan(8).expect("first loan");
+        let b = p.loan(8).expect("second loan");
+        assert_ne!(a.chunk, b.chunk, "one chunk loaned twice");
+        drop((a, b));
+        drop((p, ex, node));
+        let left: Vec<_> = crate::Namespace {
+            root: crate::DEFAULT_ROOT.into(),
+            name: ns,
+        }
+        .segment_files();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

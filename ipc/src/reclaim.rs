@@ -102,8 +102,20 @@ impl ExchangeInner {
     /// Runs a reclaim pass (see the module docs) if one is needed. Under the
     /// control lock; never inside a data-path operation of this thread.
     pub(crate) fn reclaim_locked(&self) -> Pass {
+        self.pass_locked(false)
+    }
+
+    /// A pass that also empties every live port's caches (return ring,
+    /// spare, deferred slot) into the free list: what a loan that found the
+    /// pool dry runs, so that released chunks parked with other ports are
+    /// reachable. Under the control lock.
+    pub(crate) fn flush_caches_locked(&self) -> Pass {
+        self.pass_locked(true)
+    }
+
+    fn pass_locked(&self, flush_caches: bool) -> Pass {
         let mut pass = Pass::default();
-        if !self.needs_reclaim() {
+        if !flush_caches && !self.needs_reclaim() {
             return pass;
         }
         let Some(h) = self.header() else { return pass };
@@ -249,6 +261,16 @@ impl ExchangeInner {
         for i in (0..ports).filter(|&i| live[i as usize]) {
             if let Some(r) = self.ring(i) {
                 r.for_each_queued(|d| count(d.chunk));
+            }
+            if flush_caches {
+                // Cached chunks are free: uncounted, they go to the free list.
+                if let Some(r) = self.return_ring(i) {
+                    while r.pop().is_some() {}
+                }
+                if let Some(p) = self.port(i) {
+                    p.spare.chunk.store(Descriptor::NO_CHUNK, Ordering::Relaxed);
+                    p.spare.deferred.store(NO_DEFERRED, Ordering::Relaxed);
+                }
             }
             if let Some(r) = self.return_ring(i) {
                 r.for_each_queued(|d| count(d.chunk));
