@@ -1758,7 +1758,7 @@ impl Drop for PortCore {
         // gone); the next port in the slot starts with none.
         for i in 0..crate::layout::STREAM_SLOTS {
             if let Some(s) = self.ex.stream_slot(self.index, i) {
-                s.state.store(crate::layout::STREAM_FREE, Ordering::Release);
+                s.free();
             }
         }
         drop(guard);

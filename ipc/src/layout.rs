@@ -148,6 +148,20 @@ pub(crate) struct UserSlot {
 #[repr(C, align(128))]
 pub(crate) struct PoolLine(pub shmex_core::pool::PoolControl);
 
+impl StreamSlot {
+    /// Frees the slot for the next stream. The generation moves first, so a
+    /// late write of the stream that had it (a stalled or dead server,
+    /// holding the old generation) never matches the next one's, whatever
+    /// the interleaving with the next open.
+    pub fn free(&self) {
+        self.generation.store(
+            self.generation.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Release,
+        );
+        self.state.store(STREAM_FREE, Ordering::Release);
+    }
+}
+
 /// One port slot.
 #[repr(C, align(64))]
 pub(crate) struct PortSlot {

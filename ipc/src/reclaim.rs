@@ -198,8 +198,7 @@ impl ExchangeInner {
             }
             for s in 0..crate::layout::STREAM_SLOTS {
                 if let Some(slot) = self.stream_slot(i, s) {
-                    slot.state
-                        .store(crate::layout::STREAM_FREE, Ordering::Release);
+                    slot.free();
                 }
             }
         }

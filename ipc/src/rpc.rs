@@ -348,7 +348,7 @@ impl Client {
         }
         // The stream is over: free its slot, settle the request.
         if let Some(slot) = slot {
-            slot.state.store(STREAM_FREE, Ordering::Release);
+            slot.free();
         }
         let known = self.settle(d.tag);
         if cancelled || !known {
