@@ -79,6 +79,11 @@ pub const PAUSED: u32 = 1;
 /// [`Enter::Down`] once it is set.
 pub const DOWN: u32 = 2;
 
+/// Every bit the state word may legally hold. Any other bit means the word
+/// is corrupt: [`enter`] answers [`Enter::Corrupt`] (never `Paused`, which
+/// would make the caller wait for a pause nobody will end).
+pub const KNOWN: u32 = PAUSED | DOWN;
+
 /// What [`enter`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -94,6 +99,12 @@ pub enum Enter {
     Paused,
     /// The exchange is down. Nothing started and the port is idle again.
     Down,
+    /// The state word holds bits outside [`KNOWN`]: shared memory was
+    /// overwritten. Nothing started and the port is idle again; the caller
+    /// reports corruption (the runtime also takes the exchange down, so every
+    /// other user stops at [`Enter::Down`]). Checked only on the slow path
+    /// (state not 0), so it costs the data path nothing.
+    Corrupt,
 }
 
 /// Starts a data-path operation on the port whose counter is `busy`, in the
@@ -131,11 +142,18 @@ pub fn enter(busy: &AtomicU32, state: &AtomicU32, asymmetric: bool) -> Enter {
     // Back to even. Release: a pauser that reads this value sees the port's
     // earlier operations.
     busy.store(b.wrapping_add(2), Ordering::Release);
-    if st & DOWN != 0 {
+    if st & !KNOWN != 0 {
+        Enter::Corrupt
+    } else if st & DOWN != 0 {
         Enter::Down
     } else {
         Enter::Paused
     }
+}
+
+/// True when `state` holds bits outside [`KNOWN`] (see [`Enter::Corrupt`]).
+pub fn is_corrupt(state: &AtomicU32) -> bool {
+    state.load(Ordering::Acquire) & !KNOWN != 0
 }
 
 /// Ends the operation started by an [`enter`] that returned
@@ -296,6 +314,22 @@ mod tests {
         assert!(is_down(&state));
         assert_eq!(enter(&busy, &state, false), Enter::Down);
         assert!(is_idle(&busy));
+    }
+
+    #[test]
+    fn unknown_state_bits_are_corrupt_not_paused() {
+        let busy = AtomicU32::new(0);
+        for bad in [4, 4 | PAUSED, 4 | DOWN, 0x8000_0000, u32::MAX] {
+            let state = AtomicU32::new(bad);
+            assert!(is_corrupt(&state));
+            assert_eq!(enter(&busy, &state, false), Enter::Corrupt);
+            assert_eq!(enter(&busy, &state, true), Enter::Corrupt);
+            // A refused entry leaves the port idle.
+            assert!(is_idle(&busy));
+        }
+        for good in [0, PAUSED, DOWN, PAUSED | DOWN] {
+            assert!(!is_corrupt(&AtomicU32::new(good)));
+        }
     }
 
     #[test]

@@ -412,6 +412,7 @@ impl Client {
     fn receive_until(&self, timeout: Option<Duration>) -> Result<Sample<'_>, RecvError> {
         let deadline = timeout.and_then(crate::waitset::deadline);
         let forever = timeout.is_none() || deadline.is_none();
+        let mut phantom = crate::waitset::Phantom::default();
         loop {
             if let Some(x) = self.try_receive()? {
                 return Ok(x);
@@ -420,11 +421,14 @@ impl Client {
             let woke = crate::waitset::wait_until(&self.core.ex.node, until, || {
                 self.core.has_pending() || self.has_doomed()
             });
+            // The deadline holds whatever the inbox's words say.
+            if !forever && crate::waitset::expired(deadline) {
+                return Err(RecvError::Timeout);
+            }
             if !woke {
-                if !forever && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                    return Err(RecvError::Timeout);
-                }
                 self.check_servers();
+            } else if phantom.step(deadline) {
+                self.core.ex.reclaim_now();
             }
         }
     }
@@ -551,6 +555,7 @@ impl Server {
     fn receive_until(&self, timeout: Option<Duration>) -> Result<Request<'_>, RecvError> {
         let deadline = timeout.and_then(crate::waitset::deadline);
         let forever = timeout.is_none() || deadline.is_none();
+        let mut phantom = crate::waitset::Phantom::default();
         loop {
             if let Some(x) = self.try_receive()? {
                 return Ok(x);
@@ -561,8 +566,12 @@ impl Server {
             let until = crate::waitset::until_next_check(deadline, SERVER_CHECK_INTERVAL);
             let woke =
                 crate::waitset::wait_until(&self.core.ex.node, until, || self.core.has_pending());
-            if !woke && !forever && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            // The deadline holds whatever the inbox's words say.
+            if !forever && crate::waitset::expired(deadline) {
                 return Err(RecvError::Timeout);
+            }
+            if woke && phantom.step(deadline) {
+                self.core.ex.reclaim_now();
             }
         }
     }
