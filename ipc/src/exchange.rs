@@ -142,7 +142,7 @@ impl Default for Limits {
 }
 
 impl Limits {
-    fn raw(&self, pattern: Pattern) -> RawLimits {
+    pub(crate) fn raw(&self, pattern: Pattern) -> RawLimits {
         RawLimits {
             tasks: pattern == Pattern::Tasks,
             chunk_size: self.chunk_size as u64,
