@@ -545,8 +545,8 @@ pub struct WordOffsets {
     pub streams: usize,
     pub stream_slot_stride: usize,
     /// Task exchanges (else 0): task entry 0 (`task_entry_stride` each; its
-    /// state word first), and the control of task queue 0 (`FREE`, then the
-    /// ready queues by priority, then dead letters).
+    /// state word first), and the control of task queue 0 (free entries, then
+    /// dead letters, then the ready queues by priority).
     pub task_entries: usize,
     pub task_entry_stride: usize,
     pub task_controls: usize,

@@ -351,7 +351,8 @@ fn task_entries_garbage() {
                 0xDEAD_BEEF_DEAD_BEEF,
             );
         }
-        for q in 1..5 {
+        // The dead-letter queue and the ready queues.
+        for q in 1..6 {
             write_u32(f, o.task_controls + q * o.task_control_stride, 0x7777_0003);
         }
     });
@@ -390,8 +391,9 @@ fn worker_wait_on_unpublished_queue_slot_is_bounded_and_recovers() {
     taker.wait_for("ready");
     let o = offsets(Pattern::Tasks);
     let f = segment(&ns, "ex");
-    // Ready queue of priority 0 (queue 1): claim a position, never publish.
-    let tail = o.task_controls + o.task_control_stride;
+    // Ready queue of priority 0 (queue 2, after the free and dead-letter
+    // queues): claim a position, never publish.
+    let tail = o.task_controls + 2 * o.task_control_stride;
     write_u32(&f, tail, read_u32(&f, tail).wrapping_add(1));
     taker.send("take");
     assert_eq!(taker.wait_for("took"), "Timeout");
@@ -488,7 +490,7 @@ fn random_bytes_into_live_segments() {
         let mut child = ChildProc::spawn(&ns, role, &env);
         child.wait_for("ready");
         let f = segment(&ns, "ex");
-        for i in 0..48 {
+        for i in 0..512 {
             let at = if i % 3 == 0 {
                 r.next() as usize % 4096
             } else {
