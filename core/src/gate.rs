@@ -158,12 +158,18 @@ pub fn is_corrupt(state: &AtomicU32) -> bool {
 
 /// Ends the operation started by an [`enter`] that returned
 /// [`Enter::Entered`]. Must be called by the port's owner thread only.
+///
+/// The counter lives in shared memory, so another process may have
+/// overwritten it: an even value here (no operation in progress) is not
+/// trusted to be odd. The counter is moved to the next even value either
+/// way (`(b | 1) + 1`, branch-free), so the port never looks busy forever
+/// after a stray write. (This used to be a `debug_assert!`, which a release
+/// build skips.)
 pub fn exit(busy: &AtomicU32) {
     let b = busy.load(Ordering::Relaxed);
-    debug_assert!(b & 1 == 1, "gate::exit outside an operation");
     // Release: a pauser or grace-period waiter that reads this value sees
     // everything the operation wrote.
-    busy.store(b.wrapping_add(1), Ordering::Release);
+    busy.store((b | 1).wrapping_add(1), Ordering::Release);
 }
 
 /// True while the port's owner is inside an operation. For the owner itself
@@ -313,6 +319,22 @@ mod tests {
         assert!(!is_paused(&state));
         assert!(is_down(&state));
         assert_eq!(enter(&busy, &state, false), Enter::Down);
+        assert!(is_idle(&busy));
+    }
+
+    #[test]
+    fn exit_on_an_overwritten_even_counter_stays_idle() {
+        // Another process wrote an even value while the owner was inside an
+        // operation: exit must not leave the port odd ("busy") for good.
+        let busy = AtomicU32::new(0);
+        let state = AtomicU32::new(0);
+        assert_eq!(enter(&busy, &state, false), Enter::Entered);
+        busy.store(40, Ordering::Relaxed);
+        exit(&busy);
+        assert!(is_idle(&busy));
+        assert_eq!(busy.load(Ordering::Relaxed), 42);
+        busy.store(u32::MAX - 1, Ordering::Relaxed);
+        exit(&busy);
         assert!(is_idle(&busy));
     }
 

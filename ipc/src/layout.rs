@@ -579,3 +579,7 @@ pub fn word_offsets(
         task_control_stride: size_of::<shmex_core::mpmc::MpmcControl>(),
     })
 }
+
+/// Offset of the registry's `senders_fence` flag (fault-injection tests).
+#[doc(hidden)]
+pub const REGISTRY_FENCE_FLAG_OFFSET: usize = std::mem::offset_of!(RegistryHeader, senders_fence);
