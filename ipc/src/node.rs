@@ -455,7 +455,15 @@ impl NodeInner {
     /// others' barriers, so it fences (light side) and never relies on
     /// `membarrier` (heavy side) whatever the flag says.
     pub fn asymmetric(&self) -> bool {
-        sys::membarrier_ok() && self.flag_says_asymmetric()
+        if sys::membarrier_ok() {
+            return self.flag_says_asymmetric();
+        }
+        // Not registered: the flag must say "fence"; put it back if it does
+        // not (it was overwritten), so the registered nodes fence for us.
+        if self.flag_says_asymmetric() {
+            self.membarrier_failed();
+        }
+        false
     }
 
     /// The namespace flag alone: no node said it cannot use `membarrier`.
