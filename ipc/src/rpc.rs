@@ -834,6 +834,12 @@ impl Drop for Request<'_> {
 /// server can serve others meanwhile). [`end`](Self::end) finishes it;
 /// dropping it unfinished, or [`abort`](Self::abort), tells the client
 /// ([`FailReason::Aborted`]).
+///
+/// No wait happens inside a data-path operation: while the window or the
+/// client's inbox is full, each push is retried in an operation of its own
+/// and the waiting is done outside, so a reclaim pass of the exchange (which
+/// waits for every live port to be between operations) is never held up by
+/// a slow or stuck client.
 pub struct ResponseStream<'a> {
     server: &'a Server,
     reply: u64,

@@ -515,6 +515,12 @@ impl Submitter {
 
     /// Submits a loaned chunk (zero-copy). On error the chunk returns to the
     /// pool.
+    ///
+    /// [`SendError::Corrupt`] also when the ready queue stays stalled behind
+    /// a worker that stopped between taking a queue slot and releasing it
+    /// (it died there): the task is then recorded in the ledger but on no
+    /// queue until the reclaim pass that retires the dead worker rebuilds
+    /// the queues, so it may still be delivered (at least once).
     pub fn submit_loan(&self, priority: u8, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
         loan.check_owner(&self.core.ex)?;
         if priority >= PRIORITIES {
@@ -719,7 +725,12 @@ impl Worker {
         self.take_until(None)
     }
 
-    /// Blocks at most `timeout`; [`RecvError::Timeout`] after.
+    /// Blocks at most `timeout`; [`RecvError::Timeout`] after, whatever the
+    /// task queues' shared words say: a queue can look non-empty for good
+    /// when a submitter died between claiming a slot and publishing it. A
+    /// wait that keeps finding such phantom tasks backs off (sleeps up to
+    /// 1 ms per round) and starts a reclaim pass every 100 ms, which rebuilds
+    /// the queues once the dead submitter is found.
     pub fn take_timeout(&self, timeout: Duration) -> Result<Delivery<'_>, RecvError> {
         self.take_until(Some(timeout))
     }
