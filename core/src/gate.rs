@@ -79,6 +79,11 @@ pub const PAUSED: u32 = 1;
 /// [`Enter::Down`] once it is set.
 pub const DOWN: u32 = 2;
 
+/// Every bit the state word may legally hold. Any other bit means the word
+/// is corrupt: [`enter`] answers [`Enter::Corrupt`] (never `Paused`, which
+/// would make the caller wait for a pause nobody will end).
+pub const KNOWN: u32 = PAUSED | DOWN;
+
 /// What [`enter`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -94,6 +99,12 @@ pub enum Enter {
     Paused,
     /// The exchange is down. Nothing started and the port is idle again.
     Down,
+    /// The state word holds bits outside [`KNOWN`]: shared memory was
+    /// overwritten. Nothing started and the port is idle again; the caller
+    /// reports corruption (the runtime also takes the exchange down, so every
+    /// other user stops at [`Enter::Down`]). Checked only on the slow path
+    /// (state not 0), so it costs the data path nothing.
+    Corrupt,
 }
 
 /// Starts a data-path operation on the port whose counter is `busy`, in the
@@ -131,21 +142,34 @@ pub fn enter(busy: &AtomicU32, state: &AtomicU32, asymmetric: bool) -> Enter {
     // Back to even. Release: a pauser that reads this value sees the port's
     // earlier operations.
     busy.store(b.wrapping_add(2), Ordering::Release);
-    if st & DOWN != 0 {
+    if st & !KNOWN != 0 {
+        Enter::Corrupt
+    } else if st & DOWN != 0 {
         Enter::Down
     } else {
         Enter::Paused
     }
 }
 
+/// True when `state` holds bits outside [`KNOWN`] (see [`Enter::Corrupt`]).
+pub fn is_corrupt(state: &AtomicU32) -> bool {
+    state.load(Ordering::Acquire) & !KNOWN != 0
+}
+
 /// Ends the operation started by an [`enter`] that returned
 /// [`Enter::Entered`]. Must be called by the port's owner thread only.
+///
+/// The counter lives in shared memory, so another process may have
+/// overwritten it: an even value here (no operation in progress) is not
+/// trusted to be odd. The counter is moved to the next even value either
+/// way (`(b | 1) + 1`, branch-free), so the port never looks busy forever
+/// after a stray write. (This used to be a `debug_assert!`, which a release
+/// build skips.)
 pub fn exit(busy: &AtomicU32) {
     let b = busy.load(Ordering::Relaxed);
-    debug_assert!(b & 1 == 1, "gate::exit outside an operation");
     // Release: a pauser or grace-period waiter that reads this value sees
     // everything the operation wrote.
-    busy.store(b.wrapping_add(1), Ordering::Release);
+    busy.store((b | 1).wrapping_add(1), Ordering::Release);
 }
 
 /// True while the port's owner is inside an operation. For the owner itself
@@ -296,6 +320,38 @@ mod tests {
         assert!(is_down(&state));
         assert_eq!(enter(&busy, &state, false), Enter::Down);
         assert!(is_idle(&busy));
+    }
+
+    #[test]
+    fn exit_on_an_overwritten_even_counter_stays_idle() {
+        // Another process wrote an even value while the owner was inside an
+        // operation: exit must not leave the port odd ("busy") for good.
+        let busy = AtomicU32::new(0);
+        let state = AtomicU32::new(0);
+        assert_eq!(enter(&busy, &state, false), Enter::Entered);
+        busy.store(40, Ordering::Relaxed);
+        exit(&busy);
+        assert!(is_idle(&busy));
+        assert_eq!(busy.load(Ordering::Relaxed), 42);
+        busy.store(u32::MAX - 1, Ordering::Relaxed);
+        exit(&busy);
+        assert!(is_idle(&busy));
+    }
+
+    #[test]
+    fn unknown_state_bits_are_corrupt_not_paused() {
+        let busy = AtomicU32::new(0);
+        for bad in [4, 4 | PAUSED, 4 | DOWN, 0x8000_0000, u32::MAX] {
+            let state = AtomicU32::new(bad);
+            assert!(is_corrupt(&state));
+            assert_eq!(enter(&busy, &state, false), Enter::Corrupt);
+            assert_eq!(enter(&busy, &state, true), Enter::Corrupt);
+            // A refused entry leaves the port idle.
+            assert!(is_idle(&busy));
+        }
+        for good in [0, PAUSED, DOWN, PAUSED | DOWN] {
+            assert!(!is_corrupt(&AtomicU32::new(good)));
+        }
     }
 
     #[test]

@@ -143,7 +143,7 @@ impl Default for Limits {
 }
 
 impl Limits {
-    fn raw(&self, pattern: Pattern) -> RawLimits {
+    pub(crate) fn raw(&self, pattern: Pattern) -> RawLimits {
         RawLimits {
             tasks: pattern == Pattern::Tasks,
             chunk_size: self.chunk_size as u64,
@@ -291,21 +291,39 @@ impl Drop for OpGuard<'_> {
     }
 }
 
-/// The exchange is down ([`ExchangeInner::enter`] failed).
+/// Why [`ExchangeInner::enter`] failed.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Down;
+pub(crate) enum Down {
+    /// The exchange is down.
+    Down,
+    /// Its state word is corrupt, or stays paused with nobody to end the
+    /// pause; the exchange has been marked down.
+    Corrupt(Corrupt),
+}
 
 impl From<Down> for SendError {
-    fn from(_: Down) -> Self {
-        SendError::ExchangeDown
+    fn from(d: Down) -> Self {
+        match d {
+            Down::Down => SendError::ExchangeDown,
+            Down::Corrupt(c) => SendError::Corrupt(c),
+        }
     }
 }
 
 impl From<Down> for crate::error::RecvError {
-    fn from(_: Down) -> Self {
-        crate::error::RecvError::ExchangeDown
+    fn from(d: Down) -> Self {
+        match d {
+            Down::Down => crate::error::RecvError::ExchangeDown,
+            Down::Corrupt(c) => crate::error::RecvError::Corrupt(c),
+        }
     }
 }
+
+/// How many times in a row [`ExchangeInner::enter`] may find the exchange
+/// paused (each time after waiting for the pass, or finishing it) before it
+/// calls the state word corrupt. A real pass ends within its bounded idle
+/// wait, and the waiter finishes a pass whose process died.
+const MAX_PAUSED_ROUNDS: u32 = 1000;
 
 /// `ExchangeInner::user` of a mapping made by reclaim, not a user's handle.
 const NO_USER: u32 = u32::MAX;
@@ -911,16 +929,32 @@ impl ExchangeInner {
             return Ok(OpGuard { busy: None });
         };
         let busy = &slot.spare.busy;
-        loop {
+        for _ in 0..MAX_PAUSED_ROUNDS {
             // The Dekker handshake with reclaim's pause (see `gate`): with
             // `membarrier` on the reclaimer's side, a compiler fence here.
             match gate::enter(busy, &h.state.0, self.node.asymmetric()) {
                 gate::Enter::Entered => return Ok(OpGuard { busy: Some(busy) }),
                 gate::Enter::Nested => return Ok(OpGuard { busy: None }),
-                gate::Enter::Down => return Err(Down),
+                gate::Enter::Down => return Err(Down::Down),
+                gate::Enter::Corrupt => {
+                    return Err(self.corrupt_state("exchange state word holds unknown bits"))
+                }
                 gate::Enter::Paused => self.wait_unpaused(),
             }
         }
+        Err(self.corrupt_state("exchange stays paused with no reclaim pass running"))
+    }
+
+    /// The exchange's state word cannot be trusted: marks the exchange down
+    /// (every other user stops at `ExchangeDown`) and wakes every port so
+    /// blocked receivers see it.
+    fn corrupt_state(&self, what: &'static str) -> Down {
+        if let Some(h) = self.header() {
+            gate::take_down(&h.state.0);
+        }
+        self.node.exchanges_changed();
+        self.wake_all_ports();
+        Down::Corrupt(Corrupt(what))
     }
 
     /// True once the exchange went down.
@@ -1146,7 +1180,8 @@ impl ExchangeInner {
         let Some(ring) = self.return_ring(port) else {
             return;
         };
-        while let Some(d) = ring.pop() {
+        // At most one lap: a hostile writer cannot keep the loop going.
+        for d in std::iter::from_fn(|| ring.pop()).take(ring.capacity() as usize) {
             if let Some(h) = self.chunk_header(d.chunk) {
                 h.meta.refcount.store(0, Ordering::Relaxed);
                 let _ = pool.free(d.chunk);
@@ -1494,7 +1529,8 @@ impl ExchangeInner {
     /// requests fail towards their clients.
     pub(crate) fn drain(&self, index: u32) {
         let Some(ring) = self.ring(index) else { return };
-        while let Some(d) = ring.pop() {
+        // At most one lap: a hostile writer cannot keep the loop going.
+        for d in std::iter::from_fn(|| ring.pop()).take(ring.capacity() as usize) {
             if d.flags & FLAG_REQUEST != 0 {
                 self.fail_request(d.meta, d.tag, crate::error::FailReason::ServerGone);
             }
@@ -1618,9 +1654,8 @@ impl ExchangeInner {
     /// is not 1 is left alone rather than handed out twice.
     fn pop_cached(&self, port: u32) -> Option<u32> {
         let ring = self.return_ring(port)?;
-        // Bounded: a ring whose indices were corrupted cannot keep us here.
-        for _ in 0..crate::layout::RETURN_DEPTH {
-            let d = ring.pop()?;
+        // At most one lap: a hostile writer cannot keep the loop going.
+        for d in std::iter::from_fn(|| ring.pop()).take(ring.capacity() as usize) {
             let Some(h) = self.chunk_header(d.chunk) else {
                 if d.flags & FLAG_VOID == 0 {
                     self.corrupt_chunk_seen();
@@ -1713,14 +1748,18 @@ impl PortCore {
 
     /// Pops the next descriptor from this port's inbox, passing over the
     /// void ones reclaim left where a dead sender's push never finished.
+    /// Passes over at most one ring's worth of them per call (more than a
+    /// lap of void slots means corrupt ring words): `None` then, and the next
+    /// call goes on, so a receive never loops on what shared words say.
     pub fn pop(&self) -> Option<Descriptor> {
         let ring = self.ring()?;
-        loop {
+        for _ in 0..ring.capacity() {
             let d = ring.pop()?;
             if d.flags & FLAG_VOID == 0 {
                 return Some(d);
             }
         }
+        None
     }
 
     /// True when a receive would return now: something queued, or the

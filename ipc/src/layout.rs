@@ -542,3 +542,69 @@ pub(crate) fn load_bytes(words: &[AtomicU64], len: usize) -> Vec<u8> {
     }
     out
 }
+
+/// Byte offsets of the shared words that fault-injection tests overwrite in a
+/// live segment. Not a stable API: the layout changes with
+/// [`LAYOUT_VERSION`].
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct WordOffsets {
+    /// The exchange header's state word (`PAUSED`, `DOWN`).
+    pub exchange_state: usize,
+    /// Port 0's slot; port `i`'s is `port_stride * i` further on.
+    pub ports: usize,
+    pub port_stride: usize,
+    /// Inside a port slot: its state word, and its busy counter.
+    pub port_state: usize,
+    pub port_busy: usize,
+    /// Port 0's inbox ring control (`tail` first, then `head`, each on its
+    /// own line); port `i`'s is `ring_control_stride * i` further on.
+    pub ring_controls: usize,
+    pub ring_control_stride: usize,
+    pub ring_tail: usize,
+    pub ring_head: usize,
+    /// The pool's free-list head (a `u64`).
+    pub pool_head: usize,
+    /// Port 0's stream slots ([`STREAM_SLOTS`] per port,
+    /// `stream_slot_stride` each).
+    pub streams: usize,
+    pub stream_slot_stride: usize,
+    /// Task exchanges (else 0): task entry 0 (`task_entry_stride` each; its
+    /// state word first), and the control of task queue 0 (free entries, then
+    /// dead letters, then the ready queues by priority).
+    pub task_entries: usize,
+    pub task_entry_stride: usize,
+    pub task_controls: usize,
+    pub task_control_stride: usize,
+}
+
+/// [`WordOffsets`] for an exchange of `pattern` with `limits`.
+#[doc(hidden)]
+pub fn word_offsets(
+    pattern: crate::Pattern,
+    limits: &crate::Limits,
+) -> Result<WordOffsets, String> {
+    let l = ExchangeLayout::compute(&limits.raw(pattern))?;
+    Ok(WordOffsets {
+        exchange_state: std::mem::offset_of!(ExchangeHeader, state),
+        ports: l.ports,
+        port_stride: size_of::<PortSlot>(),
+        port_state: std::mem::offset_of!(PortSlot, state),
+        port_busy: std::mem::offset_of!(PortSlot, spare) + std::mem::offset_of!(SpareLine, busy),
+        ring_controls: l.ring_controls,
+        ring_control_stride: size_of::<RingControl>(),
+        ring_tail: std::mem::offset_of!(RingControl, tail),
+        ring_head: std::mem::offset_of!(RingControl, head),
+        pool_head: l.pool,
+        streams: l.streams,
+        stream_slot_stride: size_of::<StreamSlot>(),
+        task_entries: l.task_entries,
+        task_entry_stride: size_of::<shmex_core::ledger::TaskEntry>(),
+        task_controls: l.task_controls,
+        task_control_stride: size_of::<shmex_core::mpmc::MpmcControl>(),
+    })
+}
+
+/// Offset of the registry's `senders_fence` flag (fault-injection tests).
+#[doc(hidden)]
+pub const REGISTRY_FENCE_FLAG_OFFSET: usize = std::mem::offset_of!(RegistryHeader, senders_fence);

@@ -52,6 +52,8 @@ pub use error::{
 pub use exchange::{check_exchange_name, list_exchanges, Exchange, ExchangeInfo, Limits, Pattern};
 pub use fanin::{Consumer, Producer};
 pub use layout::{layout_hash, LAYOUT_VERSION, MAX_KEY_LEN, STREAM_SLOTS};
+#[doc(hidden)]
+pub use layout::{word_offsets, WordOffsets, REGISTRY_FENCE_FLAG_OFFSET};
 pub use node::{
     list_nodes, Namespace, Node, NodeBuilder, NodeInfo, Reclaimed, CONTROL_LOCK_WAIT,
     DEFAULT_HEARTBEAT, DEFAULT_NAMESPACE, DEFAULT_ROOT, DEFAULT_SPIN, HUNG_AFTER,

@@ -520,29 +520,71 @@ impl NodeInner {
     }
 
     /// True when receivers in this namespace issue the heavy barrier before
-    /// sleeping, so a sender need not fence.
+    /// sleeping, so a sender need not fence: every node registered for
+    /// `membarrier` (the namespace's flag says so) *and* this process's own
+    /// registration holds. The flag lives in shared memory and is only a
+    /// hint: a process whose registration failed is not reached by the
+    /// others' barriers, so it fences (light side) and never relies on
+    /// `membarrier` (heavy side) whatever the flag says.
     pub fn asymmetric(&self) -> bool {
+        if sys::membarrier_ok() {
+            return self.flag_says_asymmetric();
+        }
+        // Not registered: the flag must say "fence"; put it back if it does
+        // not (it was overwritten), so the registered nodes fence for us.
+        if self.flag_says_asymmetric() {
+            self.membarrier_failed();
+        }
+        false
+    }
+
+    /// The namespace flag alone: no node said it cannot use `membarrier`.
+    fn flag_says_asymmetric(&self) -> bool {
         self.registry
             .get::<RegistryHeader>(0)
             .is_some_and(|h| h.senders_fence.load(Ordering::Acquire) == 0)
     }
 
+    /// The heavy side's part of the mode check: issues `membarrier` when
+    /// the namespace is asymmetric and this process is registered. When the
+    /// flag says asymmetric but this process cannot issue it (registration
+    /// failed, or the call failed), the flag is wrong for this namespace:
+    /// set it, so the light sides fence again.
+    fn heavy_side(&self) {
+        if !self.flag_says_asymmetric() {
+            return;
+        }
+        if !sys::membarrier_global() {
+            self.membarrier_failed();
+        }
+    }
+
+    /// `membarrier` failed (or this process is not registered) while the
+    /// namespace flag said the asymmetric barrier is in use: sets the flag so
+    /// every node falls back to symmetric fences from now on.
+    fn membarrier_failed(&self) {
+        if let Some(h) = self.registry.get::<RegistryHeader>(0) {
+            h.senders_fence.store(1, Ordering::SeqCst);
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
     /// The heavy side of the asymmetric barrier pairs (wake-up, `gate`): forces a full barrier on every running thread of
     /// every registered process (or is a plain full fence when some node
-    /// could not register, in which case the light side fences too).
+    /// could not register, in which case the light side fences too). The
+    /// `membarrier` call's result is checked: if it fails, the namespace
+    /// falls back to fences.
     pub fn heavy_barrier(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
-        if self.asymmetric() {
-            sys::membarrier_global();
-        }
+        self.heavy_side();
     }
 
     /// Called by a receiver between announcing itself as a sleeper and its
     /// last check of its queues.
     pub fn before_sleep_check(&self) {
-        if self.asymmetric() {
-            sys::membarrier_global();
-        }
+        // Symmetric mode needs nothing more: the announcement's fence (in
+        // `prepare`) pairs with the senders' fences.
+        self.heavy_side();
     }
 
     /// Wakes node `index` if it sleeps. `index` comes from shared memory and
@@ -666,6 +708,13 @@ pub struct Node {
 }
 
 impl Node {
+    /// Test support: whether this node uses `membarrier` (heavy side issues
+    /// it, light side skips its fence) rather than symmetric fences.
+    #[doc(hidden)]
+    pub fn uses_membarrier(&self) -> bool {
+        self.inner.asymmetric()
+    }
+
     /// Starts building a node called `name` (1–32 bytes of `[A-Za-z0-9_.-]`).
     pub fn builder(name: impl Into<String>) -> NodeBuilder {
         NodeBuilder {

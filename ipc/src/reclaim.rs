@@ -348,7 +348,7 @@ impl ExchangeInner {
     }
 
     /// Wakes the node of every attached port.
-    fn wake_all_ports(&self) {
+    pub(crate) fn wake_all_ports(&self) {
         for i in 0..self.limits.max_ports {
             if let Some(p) = self.port(i) {
                 if p.state.load(Ordering::Acquire) == PORT_ACTIVE {

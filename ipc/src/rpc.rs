@@ -418,6 +418,7 @@ impl Client {
     fn receive_until(&self, timeout: Option<Duration>) -> Result<Sample<'_>, RecvError> {
         let deadline = timeout.and_then(crate::waitset::deadline);
         let forever = timeout.is_none() || deadline.is_none();
+        let mut phantom = crate::waitset::Phantom::default();
         loop {
             if let Some(x) = self.try_receive()? {
                 return Ok(x);
@@ -426,11 +427,14 @@ impl Client {
             let woke = crate::waitset::wait_until(&self.core.ex.node, until, || {
                 self.core.has_pending() || self.has_doomed()
             });
+            // The deadline holds whatever the inbox's words say.
+            if !forever && crate::waitset::expired(deadline) {
+                return Err(RecvError::Timeout);
+            }
             if !woke {
-                if !forever && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                    return Err(RecvError::Timeout);
-                }
                 self.check_servers();
+            } else if phantom.step(deadline) {
+                self.core.ex.reclaim_now();
             }
         }
     }
@@ -556,6 +560,7 @@ impl Server {
     fn receive_until(&self, timeout: Option<Duration>) -> Result<Request<'_>, RecvError> {
         let deadline = timeout.and_then(crate::waitset::deadline);
         let forever = timeout.is_none() || deadline.is_none();
+        let mut phantom = crate::waitset::Phantom::default();
         loop {
             if let Some(x) = self.try_receive()? {
                 return Ok(x);
@@ -566,8 +571,12 @@ impl Server {
             let until = crate::waitset::until_next_check(deadline, SERVER_CHECK_INTERVAL);
             let woke =
                 crate::waitset::wait_until(&self.core.ex.node, until, || self.core.has_pending());
-            if !woke && !forever && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            // The deadline holds whatever the inbox's words say.
+            if !forever && crate::waitset::expired(deadline) {
                 return Err(RecvError::Timeout);
+            }
+            if woke && phantom.step(deadline) {
+                self.core.ex.reclaim_now();
             }
         }
     }
@@ -822,6 +831,12 @@ impl Drop for Request<'_> {
 /// server can serve others meanwhile). [`end`](Self::end) finishes it;
 /// dropping it unfinished, or [`abort`](Self::abort), tells the client
 /// ([`FailReason::Aborted`]).
+///
+/// No wait happens inside a data-path operation: while the window or the
+/// client's inbox is full, each push is retried in an operation of its own
+/// and the waiting is done outside, so a reclaim pass of the exchange (which
+/// waits for every live port to be between operations) is never held up by
+/// a slow or stuck client.
 pub struct ResponseStream<'a> {
     server: &'a Server,
     reply: u64,
@@ -921,12 +936,10 @@ impl<'a> ResponseStream<'a> {
         loan: Loan<'_>,
         timeout: Option<Duration>,
     ) -> Result<(), crate::StreamError> {
-        use crate::StreamError as E;
         loan.check_owner(self.ex())?;
-        self.wait_room(timeout)?;
-        let ex: &ExchangeInner = &self.server.core.ex;
-        let _op = self.server.core.enter().map_err(|d| E::Send(d.into()))?;
-        let (chunk, len, owner) = loan.into_raw();
+        let deadline = timeout.and_then(crate::waitset::deadline);
+        self.wait_room(deadline)?;
+        let (chunk, len, owner) = loan.raw_parts();
         let d = Descriptor {
             chunk,
             len,
@@ -934,19 +947,26 @@ impl<'a> ResponseStream<'a> {
             tag: self.tag,
             meta: u64::from(self.slot) | u64::from(self.generation) << 32,
         };
-        if let Err(e) = self.push(&d, timeout) {
-            ex.give_back(chunk);
-            return Err(e);
-        }
+        // The loan keeps the chunk in this port's holdings until the push
+        // succeeds (then, in the same operation, the descriptor holds it), so
+        // a reclaim pass between attempts counts it. On an error the loan's
+        // drop gives the chunk back.
+        let mut loan = Some(loan);
+        self.push(&d, deadline, || {
+            if let Some(l) = loan.take() {
+                l.into_raw();
+            }
+        })?;
         self.sent += 1;
-        self.server.core.after_send();
         Ok(())
     }
 
     /// Waits until the window has room; the stream's end otherwise.
-    fn wait_room(&mut self, timeout: Option<Duration>) -> Result<(), crate::StreamError> {
+    fn wait_room(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(), crate::StreamError> {
         use crate::StreamError as E;
-        let deadline = timeout.and_then(crate::waitset::deadline);
         loop {
             match self.blocked() {
                 None => return Ok(()),
@@ -960,7 +980,7 @@ impl<'a> ResponseStream<'a> {
                 }
                 Some(Blocked::Window) => {}
             }
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            if crate::waitset::expired(deadline) {
                 return Err(E::Timeout);
             }
             let until = crate::waitset::until_next_check(deadline, SERVER_CHECK_INTERVAL);
@@ -979,19 +999,33 @@ impl<'a> ResponseStream<'a> {
             .is_some_and(|p| self.ex().node.owner_alive(p.owner.load(Ordering::Relaxed)))
     }
 
-    /// Pushes into the client's inbox, retrying while it is full (its
-    /// reservation makes that rare).
-    fn push(&self, d: &Descriptor, timeout: Option<Duration>) -> Result<(), crate::StreamError> {
+    /// Pushes `d` into the client's inbox, calling `sent` inside the
+    /// operation that pushed it. While the inbox is full (its reservation
+    /// makes that rare) it retries until `deadline`, each attempt in an
+    /// operation of its own and every wait outside one, so a reclaim pass of
+    /// the exchange never waits for a full client.
+    fn push(
+        &self,
+        d: &Descriptor,
+        deadline: Option<std::time::Instant>,
+        mut sent: impl FnMut(),
+    ) -> Result<(), crate::StreamError> {
         use crate::StreamError as E;
-        let deadline = timeout.and_then(crate::waitset::deadline);
         let mut tries = 0u32;
         loop {
-            match self.server.push_reply(self.reply, self.node, d) {
-                Ok(()) => return Ok(()),
-                Err(PushError::Corrupt(c)) => return Err(E::Send(c.into())),
-                Err(PushError::Full) => {}
+            {
+                let _op = self.server.core.enter().map_err(|e| E::Send(e.into()))?;
+                match self.server.push_reply(self.reply, self.node, d) {
+                    Ok(()) => {
+                        sent();
+                        self.server.core.after_send();
+                        return Ok(());
+                    }
+                    Err(PushError::Corrupt(c)) => return Err(E::Send(c.into())),
+                    Err(PushError::Full) => {}
+                }
             }
-            if deadline.is_some_and(|dl| std::time::Instant::now() >= dl) {
+            if crate::waitset::expired(deadline) {
                 return Err(E::Timeout);
             }
             tries += 1;
@@ -1021,12 +1055,8 @@ impl<'a> ResponseStream<'a> {
             tag: self.tag,
             meta: u64::from(self.slot) | u64::from(self.generation) << 32,
         };
-        let _op = self
-            .server
-            .core
-            .enter()
-            .map_err(|e| crate::StreamError::Send(e.into()))?;
-        self.push(&d, Some(SERVER_CHECK_INTERVAL * 50))
+        let deadline = crate::waitset::deadline(SERVER_CHECK_INTERVAL * 50);
+        self.push(&d, deadline, || {})
     }
 
     /// Ends the stream: the client receives the end marker after the last

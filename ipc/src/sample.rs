@@ -71,6 +71,12 @@ impl Loan<'_> {
         (chunk, self.len as u32, owner_flags(self.owner))
     }
 
+    /// The chunk, the length and the owner bits, as [`into_raw`](Self::into_raw)
+    /// returns them, while the loan keeps holding the chunk.
+    pub(crate) fn raw_parts(&self) -> (u32, u32, u32) {
+        (self.chunk, self.len as u32, owner_flags(self.owner))
+    }
+
     /// Checks the loan came from `ex`.
     pub(crate) fn check_owner(&self, ex: &ExchangeInner) -> Result<(), SendError> {
         if std::ptr::eq(self.ex, ex) {

@@ -216,11 +216,25 @@ pub(crate) fn euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
+/// Environment variable that, set to `off`, makes this process's
+/// `membarrier` registration fail as if the kernel refused it (for tests of
+/// the fenced fallback, and as an escape hatch on kernels whose `membarrier`
+/// misbehaves).
+pub const MEMBARRIER_ENV: &str = "SHMEX_MEMBARRIER";
+
+/// True while this process is registered for `membarrier(GLOBAL_EXPEDITED)`
+/// and no call has failed since: the heavy side of the asymmetric barriers
+/// may use it, and other processes' barriers reach this one.
+static MEMBARRIER_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Registers this process for `membarrier(GLOBAL_EXPEDITED)` (once per
 /// process). Returns whether the asymmetric barrier is available.
 pub(crate) fn membarrier_register() -> bool {
     static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *REGISTERED.get_or_init(|| {
+        if std::env::var_os(MEMBARRIER_ENV).is_some_and(|v| v == "off") {
+            return false;
+        }
         // SAFETY: membarrier takes plain integers and touches no memory.
         let query =
             unsafe { nix::libc::syscall(nix::libc::SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0) };
@@ -228,29 +242,48 @@ pub(crate) fn membarrier_register() -> bool {
             return false;
         }
         // SAFETY: as above.
-        unsafe {
+        let ok = unsafe {
             nix::libc::syscall(
                 nix::libc::SYS_membarrier,
                 MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
                 0,
                 0,
             ) == 0
-        }
+        };
+        MEMBARRIER_OK.store(ok, std::sync::atomic::Ordering::Release);
+        ok
     })
 }
 
+/// True while this process's registration holds (see [`MEMBARRIER_OK`]).
+/// One relaxed load: read on every send.
+pub(crate) fn membarrier_ok() -> bool {
+    MEMBARRIER_OK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Executes a full memory barrier on every running thread of every process
-/// registered with [`membarrier_register`].
-pub(crate) fn membarrier_global() {
+/// registered with [`membarrier_register`]. Returns false (and stops
+/// [`membarrier_ok`] for good) when this process is not registered or the
+/// call failed: then nothing was fenced, and the caller falls back to
+/// symmetric fences.
+pub(crate) fn membarrier_global() -> bool {
+    if !membarrier_ok() {
+        return false;
+    }
     // SAFETY: as in membarrier_register.
-    unsafe {
+    let r = unsafe {
         nix::libc::syscall(
             nix::libc::SYS_membarrier,
             MEMBARRIER_CMD_GLOBAL_EXPEDITED,
             0,
             0,
-        );
+        )
+    };
+    if r != 0 {
+        MEMBARRIER_OK.store(false, std::sync::atomic::Ordering::Release);
+        return false;
     }
+    true
 }
 
 const MEMBARRIER_CMD_QUERY: nix::libc::c_long = 0;

@@ -324,14 +324,19 @@ fn now_ms() -> u64 {
     crate::sys::monotonic_ms()
 }
 
+/// How many times [`push_index`] retries a push that stalls behind a
+/// stopped consumer before it reports the stall.
+const PUSH_STALL_RETRIES: u32 = 100_000;
+
 /// Pushes a ledger index on a task queue. A queue never fills (it has a slot
 /// per entry), but a push can stall behind a consumer paused between taking
 /// a slot and handing it back: retry for a while. A consumer that died there
-/// stalls it for good; the entry's state word already says where it
-/// belongs, and the reclaim pass that retires the dead consumer rebuilds the
-/// queues from the ledger, so the push is given up.
+/// stalls it for good: then the push fails with [`Corrupt`] ("task queue
+/// stalled"), never `Ok` with the index dropped, so the caller reports it.
+/// The entry's state word still says where it belongs, and the reclaim pass
+/// that retires the dead consumer rebuilds the queues from the ledger.
 fn push_index(queue: &Mpmc<'_>, index: u32) -> Result<(), Corrupt> {
-    for i in 0..100_000u32 {
+    for i in 0..PUSH_STALL_RETRIES {
         match queue.push(index) {
             Ok(()) => return Ok(()),
             Err(MpmcPushError::Stalled) => {
@@ -345,7 +350,9 @@ fn push_index(queue: &Mpmc<'_>, index: u32) -> Result<(), Corrupt> {
             Err(MpmcPushError::Corrupt(c)) => return Err(c),
         }
     }
-    Ok(())
+    Err(Corrupt(
+        "task queue stalled: a consumer stopped between taking a slot and releasing it",
+    ))
 }
 
 impl Exchange {
@@ -512,6 +519,12 @@ impl Submitter {
 
     /// Submits a loaned chunk (zero-copy). On error the chunk returns to the
     /// pool.
+    ///
+    /// [`SendError::Corrupt`] also when the ready queue stays stalled behind
+    /// a worker that stopped between taking a queue slot and releasing it
+    /// (it died there): the task is then recorded in the ledger but on no
+    /// queue until the reclaim pass that retires the dead worker rebuilds
+    /// the queues, so it may still be delivered (at least once).
     pub fn submit_loan(&self, priority: u8, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
         loan.check_owner(&self.core.ex)?;
         if priority >= PRIORITIES {
@@ -737,6 +750,7 @@ impl Worker {
         let deadline = timeout.and_then(deadline);
         let forever = timeout.is_none() || deadline.is_none();
         let sweep = Duration::from_millis((self.core.ex.ack_timeout_ms() / 4).clamp(1, 100));
+        let mut phantom = crate::waitset::Phantom::default();
         loop {
             if let Some(d) = self.try_take()? {
                 return Ok(d);
@@ -748,8 +762,17 @@ impl Worker {
             }
             let until = crate::waitset::until_next_check(deadline, sweep);
             let woke = wait_until(&self.core.ex.node, until, || self.ready());
-            if !woke && !forever && deadline.is_some_and(|d| Instant::now() >= d) {
+            // `ready` reads queue positions other processes write: a
+            // submitter that died between claiming a queue slot and
+            // publishing it leaves the queue looking non-empty for good. So
+            // the deadline is checked whether or not the wait said ready,
+            // and a readiness that `try_take` keeps not confirming backs off
+            // and starts a reclaim pass (which rebuilds the queues).
+            if !forever && crate::waitset::expired(deadline) {
                 return Err(RecvError::Timeout);
+            }
+            if woke && phantom.step(deadline) {
+                self.core.ex.reclaim_now();
             }
         }
     }
@@ -760,7 +783,12 @@ impl Worker {
         self.take_until(None)
     }
 
-    /// Blocks at most `timeout`; [`RecvError::Timeout`] after.
+    /// Blocks at most `timeout`; [`RecvError::Timeout`] after, whatever the
+    /// task queues' shared words say: a queue can look non-empty for good
+    /// when a submitter died between claiming a slot and publishing it. A
+    /// wait that keeps finding such phantom tasks backs off (sleeps up to
+    /// 1 ms per round) and starts a reclaim pass every 100 ms, which rebuilds
+    /// the queues once the dead submitter is found.
     pub fn take_timeout(&self, timeout: Duration) -> Result<Delivery<'_>, RecvError> {
         self.take_until(Some(timeout))
     }
@@ -1059,5 +1087,31 @@ impl std::ops::Deref for DeadLetter<'_> {
 impl Drop for DeadLetter<'_> {
     fn drop(&mut self) {
         release_held(self.worker, self.chunk);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shmex_core::mpmc::{MpmcControl, MpmcSlot};
+
+    /// Issue 12 item 9: a push that stays stalled behind a consumer that
+    /// took a slot and never released it (it died there) is an error, never
+    /// `Ok` with the index dropped.
+    #[test]
+    fn push_index_reports_a_stall_instead_of_dropping_the_index() {
+        let control = MpmcControl::new();
+        // Capacity 2. Position 0 was published (seq 1) and its consumer
+        // claimed it (head 1) but never released the slot (seq 2 would);
+        // position 1 is published. The next push, at position 2, needs slot
+        // 0 back.
+        let slots = [MpmcSlot::new(1), MpmcSlot::new(2)];
+        control.head.store(1, Ordering::Relaxed);
+        control.tail.store(2, Ordering::Relaxed);
+        let queue = Mpmc::new(&control, &slots).expect("queue");
+        assert_eq!(queue.push(9), Err(MpmcPushError::Stalled));
+        assert!(push_index(&queue, 9).is_err());
+        // Nothing was pushed.
+        assert_eq!(control.tail.load(Ordering::Relaxed), 2);
     }
 }

@@ -73,6 +73,59 @@ pub(crate) fn wait_until(
     }
 }
 
+/// Readiness reported by a shared word (a ring's tail or published
+/// sequence) that the receive then did not find, more times in a row than
+/// this, makes a waiter back off: sleep up to [`PHANTOM_SLEEP`] per round
+/// instead of spinning.
+const PHANTOM_SPINS: u32 = 64;
+/// Longest back-off sleep of a waiter that keeps finding phantom readiness.
+const PHANTOM_SLEEP: Duration = Duration::from_millis(1);
+/// How often a waiter that keeps finding phantom readiness asks for a
+/// reclaim pass (which voids a dead producer's claimed slot and rebuilds
+/// the task queues).
+const PHANTOM_RECOVER: Duration = Duration::from_millis(100);
+
+/// Counts wake-ups whose readiness the receive did not confirm: a slot a
+/// producer claimed but has not published (or never will: it died), or
+/// shared words that are corrupt. Readiness comes from words other
+/// processes write, so a waiter never trusts it to make progress: after
+/// [`PHANTOM_SPINS`] such wake-ups in a row it sleeps a little each round,
+/// and every [`PHANTOM_RECOVER`] it tells the caller to start recovery.
+#[derive(Default)]
+pub(crate) struct Phantom {
+    count: u32,
+    since: Option<Instant>,
+}
+
+impl Phantom {
+    /// Records one unconfirmed wake-up; sleeps (never past `deadline`) once
+    /// they keep coming. Returns true when the caller should start a
+    /// reclaim pass.
+    pub(crate) fn step(&mut self, deadline: Option<Instant>) -> bool {
+        self.count = self.count.saturating_add(1);
+        if self.count < PHANTOM_SPINS {
+            std::hint::spin_loop();
+            return false;
+        }
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let nap = deadline.map_or(PHANTOM_SLEEP, |d| {
+            d.saturating_duration_since(now).min(PHANTOM_SLEEP)
+        });
+        std::thread::sleep(nap);
+        if now.saturating_duration_since(since) >= PHANTOM_RECOVER {
+            self.since = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
+/// True once `deadline` (if any) has passed.
+pub(crate) fn expired(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
+}
+
 pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
@@ -155,16 +208,23 @@ impl<'a> WaitSet<'a> {
         };
         let deadline = timeout.and_then(deadline);
         let forever = timeout.is_none() || deadline.is_none();
+        let mut phantom = Phantom::default();
         loop {
-            if wait_until(node, deadline, || {
+            let woke = wait_until(node, deadline, || {
                 self.ports.iter().any(|p| p.has_pending())
-            }) {
+            });
+            if woke {
                 let ready = self.ready();
                 if !ready.is_empty() {
                     return Ok(ready);
                 }
-            } else if !forever {
+            }
+            // The deadline holds whatever the shared words say.
+            if !forever && expired(deadline) {
                 return Err(WaitError::Timeout);
+            }
+            if woke {
+                phantom.step(deadline);
             }
         }
     }
@@ -178,12 +238,20 @@ pub(crate) fn blocking<T>(
 ) -> Result<T, RecvError> {
     let deadline = timeout.and_then(deadline);
     let forever = timeout.is_none() || deadline.is_none();
+    let mut phantom = Phantom::default();
     loop {
         if let Some(x) = try_receive()? {
             return Ok(x);
         }
-        if !wait_until(&core.ex.node, deadline, || core.has_pending()) && !forever {
+        let woke = wait_until(&core.ex.node, deadline, || core.has_pending());
+        // Checked after every wait, woken or not: the inbox may say something
+        // is pending that the receive never finds (a dead producer's claimed
+        // slot, corrupt words), and the deadline must hold all the same.
+        if !forever && expired(deadline) {
             return Err(RecvError::Timeout);
+        }
+        if woke && phantom.step(deadline) {
+            core.ex.reclaim_now();
         }
     }
 }

@@ -129,7 +129,9 @@ impl Watch {
             if let Some(e) = self.try_event() {
                 return Ok(e);
             }
-            if !wait_until(&self.node, deadline, || self.has_pending()) && !forever {
+            wait_until(&self.node, deadline, || self.has_pending());
+            // The deadline holds whatever the registry's epoch word says.
+            if !forever && crate::waitset::expired(deadline) {
                 return Err(WaitError::Timeout);
             }
         }

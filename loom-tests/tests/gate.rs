@@ -94,6 +94,7 @@ impl Exchange {
                 Enter::Paused => drop(self.control.lock().unwrap()),
                 Enter::Down => return false,
                 Enter::Nested => panic!("not inside an operation"),
+                Enter::Corrupt => panic!("state word corrupt"),
             }
         }
     }
@@ -330,4 +331,53 @@ fn grace_period_one_sender_two_ops() {
 #[test]
 fn grace_period_two_senders() {
     grace_period(2, 2);
+}
+
+/// A port entering while another process overwrites the state word with a
+/// bit no pauser sets (random bytes in a live segment). Every entry answers
+/// `Entered` (it came first) or `Corrupt`, never `Paused` (which would make
+/// the port wait for a pass nobody will end), and every refused entry leaves
+/// the port idle. `classify` stands for `gate::enter`; the twin below plugs
+/// in the old classification to show the model catches it.
+fn corrupt_state_word(classify: fn(&AtomicU32, &AtomicU32) -> Enter) {
+    model(move || {
+        let state = Arc::new(AtomicU32::new(0));
+        let busy = Arc::new(AtomicU32::new(0));
+        let writer = {
+            let state = state.clone();
+            thread::spawn(move || state.fetch_or(4, Ordering::SeqCst))
+        };
+        let port = {
+            let (state, busy) = (state.clone(), busy.clone());
+            thread::spawn(move || {
+                for _ in 0..2 {
+                    match classify(&busy, &state) {
+                        Enter::Entered => gate::exit(&busy),
+                        Enter::Corrupt => {}
+                        other => panic!("entry answered {other:?}"),
+                    }
+                    assert!(gate::is_idle(&busy));
+                }
+            })
+        };
+        writer.join().unwrap();
+        port.join().unwrap();
+        assert!(gate::is_corrupt(&state));
+        assert_eq!(gate::enter(&busy, &state, false), Enter::Corrupt);
+    });
+}
+
+#[test]
+fn corrupt_state_word_is_reported() {
+    corrupt_state_word(|busy, state| gate::enter(busy, state, false));
+}
+
+/// The bug of issue 12 item 12(a): unknown bits read as a pause.
+#[test]
+#[should_panic(expected = "entry answered Paused")]
+fn corrupt_state_word_twin_unknown_bits_as_pause() {
+    corrupt_state_word(|busy, state| match gate::enter(busy, state, false) {
+        Enter::Corrupt => Enter::Paused,
+        other => other,
+    });
 }
