@@ -40,10 +40,7 @@ impl Ns {
     }
 
     fn namespace(&self) -> shmex::Namespace {
-        shmex::Namespace {
-            root: self.root.clone(),
-            name: self.name.clone(),
-        }
+        shmex::Namespace::new(self.root.clone(), self.name.clone())
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -118,7 +115,7 @@ impl Ns {
     }
 
     fn files(&self) -> Vec<String> {
-        let mut files: Vec<String> = std::fs::read_dir(&self.root)
+        let mut files: Vec<String> = std::fs::read_dir(self.namespace().dir())
             .map(|d| {
                 d.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
