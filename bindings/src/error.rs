@@ -223,7 +223,7 @@ map_errors! {
         PortError::PortTableFull { .. } => SHMEX_E_PORT_TABLE_FULL,
         PortError::ExchangeDown { .. } => SHMEX_E_EXCHANGE_DOWN,
         PortError::ConsumerExists { .. } => SHMEX_E_CONSUMER_EXISTS,
-        PortError::InvalidTopic { .. } => SHMEX_E_INVALID_ARGUMENT,
+        PortError::InvalidTopic { .. } | PortError::InvalidPrefetch => SHMEX_E_INVALID_ARGUMENT,
         PortError::Segment(s) => segment(s),
     };
     SendError => |e| send_code(&e);

@@ -260,6 +260,9 @@ pub enum PortError {
         /// The exchange name.
         exchange: String,
     },
+    /// A worker's prefetch limit of 0 (it could never hold a task).
+    #[error("invalid prefetch limit 0: a worker must be able to hold at least one task")]
+    InvalidPrefetch,
     /// The subscription pattern is malformed.
     #[error("invalid topic pattern {pattern:?}: {reason}")]
     InvalidTopic {
