@@ -239,3 +239,19 @@ fn hostile_exchange_is_refused_and_survives_the_last_node() {
         assert_eq!(left, vec![path.clone()], "{kind:?}");
     }
 }
+
+#[test]
+fn ls_escapes_control_characters_in_file_names() {
+    let ns = Ns::new("esc");
+    let path = ns.namespace().exchange_path("a\x1b[2Jb\nc");
+    std::fs::write(&path, [7u8; 4096]).unwrap();
+    let (_, out, err) = ns.shmex(&["ls"]);
+    assert!(
+        !out.contains('\x1b') && !err.contains('\x1b'),
+        "ls printed a raw escape: {out:?}"
+    );
+    assert!(
+        out.contains("a\\u{1b}[2Jb\\u{a}c: error:"),
+        "the file is not listed, escaped, with its error: {out}"
+    );
+}
