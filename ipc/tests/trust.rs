@@ -166,6 +166,20 @@ fn root_folder_is_checked() {
 /// A child of this test binary running as uid/gid 65534, or `None` (with a
 /// message) when that cannot be arranged here.
 fn spawn_other(role: &str, r: &Root, env: &[(&str, &str)]) -> Option<Other> {
+    spawn_child(role, r, env, true)
+}
+
+/// A child of this test binary playing `role`, as uid 65534 when
+/// `as_other` (else as ourselves).
+fn spawn_child(role: &str, r: &Root, env: &[(&str, &str)], as_other: bool) -> Option<Other> {
+    if !as_other {
+        return Some(Other::start(
+            Command::new(std::env::current_exe().unwrap()),
+            role,
+            r,
+            env,
+        ));
+    }
     if !is_root() {
         println!("skipping: needs root to run a child as uid {OTHER}");
         return None;
@@ -187,29 +201,35 @@ fn spawn_other(role: &str, r: &Root, env: &[(&str, &str)]) -> Option<Other> {
         &format!("--regid={OTHER}"),
         "--clear-groups",
     ])
-    .arg(&exe)
-    .args(["--ignored", "--exact", "child_entry", "--nocapture"])
-    .env("SHMEX_TEST_ROLE", role)
-    .env("SHMEX_TEST_ROOT", &r.root)
-    .env("SHMEX_TEST_NS", &r.name)
-    .env_remove("SHMEX_SHARE_GROUP")
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::inherit());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn setpriv");
-    let out = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(l) = line.strip_prefix("@@") {
-                let _ = tx.send(l.to_string());
-            }
+    .arg(&exe);
+    Some(Other::start(cmd, role, r, env))
+}
+
+impl Other {
+    fn start(mut cmd: Command, role: &str, r: &Root, env: &[(&str, &str)]) -> Other {
+        cmd.args(["--ignored", "--exact", "child_entry", "--nocapture"])
+            .env("SHMEX_TEST_ROLE", role)
+            .env("SHMEX_TEST_ROOT", &r.root)
+            .env("SHMEX_TEST_NS", &r.name)
+            .env_remove("SHMEX_SHARE_GROUP")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
         }
-    });
-    Some(Other { child, lines })
+        let mut child = cmd.spawn().expect("spawn setpriv");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(l) = line.strip_prefix("@@") {
+                    let _ = tx.send(l.to_string());
+                }
+            }
+        });
+        Other { child, lines }
+    }
 }
 
 struct Other {
@@ -284,6 +304,21 @@ fn child_entry() {
     ));
     match role.as_str() {
         "hold" => wait_parent(),
+        "mapper" => {
+            let x = node
+                .create_exchange("x", Pattern::PublishSubscribe, Limits::default())
+                .unwrap();
+            let publisher = x.publisher().unwrap();
+            let subscriber = x.subscriber("#", 1).unwrap();
+            say("ready");
+            wait_parent();
+            // The parent truncated the segment: the next touch faults.
+            for _ in 0..1000 {
+                let _ = publisher.publish("k", &[1u8; 1000]);
+                while let Ok(Some(_)) = subscriber.try_receive() {}
+            }
+            say("survived");
+        }
         "share" => {
             match node.open_exchange("x") {
                 Ok(_) => say("opened x"),
@@ -581,4 +616,62 @@ fn nonsensical_limits_are_refused() {
     drop(tasks);
     drop(node);
     assert!(r.namespace().segment_files().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Truncation
+// ---------------------------------------------------------------------------
+
+/// The policy (ARCHITECTURE.md, "Trust model"): processes of the same user
+/// are trusted not to truncate segments (they could as well ptrace each
+/// other). One that does kills the processes that have the segment mapped
+/// with SIGBUS when they next touch it; processes that do not map it are
+/// unaffected, and the namespace is cleaned up after the dead.
+#[test]
+fn truncation_kills_the_mappers_only() {
+    let r = Root::new("trunc", 0o755);
+    let mut mapper = spawn_child("mapper", &r, &[], false).expect("spawn the mapper");
+    assert!(mapper.next().starts_with("joined "));
+    assert_eq!(mapper.next(), "ready");
+    let path = r.namespace().exchange_path("x");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    drop(mapper.child.stdin.take());
+    let (tx, rx) = mpsc::channel();
+    let mut child = mapper.child;
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    let status = match rx.recv_timeout(TIMEOUT) {
+        Ok(s) => s.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("the mapper did not exit within {TIMEOUT:?}");
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(nix::libc::SIGBUS),
+        "the mapper was not killed by SIGBUS: {status}"
+    );
+    // We are unaffected: we join, the dead node is reclaimed, and the last
+    // node out removes everything (the truncated file counts as a
+    // segment nobody finished creating).
+    let node = r.node().expect("join after the truncation");
+    node.reclaim_dead().expect("reclaim");
+    drop(node);
+    assert!(
+        r.namespace().segment_files().is_empty(),
+        "{:?}",
+        r.namespace().segment_files()
+    );
 }
