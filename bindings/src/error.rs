@@ -371,6 +371,8 @@ fn error_str(code: c_int) -> &'static CStr {
         SHMEX_E_NO_SPACE => c"no space for the segment",
         SHMEX_E_PERMISSION => c"segment owned by another user",
         SHMEX_E_IO => c"system call failed",
+        SHMEX_E_LOCK_TIMEOUT => c"namespace control lock held too long",
+        SHMEX_E_UNTRUSTED => c"file or directory refused as untrusted",
         _ => c"unknown status code",
     }
 }

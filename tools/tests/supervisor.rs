@@ -409,6 +409,14 @@ fn bad_config_is_a_runtime_error_naming_the_problem() {
             "[[exchange]]\nname = \"orders\"\npattern = \"fan-in\"\nqueue_depth = 3\n",
             "limits",
         ),
+        (
+            "[[exchange]]\nname = \"jobs\"\npattern = \"tasks\"\nack_timeout_ms = 0\n",
+            "ack_timeout",
+        ),
+        (
+            "[[exchange]]\nname = \"logs\"\npattern = \"fan-in\"\npermissions = \"0660\"\n",
+            "SHMEX_SHARE_GROUP",
+        ),
     ];
     for (text, problem) in cases {
         let config = ConfigFile::new(&ns, text);
@@ -445,7 +453,7 @@ fn static_exchanges_come_up_and_stay_up() {
         [[exchange]]
         name = "events"
         pattern = "publish-subscribe"
-        permissions = "0660"
+        permissions = "0600"
         "#,
     );
     let mut sup = Proc::start(&ns, &["supervisor", "--json", "--config", config.path()]);
@@ -473,7 +481,7 @@ fn static_exchanges_come_up_and_stay_up() {
     let mode = std::fs::metadata(ns.namespace().exchange_path("events"))
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
         .unwrap();
-    assert_eq!(mode, 0o660);
+    assert_eq!(mode, 0o600);
 
     // Removed behind its back: the supervisor brings it back.
     {

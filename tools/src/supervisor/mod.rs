@@ -53,7 +53,7 @@ Options:
                         queue_depth = 64
                         max_ports = 16
                         mode = \"persistent\"   # or \"transient\" (default persistent)
-                        permissions = \"0600\"  # or \"0660\" (default 0600)
+                        permissions = \"0600\"  # \"0660\" only with SHMEX_SHARE_GROUP
   --hung-after-ms MS  heartbeat age after which a node counts as hung
                       (default 1000)
   --kill-hung         send SIGKILL to a hung node's process (it is then
@@ -139,6 +139,19 @@ pub fn run(args: Vec<String>) -> ExitCode {
             }
         },
     };
+    // Group access only inside a namespace shared with a group.
+    if opts.namespace.share_group.is_none() {
+        if let Some(x) = config.exchanges.iter().find(|x| x.limits.mode == 0o660) {
+            let file = opts.config.as_deref().unwrap_or(std::path::Path::new("-"));
+            eprintln!(
+                "shmex supervisor: config file {}: exchange {:?}: permissions \"0660\" need a \
+                 namespace shared with a group (set SHMEX_SHARE_GROUP)",
+                file.display(),
+                x.name
+            );
+            return ExitCode::from(1);
+        }
+    }
     match daemon::run(opts, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
