@@ -1,6 +1,6 @@
 //! Nodes: a process's registration in a namespace.
 //!
-//! The namespace registry is one segment, `ROOT/shmex.NS.registry`, holding a
+//! The namespace registry is one segment, `ROOT/shmex-UID/shmex.NS.registry`, holding a
 //! slot per node (pid, process start time, name, heartbeat, wait word). Its
 //! file also serves as the namespace's control lock (`flock`): every change to
 //! the set of segments, nodes or ports happens under it, so control operations

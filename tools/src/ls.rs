@@ -22,7 +22,8 @@ Lists the nodes and exchanges of a namespace without joining it.
 Options:
   --json              print one JSON object {\"nodes\":[..],\"exchanges\":[..]}
   -n, --namespace NS  namespace to list (default: $SHMEX_NAMESPACE, else \"default\")
-  --root DIR          folder of the segment files (default: $SHMEX_ROOT, else /dev/shm)
+  --root DIR          root folder; files go in DIR/shmex-UID/ (default: $SHMEX_ROOT,
+                      else /dev/shm)
   -h, --help          print this help
 
 Exit status: 0 when listed (exchange files that fail validation are listed
@@ -249,7 +250,7 @@ pub(crate) fn clean(s: &str) -> String {
     out
 }
 
-/// Exchange name from its segment path (`ROOT/shmex.NS.x.NAME`).
+/// Exchange name from its segment path (`ROOT/shmex-UID/shmex.NS.x.NAME`).
 fn exchange_name(path: &Path, prefix: &str) -> String {
     let file = path
         .file_name()

@@ -64,7 +64,8 @@ Options:
                       exchange_up, exchange_recreated, dead, reclaimed, left,
                       hung, alive, busy, error, stop
   -n, --namespace NS  namespace to watch (default: $SHMEX_NAMESPACE, else \"default\")
-  --root DIR          folder of the segment files (default: $SHMEX_ROOT, else /dev/shm)
+  --root DIR          root folder; files go in DIR/shmex-UID/ (default: $SHMEX_ROOT,
+                      else /dev/shm)
   -h, --help          print this help
 
 Exit status: 0 after SIGTERM or SIGINT, 1 on a runtime error (bad config file,
