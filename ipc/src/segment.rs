@@ -326,7 +326,7 @@ impl Segment {
                 map_len = header;
             }
         }
-        if (meta.blocks() as u64).saturating_mul(512) < map_len.min(len) {
+        if meta.blocks().saturating_mul(512) < map_len.min(len) {
             // Segments are reserved whole (posix_fallocate): a file with
             // holes is not one of ours, and mapping it would let a reader
             // populate memory nobody reserved.

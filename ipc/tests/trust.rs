@@ -488,8 +488,7 @@ fn names_follow_one_rule() {
     let node = r.node().unwrap();
     let e = node
         .create_exchange("..", Pattern::PublishSubscribe, Limits::default())
-        .err()
-        .expect("'..' refused");
+        .expect_err("'..' refused");
     assert!(matches!(e, OpenError::InvalidName { .. }), "{e}");
     let x = node
         .create_exchange(".dot", Pattern::PublishSubscribe, Limits::default())
