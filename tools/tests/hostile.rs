@@ -1,7 +1,8 @@
-//! Hostile files in a namespace's directory: a FIFO, a socket, a symbolic
-//! link, a hard link, a 1 TB sparse file and a file of another user, each in
+//! Hostile files in a namespace's directory: a FIFO, a socket, a device
+//! node, a symbolic link, a hard link, a 1 TB sparse file and a file of
+//! another user, each in
 //! place of the registry or of an exchange. `shmex ls`, `shmex pub` (node
-//! creation, exchange open, node drop) must refuse them with an error naming
+//! creation, exchange open, node drop) and `shmex supervisor` must refuse them with an error naming
 //! the file, never hang (each command is a child process killed after a
 //! deadline, which fails the test), and never remove or change them.
 
@@ -101,11 +102,13 @@ enum Kind {
     HardLink,
     Sparse,
     Foreign,
+    Device,
 }
 
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 7] = [
     Kind::Fifo,
     Kind::Socket,
+    Kind::Device,
     Kind::Symlink,
     Kind::HardLink,
     Kind::Sparse,
@@ -136,6 +139,20 @@ fn plant(kind: Kind, path: &Path, victim: &Path) -> Option<Planted> {
             let f = std::fs::File::create(path).expect("create sparse file");
             f.set_len(1 << 40).expect("make it 1 TB");
         }
+        Kind::Device => {
+            if !nix::unistd::geteuid().is_root() {
+                println!("skipping the device node: not root, cannot mknod");
+                return None;
+            }
+            // The same device as /dev/null.
+            nix::sys::stat::mknod(
+                path,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+                nix::sys::stat::makedev(1, 3),
+            )
+            .expect("mknod");
+        }
         Kind::Foreign => {
             if !nix::unistd::geteuid().is_root() {
                 println!("skipping another user's file: not root, cannot chown");
@@ -158,6 +175,7 @@ fn expected(kind: Kind) -> &'static str {
         Kind::HardLink => "refused: has 2 hard links",
         Kind::Sparse => "refused: sparse file",
         Kind::Foreign => "owned by uid 65534",
+        Kind::Device => "refused: a device node",
     }
 }
 
@@ -199,6 +217,13 @@ fn hostile_registry_is_refused_without_hanging() {
         assert!(
             err.contains(expected(kind)) && err.contains(&*path.to_string_lossy()),
             "{kind:?}: pub's error does not name the file and the problem: {err}"
+        );
+        // The supervisor refuses to start on it rather than hang.
+        let (code, _, err) = ns.shmex(&["supervisor"]);
+        assert_eq!(code, Some(1), "{kind:?}: supervisor ran: {err}");
+        assert!(
+            err.contains(expected(kind)),
+            "{kind:?}: the supervisor's error does not name the problem: {err}"
         );
         assert_untouched(kind, &path, &victim);
     }
