@@ -312,6 +312,11 @@ impl Segment {
             };
             let magic = word(std::mem::offset_of!(SegmentHeader, magic));
             let total = word(std::mem::offset_of!(SegmentHeader, total_size));
+            let ready_at = std::mem::offset_of!(SegmentHeader, ready);
+            let ready = buf[ready_at..ready_at + 4].iter().any(|&b| b != 0);
+            // The creator writes the header, then `ready`: only a ready
+            // header is held to its size.
+            let magic = if ready { magic } else { 0 };
             if magic == MAGIC && total != len {
                 return Err(SegmentError::SizeMismatch {
                     path: path.to_owned(),
