@@ -1322,7 +1322,7 @@ int shmex_submitter_submit_loan(struct shmex_submitter *submitter,
 
 /**
  * Attaches a worker that holds at most `prefetch_limit` unacknowledged
- * tasks (at least 1).
+ * tasks (at least 1; 0 is `SHMEX_E_INVALID_ARGUMENT`).
  */
 int shmex_worker_create(struct shmex_exchange *exchange,
                         uint32_t prefetch_limit,
