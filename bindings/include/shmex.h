@@ -242,6 +242,14 @@
 #define SHMEX_E_LOCK_TIMEOUT -45
 
 /**
+ * A file or directory of the namespace is not one shmex may trust: a
+ * symbolic link, FIFO, socket or device node where a segment should be, a
+ * file with several links or holes, a directory with the wrong mode or
+ * group. Nothing was mapped; the message names the path.
+ */
+#define SHMEX_E_UNTRUSTED -46
+
+/**
  * Why a request failed (`shmex_failure.reason`): the server dropped it
  * without responding.
  */
@@ -436,11 +444,16 @@ typedef struct shmex_worker shmex_worker;
  */
 typedef struct shmex_node_options {
   /**
-   * Namespace to join; NULL: `SHMEX_NAMESPACE`, else "default".
+   * Namespace to join (1–64 bytes of `[A-Za-z0-9_.-]`, not "." or "..");
+   * NULL: `SHMEX_NAMESPACE` (an invalid or non-UTF-8 value is
+   * `SHMEX_E_INVALID_ARGUMENT`), else "default". `SHMEX_SHARE_GROUP`
+   * (a group name or gid) shares the namespace with that group.
    */
   const char *namespace_name;
   /**
-   * Folder of the segment files; NULL: `SHMEX_ROOT`, else "/dev/shm".
+   * Shared folder holding each user's directory of segment files
+   * (`ROOT/shmex-UID/`, mode 0700, checked on every open; refused with
+   * `SHMEX_E_UNTRUSTED` otherwise); NULL: `SHMEX_ROOT`, else "/dev/shm".
    */
   const char *root;
   /**
@@ -478,12 +491,15 @@ typedef struct shmex_limits {
    */
   uint32_t max_ports;
   /**
-   * File mode of the segment: 0600 (default) or 0660.
+   * File mode of the segment: 0600 (default), or 0660, allowed only in a
+   * namespace shared with a group (`SHMEX_SHARE_GROUP`), else
+   * `SHMEX_E_INVALID_ARGUMENT`.
    */
   uint32_t mode;
   /**
    * Task exchanges: milliseconds a worker may hold a task unacknowledged
-   * before it is taken back and redelivered (default 30000).
+   * before it is taken back and redelivered (1 ..= 604800000, default
+   * 30000; 0 is `SHMEX_E_INVALID_ARGUMENT`).
    */
   uint64_t ack_timeout_ms;
   /**
@@ -722,7 +738,8 @@ const char *shmex_error_string(int code);
 int shmex_node_options_init(struct shmex_node_options *options);
 
 /**
- * Joins a namespace as node `name` (1–32 bytes of `[A-Za-z0-9_.-]`).
+ * Joins a namespace as node `name` (1–32 bytes of `[A-Za-z0-9_.-]`, not
+ * "." or "..").
  * `namespace_name` and `root` may be NULL (see `shmex_node_options`). On
  * success `*node` is the new node.
  */
@@ -767,8 +784,8 @@ int shmex_limits_segment_size(const struct shmex_limits *limits,
                               size_t *size);
 
 /**
- * Creates exchange `name` (1–64 bytes of `[A-Za-z0-9_.-]`) with `pattern`
- * (`SHMEX_PATTERN_*`) and `limits` (NULL: the defaults).
+ * Creates exchange `name` (1–64 bytes of `[A-Za-z0-9_.-]`, not "." or
+ * "..") with `pattern` (`SHMEX_PATTERN_*`) and `limits` (NULL: the defaults).
  * `SHMEX_E_ALREADY_EXISTS` when a live exchange of that name exists.
  */
 int shmex_exchange_create(struct shmex_node *node,
@@ -1305,7 +1322,7 @@ int shmex_submitter_submit_loan(struct shmex_submitter *submitter,
 
 /**
  * Attaches a worker that holds at most `prefetch_limit` unacknowledged
- * tasks (at least 1).
+ * tasks (at least 1; 0 is `SHMEX_E_INVALID_ARGUMENT`).
  */
 int shmex_worker_create(struct shmex_exchange *exchange,
                         uint32_t prefetch_limit,

@@ -96,6 +96,11 @@ pub const SHMEX_E_IO: c_int = -44;
 /// The namespace's control lock stayed held past its wait (its holder is
 /// stopped or hung); retry later.
 pub const SHMEX_E_LOCK_TIMEOUT: c_int = -45;
+/// A file or directory of the namespace is not one shmex may trust: a
+/// symbolic link, FIFO, socket or device node where a segment should be, a
+/// file with several links or holes, a directory with the wrong mode or
+/// group. Nothing was mapped; the message names the path.
+pub const SHMEX_E_UNTRUSTED: c_int = -46;
 
 /// Why a request failed (`shmex_failure.reason`): the server dropped it
 /// without responding.
@@ -179,6 +184,7 @@ fn segment(e: &SegmentError) -> c_int {
         | SegmentError::Corrupt { .. } => SHMEX_E_CORRUPT,
         SegmentError::NoSpace { .. } => SHMEX_E_NO_SPACE,
         SegmentError::LockTimeout { .. } => SHMEX_E_LOCK_TIMEOUT,
+        SegmentError::Untrusted { .. } => SHMEX_E_UNTRUSTED,
     }
 }
 
@@ -198,7 +204,9 @@ macro_rules! map_errors {
 map_errors! {
     SegmentError => |e| segment(&e);
     NodeError => |e| match &e {
-        NodeError::InvalidName { .. } => SHMEX_E_INVALID_ARGUMENT,
+        NodeError::InvalidName { .. }
+        | NodeError::InvalidEnv { .. }
+        | NodeError::UnknownGroup { .. } => SHMEX_E_INVALID_ARGUMENT,
         NodeError::RegistryFull { .. } => SHMEX_E_REGISTRY_FULL,
         NodeError::Segment(s) => segment(s),
     };
@@ -215,7 +223,7 @@ map_errors! {
         PortError::PortTableFull { .. } => SHMEX_E_PORT_TABLE_FULL,
         PortError::ExchangeDown { .. } => SHMEX_E_EXCHANGE_DOWN,
         PortError::ConsumerExists { .. } => SHMEX_E_CONSUMER_EXISTS,
-        PortError::InvalidTopic { .. } => SHMEX_E_INVALID_ARGUMENT,
+        PortError::InvalidTopic { .. } | PortError::InvalidPrefetch => SHMEX_E_INVALID_ARGUMENT,
         PortError::Segment(s) => segment(s),
     };
     SendError => |e| send_code(&e);
@@ -363,6 +371,8 @@ fn error_str(code: c_int) -> &'static CStr {
         SHMEX_E_NO_SPACE => c"no space for the segment",
         SHMEX_E_PERMISSION => c"segment owned by another user",
         SHMEX_E_IO => c"system call failed",
+        SHMEX_E_LOCK_TIMEOUT => c"namespace control lock held too long",
+        SHMEX_E_UNTRUSTED => c"file or directory refused as untrusted",
         _ => c"unknown status code",
     }
 }

@@ -58,9 +58,14 @@ fn pattern_code(p: Pattern) -> u32 {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct shmex_node_options {
-    /// Namespace to join; NULL: `SHMEX_NAMESPACE`, else "default".
+    /// Namespace to join (1–64 bytes of `[A-Za-z0-9_.-]`, not "." or "..");
+    /// NULL: `SHMEX_NAMESPACE` (an invalid or non-UTF-8 value is
+    /// `SHMEX_E_INVALID_ARGUMENT`), else "default". `SHMEX_SHARE_GROUP`
+    /// (a group name or gid) shares the namespace with that group.
     pub namespace_name: *const c_char,
-    /// Folder of the segment files; NULL: `SHMEX_ROOT`, else "/dev/shm".
+    /// Shared folder holding each user's directory of segment files
+    /// (`ROOT/shmex-UID/`, mode 0700, checked on every open; refused with
+    /// `SHMEX_E_UNTRUSTED` otherwise); NULL: `SHMEX_ROOT`, else "/dev/shm".
     pub root: *const c_char,
     /// Microseconds a blocking receive busy-polls before it sleeps; negative:
     /// the default (20).
@@ -86,7 +91,8 @@ pub unsafe extern "C" fn shmex_node_options_init(options: *mut shmex_node_option
     })
 }
 
-/// Joins a namespace as node `name` (1–32 bytes of `[A-Za-z0-9_.-]`).
+/// Joins a namespace as node `name` (1–32 bytes of `[A-Za-z0-9_.-]`, not
+/// "." or "..").
 /// `namespace_name` and `root` may be NULL (see `shmex_node_options`). On
 /// success `*node` is the new node.
 #[no_mangle]
@@ -178,10 +184,13 @@ pub struct shmex_limits {
     pub queue_depth: u32,
     /// Ports attached at once (default 16).
     pub max_ports: u32,
-    /// File mode of the segment: 0600 (default) or 0660.
+    /// File mode of the segment: 0600 (default), or 0660, allowed only in a
+    /// namespace shared with a group (`SHMEX_SHARE_GROUP`), else
+    /// `SHMEX_E_INVALID_ARGUMENT`.
     pub mode: u32,
     /// Task exchanges: milliseconds a worker may hold a task unacknowledged
-    /// before it is taken back and redelivered (default 30000).
+    /// before it is taken back and redelivered (1 ..= 604800000, default
+    /// 30000; 0 is `SHMEX_E_INVALID_ARGUMENT`).
     pub ack_timeout_ms: u64,
     /// Task exchanges: deliveries after which a task goes to the dead-letter
     /// queue (1..=255, default 5).
@@ -264,8 +273,8 @@ fn new_exchange(out: Out<*mut shmex_exchange>, x: shmex_rs::Exchange) -> Result<
     Ok(())
 }
 
-/// Creates exchange `name` (1–64 bytes of `[A-Za-z0-9_.-]`) with `pattern`
-/// (`SHMEX_PATTERN_*`) and `limits` (NULL: the defaults).
+/// Creates exchange `name` (1–64 bytes of `[A-Za-z0-9_.-]`, not "." or
+/// "..") with `pattern` (`SHMEX_PATTERN_*`) and `limits` (NULL: the defaults).
 /// `SHMEX_E_ALREADY_EXISTS` when a live exchange of that name exists.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_exchange_create(

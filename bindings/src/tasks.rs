@@ -144,7 +144,7 @@ pub extern "C" fn shmex_submitter_submit_loan(
 }
 
 /// Attaches a worker that holds at most `prefetch_limit` unacknowledged
-/// tasks (at least 1).
+/// tasks (at least 1; 0 is `SHMEX_E_INVALID_ARGUMENT`).
 #[no_mangle]
 pub unsafe extern "C" fn shmex_worker_create(
     exchange: *mut crate::node::shmex_exchange,

@@ -92,6 +92,18 @@ pub enum SegmentError {
         /// How long this call waited.
         waited_ms: u64,
     },
+    /// The file or directory is not one shmex may trust: a symbolic link,
+    /// FIFO, socket or device node where a segment should be, a file with
+    /// more than one link or with holes, a directory with the wrong mode or
+    /// group. Nothing was opened for writing or mapped; remove it or fix
+    /// its mode.
+    #[error("{path}: refused: {what}")]
+    Untrusted {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
     /// A field of the segment holds a value the runtime never writes.
     #[error("{path}: corrupt: {what}")]
     Corrupt {
@@ -114,6 +126,7 @@ impl SegmentError {
             | SegmentError::SizeMismatch { path, .. }
             | SegmentError::NoSpace { path, .. }
             | SegmentError::LockTimeout { path, .. }
+            | SegmentError::Untrusted { path, .. }
             | SegmentError::Corrupt { path, .. } => path,
         }
     }
@@ -131,6 +144,23 @@ pub enum NodeError {
         name: String,
         /// Why it is refused.
         reason: &'static str,
+    },
+    /// An environment variable (`SHMEX_NAMESPACE`, `SHMEX_SHARE_GROUP`)
+    /// holds a value that cannot be used.
+    #[error("{var}={value:?}: {reason}")]
+    InvalidEnv {
+        /// The variable.
+        var: &'static str,
+        /// Its value (lossily decoded).
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The share group names no group of this system.
+    #[error("share group {group:?} is not a group of this system")]
+    UnknownGroup {
+        /// The group as given.
+        group: String,
     },
     /// Every node slot of the namespace is taken by a live process.
     #[error("namespace registry is full ({max} nodes)")]
@@ -230,6 +260,9 @@ pub enum PortError {
         /// The exchange name.
         exchange: String,
     },
+    /// A worker's prefetch limit of 0 (it could never hold a task).
+    #[error("invalid prefetch limit 0: a worker must be able to hold at least one task")]
+    InvalidPrefetch,
     /// The subscription pattern is malformed.
     #[error("invalid topic pattern {pattern:?}: {reason}")]
     InvalidTopic {

@@ -94,6 +94,11 @@ impl std::str::FromStr for Pattern {
     }
 }
 
+/// Largest exchange segment [`Limits::segment_size`] accepts (64 GiB).
+pub const MAX_SEGMENT_SIZE: u64 = 64 << 30;
+const MIN_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1);
+const MAX_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// Sizes of an exchange, fixed at creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -109,11 +114,14 @@ pub struct Limits {
     pub queue_depth: u32,
     /// Ports that can be attached at once (1 ..= 1024). Default 16.
     pub max_ports: u32,
-    /// File mode of the segment: 0o600 (default) or 0o660 to share with the
-    /// group.
+    /// File mode of the segment: 0o600 (default), or 0o660, which is allowed
+    /// only in a namespace shared with a group
+    /// ([`NodeBuilder::share_group`](crate::NodeBuilder::share_group)),
+    /// where every segment is 0660 anyway.
     pub mode: u32,
     /// Task exchanges: how long a worker may hold a task unacknowledged
-    /// before it is taken back and redelivered (default 30 s).
+    /// before it is taken back and redelivered (1 ms ..= 7 days, default
+    /// 30 s).
     pub ack_timeout: std::time::Duration,
     /// Task exchanges: deliveries after which an unacknowledged task goes to
     /// the dead-letter queue instead of being redelivered (1 ..= 255,
@@ -162,14 +170,32 @@ impl Limits {
                 reason: format!("mode {:o} must be 600 or 660", self.mode),
             });
         }
+        if pattern == Pattern::Tasks
+            && !(MIN_ACK_TIMEOUT..=MAX_ACK_TIMEOUT).contains(&self.ack_timeout)
+        {
+            return Err(OpenError::InvalidLimits {
+                reason: format!(
+                    "ack_timeout {} ms not in 1 ms..=7 days",
+                    self.ack_timeout.as_millis()
+                ),
+            });
+        }
         if pattern == Pattern::Tasks && !(1..=255).contains(&self.max_deliveries) {
             return Err(OpenError::InvalidLimits {
                 reason: format!("max_deliveries {} not in 1..=255", self.max_deliveries),
             });
         }
-        ExchangeLayout::compute(&self.raw(pattern))
+        let total = ExchangeLayout::compute(&self.raw(pattern))
             .map(|l| l.total)
-            .map_err(|reason| OpenError::InvalidLimits { reason })
+            .map_err(|reason| OpenError::InvalidLimits { reason })?;
+        if total as u64 > MAX_SEGMENT_SIZE {
+            return Err(OpenError::InvalidLimits {
+                reason: format!(
+                    "the segment would need {total} bytes, more than the {MAX_SEGMENT_SIZE} allowed"
+                ),
+            });
+        }
+        Ok(total)
     }
 }
 
@@ -396,13 +422,11 @@ impl std::fmt::Debug for Exchange {
 }
 
 /// Checks an exchange name the way create and open do: 1–64 bytes of
-/// `[A-Za-z0-9_.-]`, not starting with `.`.
+/// `[A-Za-z0-9_.-]`, not `.` or `..`.
 pub fn check_exchange_name(name: &str) -> Result<(), OpenError> {
-    check_name("exchange", name, MAX_EXCHANGE_NAME, true).map_err(|(_, reason)| {
-        OpenError::InvalidName {
-            name: name.to_string(),
-            reason,
-        }
+    check_name("exchange", name, MAX_EXCHANGE_NAME).map_err(|(_, reason)| OpenError::InvalidName {
+        name: name.to_string(),
+        reason,
     })
 }
 
@@ -494,8 +518,15 @@ impl Exchange {
         limits: Limits,
         size: usize,
     ) -> Result<Exchange, OpenError> {
+        if limits.mode == 0o660 && node.namespace.share_group.is_none() {
+            return Err(OpenError::InvalidLimits {
+                reason: "mode 660 (group access) needs a namespace shared with a group \
+                         (share_group, SHMEX_SHARE_GROUP)"
+                    .into(),
+            });
+        }
         let path = node.namespace.exchange_path(name);
-        let seg = match Segment::create(&path, size, limits.mode)? {
+        let seg = match Segment::create(&path, size, node.namespace.share_group)? {
             Created::New(seg) => seg,
             Created::Exists => {
                 if Self::open_locked(node, name)?.is_some() {
@@ -504,7 +535,7 @@ impl Exchange {
                     });
                 }
                 // open_locked removed a stale one.
-                match Segment::create(&path, size, limits.mode)? {
+                match Segment::create(&path, size, node.namespace.share_group)? {
                     Created::New(seg) => seg,
                     Created::Exists => {
                         return Err(OpenError::AlreadyExists {
@@ -690,9 +721,9 @@ impl ExchangeInner {
     ) -> Result<Option<ExchangeInner>, OpenError> {
         let path = node.namespace.exchange_path(name);
         let seg = if populate {
-            Segment::open(&path)?
+            Segment::open(&path, node.namespace.share_group)?
         } else {
-            Segment::open_lazy(&path)?
+            Segment::open_lazy(&path, node.namespace.share_group)?
         };
         let Some(seg) = seg else {
             return Ok(None);
@@ -1265,7 +1296,7 @@ pub fn list_exchanges(ns: &Namespace) -> Vec<Result<ExchangeInfo, SegmentError>>
     let prefix = ns.exchange_prefix();
     let mut out = Vec::new();
     // Liveness of the holders is read from the registry's locks.
-    let registry = Segment::open_read_only(&ns.registry_path()).ok().flatten();
+    let registry = Segment::open_read_only(&ns.registry_path(), ns.share_group).ok().flatten();
     for path in ns.segment_files() {
         let Some(file_name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             continue;
@@ -1273,7 +1304,7 @@ pub fn list_exchanges(ns: &Namespace) -> Vec<Result<ExchangeInfo, SegmentError>>
         let Some(name) = file_name.strip_prefix(&prefix) else {
             continue;
         };
-        match inspect(&path, name, registry.as_ref()) {
+        match inspect(&path, name, ns.share_group, registry.as_ref()) {
             Ok(None) => {} // being created right now
             Ok(Some(info)) => out.push(Ok(info)),
             Err(e) => out.push(Err(e)),
@@ -1285,14 +1316,15 @@ pub fn list_exchanges(ns: &Namespace) -> Vec<Result<ExchangeInfo, SegmentError>>
 fn inspect(
     path: &std::path::Path,
     name: &str,
+    group: Option<u32>,
     registry: Option<&Segment>,
 ) -> Result<Option<ExchangeInfo>, SegmentError> {
     let corrupt = |what: String| SegmentError::Corrupt {
         path: path.to_owned(),
         what,
     };
-    let seg =
-        Segment::open_read_only(path)?.ok_or_else(|| corrupt("vanished while listed".into()))?;
+    let seg = Segment::open_read_only(path, group)?
+        .ok_or_else(|| corrupt("vanished while listed".into()))?;
     if seg.is_uninitialised() {
         return Ok(None);
     }
@@ -1926,8 +1958,8 @@ impl Targets {
 
 /// True when the exchange file at `path` says it is persistent (read
 /// without joining it; false when it cannot be read).
-pub(crate) fn is_persistent(path: &std::path::Path) -> bool {
-    let Ok(Some(seg)) = Segment::open_read_only(path) else {
+pub(crate) fn is_persistent(path: &std::path::Path, group: Option<u32>) -> bool {
+    let Ok(Some(seg)) = Segment::open_read_only(path, group) else {
         return false;
     };
     seg.get::<ExchangeHeader>(0)

@@ -49,14 +49,17 @@ pub use error::{
     Corrupt, FailReason, NodeError, OpenError, PodError, PortError, RecvError, RespondError,
     SegmentError, SendError, StreamError, TaskError, WaitError,
 };
-pub use exchange::{check_exchange_name, list_exchanges, Exchange, ExchangeInfo, Limits, Pattern};
+pub use exchange::{
+    check_exchange_name, list_exchanges, Exchange, ExchangeInfo, Limits, Pattern, MAX_SEGMENT_SIZE,
+};
 pub use fanin::{Consumer, Producer};
 pub use layout::{layout_hash, LAYOUT_VERSION, MAX_KEY_LEN, STREAM_SLOTS};
 #[doc(hidden)]
 pub use layout::{word_offsets, WordOffsets, REGISTRY_FENCE_FLAG_OFFSET};
 pub use node::{
-    list_nodes, Namespace, Node, NodeBuilder, NodeInfo, Reclaimed, CONTROL_LOCK_WAIT,
-    DEFAULT_HEARTBEAT, DEFAULT_NAMESPACE, DEFAULT_ROOT, DEFAULT_SPIN, HUNG_AFTER,
+    check_namespace_name, list_nodes, resolve_group, Namespace, Node, NodeBuilder, NodeInfo,
+    Reclaimed, CONTROL_LOCK_WAIT, DEFAULT_HEARTBEAT, DEFAULT_NAMESPACE, DEFAULT_ROOT, DEFAULT_SPIN,
+    HUNG_AFTER,
 };
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER_CHECK_INTERVAL};

@@ -1,6 +1,6 @@
 //! Nodes: a process's registration in a namespace.
 //!
-//! The namespace registry is one segment, `ROOT/shmex.NS.registry`, holding a
+//! The namespace registry is one segment, `ROOT/shmex-UID/shmex.NS.registry`, holding a
 //! slot per node (pid, process start time, name, heartbeat, wait word). Its
 //! file also serves as the namespace's control lock (`flock`): every change to
 //! the set of segments, nodes or ports happens under it, so control operations
@@ -41,33 +41,134 @@ const RECLAIM_ON_THE_SIDE_WAIT: Duration = Duration::from_millis(10);
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 
 /// Where a namespace's segments live.
+///
+/// `root` is the shared folder every user sees (`/dev/shm` by default,
+/// `SHMEX_ROOT`); shmex never puts files in it directly. Each user's
+/// namespaces live in a directory of their own inside it,
+/// [`dir`](Self::dir): `ROOT/shmex-UID/` (mode 0700, owned by the user), or
+/// `ROOT/shmex-gGID/` (setgid, mode 02770, group GID) for a namespace shared
+/// with a group ([`NodeBuilder::share_group`]). The directory is created on
+/// first use, checked on every open (a directory, not a symbolic link, ours
+/// or the share group's, exact mode) and never removed: namespaces of the
+/// same user come and go in it. The root must be a directory owned by us or
+/// by root, sticky if others may write to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
-    /// Folder holding the segment files.
+    /// The shared folder holding the per-user directories.
     pub root: PathBuf,
-    /// Prefix of every segment's name.
+    /// Prefix of every segment's name (see [`check_namespace_name`]).
     pub name: String,
+    /// Group id the namespace is shared with, if any: its files are then
+    /// 0660 in the group's directory, and files of other members of the
+    /// group are accepted.
+    pub share_group: Option<u32>,
+}
+
+/// Checks a namespace name: 1–64 bytes of `[A-Za-z0-9_.-]`, not `.` or
+/// `..`.
+pub fn check_namespace_name(name: &str) -> Result<(), NodeError> {
+    check_name("namespace", name, 64).map_err(|(what, reason)| NodeError::InvalidName {
+        what,
+        name: name.to_string(),
+        reason,
+    })
+}
+
+/// Resolves a group given by name or number to its gid.
+pub fn resolve_group(group: &str) -> Result<u32, NodeError> {
+    let unknown = || NodeError::UnknownGroup {
+        group: group.to_string(),
+    };
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        _ => Err(unknown()),
+    }
+}
+
+/// `SHMEX_ROOT`, else [`DEFAULT_ROOT`].
+fn env_root() -> PathBuf {
+    std::env::var_os("SHMEX_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT))
+}
+
+/// A variable's value as UTF-8, `None` when unset or empty.
+fn env_utf8(var: &'static str) -> Result<Option<String>, NodeError> {
+    match std::env::var_os(var) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v
+            .into_string()
+            .map(Some)
+            .map_err(|v| NodeError::InvalidEnv {
+                var,
+                value: v.to_string_lossy().into_owned(),
+                reason: "not UTF-8".into(),
+            }),
+    }
+}
+
+/// `SHMEX_NAMESPACE` (checked), else [`DEFAULT_NAMESPACE`].
+fn env_namespace() -> Result<String, NodeError> {
+    let name = env_utf8("SHMEX_NAMESPACE")?.unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    check_namespace_name(&name)?;
+    Ok(name)
+}
+
+/// `SHMEX_SHARE_GROUP` resolved to a gid, else `None`.
+fn env_share_group() -> Result<Option<u32>, NodeError> {
+    env_utf8("SHMEX_SHARE_GROUP")?
+        .map(|g| resolve_group(&g))
+        .transpose()
 }
 
 impl Namespace {
-    /// The namespace from `SHMEX_ROOT` / `SHMEX_NAMESPACE`, or the defaults.
-    pub fn from_env() -> Namespace {
+    /// Namespace `name` under `root`, private to this user.
+    pub fn new(root: impl Into<PathBuf>, name: impl Into<String>) -> Namespace {
         Namespace {
-            root: std::env::var_os("SHMEX_ROOT")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
-            name: std::env::var("SHMEX_NAMESPACE").unwrap_or_else(|_| DEFAULT_NAMESPACE.into()),
+            root: root.into(),
+            name: name.into(),
+            share_group: None,
         }
+    }
+
+    /// The namespace from `SHMEX_ROOT` / `SHMEX_NAMESPACE` /
+    /// `SHMEX_SHARE_GROUP` (a group name or gid), or the defaults (`/dev/shm`,
+    /// `default`, private). A `SHMEX_NAMESPACE` that is not UTF-8 or not a
+    /// valid name, and an unknown group, are errors.
+    pub fn from_env() -> Result<Namespace, NodeError> {
+        Ok(Namespace {
+            root: env_root(),
+            name: env_namespace()?,
+            share_group: env_share_group()?,
+        })
+    }
+
+    /// The directory holding this namespace's files: `ROOT/shmex-UID` (our
+    /// effective uid), or `ROOT/shmex-gGID` when shared with a group.
+    pub fn dir(&self) -> PathBuf {
+        match self.share_group {
+            Some(g) => self.root.join(format!("shmex-g{g}")),
+            None => self.root.join(format!("shmex-{}", sys::euid())),
+        }
+    }
+
+    /// Creates (when missing) and checks [`dir`](Self::dir) and the root.
+    pub(crate) fn prepare_dir(&self) -> Result<(), SegmentError> {
+        crate::segment::prepare_dir(&self.root, &self.dir(), self.share_group)
     }
 
     /// Path of the registry segment.
     pub fn registry_path(&self) -> PathBuf {
-        self.root.join(format!("shmex.{}.registry", self.name))
+        self.dir().join(format!("shmex.{}.registry", self.name))
     }
 
     /// Path of exchange `name`'s segment.
     pub fn exchange_path(&self, name: &str) -> PathBuf {
-        self.root.join(format!("shmex.{}.x.{}", self.name, name))
+        self.dir().join(format!("shmex.{}.x.{}", self.name, name))
     }
 
     /// File-name prefix of this namespace's exchange segments.
@@ -75,11 +176,12 @@ impl Namespace {
         format!("shmex.{}.x.", self.name)
     }
 
-    /// Every file of this namespace under the root (registry and exchanges).
+    /// Every file of this namespace in its directory (registry and
+    /// exchanges), whatever their type: listing opens none of them.
     pub fn segment_files(&self) -> Vec<PathBuf> {
         let prefix = format!("shmex.{}.", self.name);
         let mut out = Vec::new();
-        if let Ok(dir) = std::fs::read_dir(&self.root) {
+        if let Ok(dir) = std::fs::read_dir(self.dir()) {
             for e in dir.flatten() {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
@@ -94,11 +196,13 @@ impl Namespace {
     }
 }
 
+/// The one rule for namespace, node, exchange names and each of them:
+/// 1..=`max` bytes of ASCII letters, digits, `_`, `-` and `.`, and not `.`
+/// or `..` (so no `/`, NUL or control character can reach a file name).
 pub(crate) fn check_name(
     what: &'static str,
     name: &str,
     max: usize,
-    allow_dot: bool,
 ) -> Result<(), (&'static str, &'static str)> {
     if name.is_empty() {
         return Err((what, "empty"));
@@ -108,19 +212,15 @@ pub(crate) fn check_name(
     }
     let ok = name
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (allow_dot && b == b'.'));
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
     if !ok {
         return Err((
             what,
-            if allow_dot {
-                "only ASCII letters, digits, '_', '-' and '.' are allowed"
-            } else {
-                "only ASCII letters, digits, '_' and '-' are allowed"
-            },
+            "only ASCII letters, digits, '_', '-' and '.' are allowed",
         ));
     }
-    if name.starts_with('.') {
-        return Err((what, "must not start with '.'"));
+    if name == "." || name == ".." {
+        return Err((what, "'.' and '..' are not names"));
     }
     Ok(())
 }
@@ -131,6 +231,7 @@ pub struct NodeBuilder {
     name: String,
     namespace: Option<String>,
     root: Option<PathBuf>,
+    share_group: Option<String>,
     spin: Duration,
     heartbeat: Duration,
 }
@@ -142,9 +243,20 @@ impl NodeBuilder {
         self
     }
 
-    /// Folder of the segment files (default: `SHMEX_ROOT`, else `/dev/shm`).
+    /// Shared folder holding the per-user directories (default:
+    /// `SHMEX_ROOT`, else `/dev/shm`); see [`Namespace`].
     pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
         self.root = Some(root.into());
+        self
+    }
+
+    /// Shares the namespace with the members of `group` (a group name or a
+    /// gid; default: `SHMEX_SHARE_GROUP`, else private). Its files then live
+    /// in `ROOT/shmex-gGID/` (setgid, 02770), are created 0660, and files of
+    /// other members of the group are accepted. Every member must ask for
+    /// the same group. Without it, files of another user are refused.
+    pub fn share_group(mut self, group: impl Into<String>) -> Self {
+        self.share_group = Some(group.into());
         self
     }
 
@@ -167,19 +279,29 @@ impl NodeBuilder {
     /// Joins the namespace: creates its registry if needed, frees the slots
     /// of nodes whose processes have exited, and claims a slot.
     pub fn create(self) -> Result<Node, NodeError> {
-        let env = Namespace::from_env();
-        let ns = Namespace {
-            root: self.root.unwrap_or(env.root),
-            name: self.namespace.unwrap_or(env.name),
+        let name = match self.namespace {
+            Some(name) => name,
+            None => env_namespace()?,
         };
-        let bad =
-            |(what, reason): (&'static str, &'static str), name: &str| NodeError::InvalidName {
+        let root = self.root.unwrap_or_else(env_root);
+        let share_group = match &self.share_group {
+            Some(g) => Some(resolve_group(g)?),
+            None => env_share_group()?,
+        };
+        let ns = Namespace {
+            root,
+            name,
+            share_group,
+        };
+        check_namespace_name(&ns.name)?;
+        check_name("node", &self.name, MAX_NODE_NAME).map_err(|(what, reason)| {
+            NodeError::InvalidName {
                 what,
-                name: name.to_string(),
+                name: self.name.clone(),
                 reason,
-            };
-        check_name("namespace", &ns.name, 64, false).map_err(|e| bad(e, &ns.name))?;
-        check_name("node", &self.name, MAX_NODE_NAME, true).map_err(|e| bad(e, &self.name))?;
+            }
+        })?;
+        ns.prepare_dir()?;
         let registry = open_registry(&ns)?;
         let liveness = open_liveness(&registry)?;
         let (pid, start_time) = sys::self_identity();
@@ -349,9 +471,9 @@ fn lock_registry(registry: &Segment, wait: Duration) -> Result<sys::FileLock<'_>
 fn open_registry(ns: &Namespace) -> Result<Segment, NodeError> {
     let path = ns.registry_path();
     for _ in 0..100 {
-        let seg = match Segment::create(&path, RegistryLayout::SIZE, 0o600)? {
+        let seg = match Segment::create(&path, RegistryLayout::SIZE, ns.share_group)? {
             Created::New(seg) => seg,
-            Created::Exists => match Segment::open(&path)? {
+            Created::Exists => match Segment::open(&path, ns.share_group)? {
                 Some(seg) => seg,
                 None => continue,
             },
@@ -668,8 +790,12 @@ impl Drop for NodeInner {
         if !anyone_left && self.registry.path_is_ours() {
             // Last one out: every transient exchange left in the namespace
             // belongs to dead processes. Remove them, then the registry
-            // unless a persistent exchange stays.
+            // unless a persistent exchange stays. Only files that are ours
+            // are removed: a regular file we may trust with one link, a
+            // valid exchange header, and still the inode we checked when
+            // unlinked; anything else with a matching name stays.
             let prefix = self.namespace.exchange_prefix();
+            let group = self.namespace.share_group;
             let mut keep = false;
             for path in self.namespace.segment_files() {
                 let is_exchange = path
@@ -678,9 +804,19 @@ impl Drop for NodeInner {
                 if !is_exchange {
                     continue;
                 }
-                if crate::exchange::is_persistent(&path) {
+                let Ok(Some(seg)) = Segment::open_read_only(&path, group) else {
+                    continue;
+                };
+                let valid = seg.is_uninitialised()
+                    || seg
+                        .check_header(crate::layout::KIND_EXCHANGE, "exchange")
+                        .is_ok();
+                if !valid {
+                    continue;
+                }
+                if crate::exchange::is_persistent(&path, group) {
                     keep = true;
-                } else {
+                } else if seg.path_is_ours() {
                     let _ = std::fs::remove_file(&path);
                 }
             }
@@ -715,12 +851,14 @@ impl Node {
         self.inner.asymmetric()
     }
 
-    /// Starts building a node called `name` (1–32 bytes of `[A-Za-z0-9_.-]`).
+    /// Starts building a node called `name` (1–32 bytes of `[A-Za-z0-9_.-]`,
+    /// not `.` or `..`).
     pub fn builder(name: impl Into<String>) -> NodeBuilder {
         NodeBuilder {
             name: name.into(),
             namespace: None,
             root: None,
+            share_group: None,
             spin: DEFAULT_SPIN,
             heartbeat: DEFAULT_HEARTBEAT,
         }
@@ -867,7 +1005,10 @@ pub struct NodeInfo {
 /// Reads the nodes of a namespace without joining it. `Ok(empty)` when the
 /// namespace does not exist.
 pub fn list_nodes(ns: &Namespace) -> Result<Vec<NodeInfo>, SegmentError> {
-    let Some(seg) = Segment::open_read_only(&ns.registry_path())? else {
+    if !ns.dir().exists() && std::fs::symlink_metadata(ns.dir()).is_err() {
+        return Ok(Vec::new());
+    }
+    let Some(seg) = Segment::open_read_only(&ns.registry_path(), ns.share_group)? else {
         return Ok(Vec::new());
     };
     if seg.is_uninitialised() {

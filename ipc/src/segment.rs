@@ -7,7 +7,7 @@ use crate::layout::{layout_hash, SegmentHeader, Shared, LAYOUT_VERSION, MAGIC};
 use memmap2::{MmapOptions, MmapRaw};
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -28,6 +28,162 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SegmentError + '_ {
     }
 }
 
+fn untrusted(path: &Path, what: impl Into<String>) -> SegmentError {
+    SegmentError::Untrusted {
+        path: path.to_owned(),
+        what: what.into(),
+    }
+}
+
+/// What a file that is not a regular one is, for error messages.
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device node"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Mode a namespace directory must have: 0700 private, 02770 (setgid) when
+/// shared with a group.
+pub(crate) fn dir_mode(group: Option<u32>) -> u32 {
+    if group.is_some() {
+        0o2770
+    } else {
+        0o700
+    }
+}
+
+/// Checks that `dir` (a namespace's directory, not followed if a symlink)
+/// is a directory owned by us with mode 0700, or, for a share group `g`, a
+/// directory of group `g` with mode 02770.
+pub(crate) fn check_dir(dir: &Path, group: Option<u32>) -> Result<(), SegmentError> {
+    let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+    if !meta.is_dir() {
+        return Err(untrusted(
+            dir,
+            format!("{}, not a directory", kind_of(&meta)),
+        ));
+    }
+    let ours = crate::sys::euid();
+    match group {
+        None if meta.uid() != ours => Err(SegmentError::ForeignOwner {
+            path: dir.to_owned(),
+            owner: meta.uid(),
+            ours,
+        }),
+        Some(g) if meta.gid() != g => Err(untrusted(
+            dir,
+            format!("group is gid {}, not the share group {g}", meta.gid()),
+        )),
+        _ if meta.mode() & 0o7777 != dir_mode(group) => Err(untrusted(
+            dir,
+            format!(
+                "mode {:04o}, must be {:04o}",
+                meta.mode() & 0o7777,
+                dir_mode(group)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks the root folder (`/dev/shm`, `SHMEX_ROOT`): a directory, not a
+/// symbolic link, owned by us or by root, and when others may write to it,
+/// sticky (so nobody else can rename or remove our directory in it).
+pub(crate) fn check_root(root: &Path) -> Result<(), SegmentError> {
+    let meta = std::fs::symlink_metadata(root).map_err(io(root))?;
+    if !meta.is_dir() {
+        return Err(untrusted(
+            root,
+            format!("{}, not a directory", kind_of(&meta)),
+        ));
+    }
+    let ours = crate::sys::euid();
+    if meta.uid() != ours && meta.uid() != 0 {
+        return Err(SegmentError::ForeignOwner {
+            path: root.to_owned(),
+            owner: meta.uid(),
+            ours,
+        });
+    }
+    if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+        return Err(untrusted(
+            root,
+            format!(
+                "mode {:04o}: writable by others without the sticky bit",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes sure the namespace directory `dir` inside `root` exists and is
+/// trusted ([`check_dir`]): creates it (0700, or group `g` and 02770 for a
+/// share group) when missing.
+pub(crate) fn prepare_dir(root: &Path, dir: &Path, group: Option<u32>) -> Result<(), SegmentError> {
+    check_root(root)?;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {
+            // Nobody else can rename or replace it (sticky or private
+            // root): set the group and the exact mode (umask, and chown
+            // clears the setgid bit).
+            if let Some(g) = group {
+                nix::unistd::chown(dir, None, Some(nix::unistd::Gid::from_raw(g)))
+                    .map_err(|e| io(dir)(e.into()))?;
+            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode(group)))
+                .map_err(io(dir))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(dir)(e)),
+    }
+    check_dir(dir, group)
+}
+
+fn check_dir_of(path: &Path, group: Option<u32>) -> Result<(), SegmentError> {
+    match path.parent() {
+        Some(dir) => check_dir(dir, group),
+        None => Err(untrusted(path, "has no parent directory")),
+    }
+}
+
+/// Checks the status of a segment file (from `lstat` or `fstat`): a regular
+/// file, owned by us (or of the share group), with exactly one link.
+fn check_file(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    group: Option<u32>,
+) -> Result<(), SegmentError> {
+    if !meta.file_type().is_file() {
+        return Err(untrusted(path, kind_of(meta)));
+    }
+    let ours = crate::sys::euid();
+    let shared = group.is_some_and(|g| meta.gid() == g);
+    if meta.uid() != ours && !shared {
+        return Err(SegmentError::ForeignOwner {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            ours,
+        });
+    }
+    if meta.nlink() > 1 {
+        return Err(untrusted(path, format!("has {} hard links", meta.nlink())));
+    }
+    Ok(())
+}
+
 /// Outcome of trying to create a segment exclusively.
 pub(crate) enum Created {
     /// We created it; it is all zeros and `size` bytes long.
@@ -37,9 +193,11 @@ pub(crate) enum Created {
 }
 
 impl Segment {
-    /// Creates `path` exclusively (`O_EXCL`, `mode`), reserves `size` bytes and
-    /// maps it.
-    pub fn create(path: &Path, size: usize, mode: u32) -> Result<Created, SegmentError> {
+    /// Creates `path` exclusively (`O_EXCL`, mode 0600, or 0660 in a share
+    /// group's directory), reserves `size` bytes and maps it.
+    pub fn create(path: &Path, size: usize, group: Option<u32>) -> Result<Created, SegmentError> {
+        check_dir_of(path, group)?;
+        let mode = if group.is_some() { 0o660 } else { 0o600 };
         let file = match OpenOptions::new()
             .read(true)
             .write(true)
@@ -87,73 +245,129 @@ impl Segment {
 
     /// Opens an existing segment, refusing objects of other users. `Ok(None)`
     /// when nothing of that name exists.
-    pub fn open(path: &Path) -> Result<Option<Segment>, SegmentError> {
-        Self::open_writable(path, true)
+    pub fn open(path: &Path, group: Option<u32>) -> Result<Option<Segment>, SegmentError> {
+        Self::open_with(path, group, true, true)
     }
 
     /// Like [`open`](Self::open) without populating the mapping: for a
     /// short visit (a reclaim pass) that touches a few lines of a possibly
     /// large segment.
-    pub fn open_lazy(path: &Path) -> Result<Option<Segment>, SegmentError> {
-        Self::open_writable(path, false)
-    }
-
-    fn open_writable(path: &Path, populate: bool) -> Result<Option<Segment>, SegmentError> {
-        let file = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(path)(e)),
-        };
-        Self::map_with(path.to_owned(), file, true, populate).map(Some)
+    pub fn open_lazy(path: &Path, group: Option<u32>) -> Result<Option<Segment>, SegmentError> {
+        Self::open_with(path, group, true, false)
     }
 
     /// Opens an existing segment for inspection only: read-only descriptor
     /// and mapping, so listing never writes to what it lists. `Ok(None)` when
     /// nothing of that name exists.
-    pub fn open_read_only(path: &Path) -> Result<Option<Segment>, SegmentError> {
+    pub fn open_read_only(
+        path: &Path,
+        group: Option<u32>,
+    ) -> Result<Option<Segment>, SegmentError> {
+        Self::open_with(path, group, false, false)
+    }
+
+    /// Opens `path` only if it is a regular file we may trust (see
+    /// [`check_file`]), without following a symlink or blocking on a FIFO,
+    /// then reads its header with `pread` and maps it only once the header
+    /// agrees with the file: a hostile file is refused before any mapping.
+    fn open_with(
+        path: &Path,
+        group: Option<u32>,
+        writable: bool,
+        populate: bool,
+    ) -> Result<Option<Segment>, SegmentError> {
+        check_dir_of(path, group)?;
+        // lstat first: never open a device, FIFO or socket at all.
+        match std::fs::symlink_metadata(path) {
+            Ok(m) => check_file(path, &m, group)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(path)(e)),
+        }
         let file = match OpenOptions::new()
             .read(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .write(writable)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
             .open(path)
         {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io(path)(e)),
         };
-        Self::map_with(path.to_owned(), file, false, false).map(Some)
+        let meta = file.metadata().map_err(io(path))?;
+        if meta.nlink() == 0 {
+            // Unlinked between lookup and open (a last node leaving).
+            return Ok(None);
+        }
+        check_file(path, &meta, group)?;
+        let len = meta.len();
+        let header = std::mem::size_of::<SegmentHeader>() as u64;
+        let mut map_len = len;
+        if len >= header {
+            let mut buf = [0u8; std::mem::size_of::<SegmentHeader>()];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 0).map_err(io(path))?;
+            let word = |at: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&buf[at..at + 8]);
+                u64::from_ne_bytes(w)
+            };
+            let magic = word(std::mem::offset_of!(SegmentHeader, magic));
+            let total = word(std::mem::offset_of!(SegmentHeader, total_size));
+            let ready_at = std::mem::offset_of!(SegmentHeader, ready);
+            let ready = buf[ready_at..ready_at + 4].iter().any(|&b| b != 0);
+            // The creator writes the header, then `ready`: only a ready
+            // header is held to its size.
+            let magic = if ready { magic } else { 0 };
+            if magic == MAGIC && total != len {
+                return Err(SegmentError::SizeMismatch {
+                    path: path.to_owned(),
+                    what: "header size vs file size",
+                    expected: len,
+                    found: total,
+                });
+            }
+            if magic != MAGIC {
+                // Not initialised (yet): map the header only; whoever
+                // initialises it reserves and remaps.
+                map_len = header;
+            }
+        }
+        if meta.blocks().saturating_mul(512) < map_len.min(len) {
+            // Segments are reserved whole (posix_fallocate): a file with
+            // holes is not one of ours, and mapping it would let a reader
+            // populate memory nobody reserved.
+            return Err(SegmentError::Untrusted {
+                path: path.to_owned(),
+                what: format!(
+                    "sparse file ({len} bytes, {} allocated)",
+                    meta.blocks() * 512
+                ),
+            });
+        }
+        Self::map_with(
+            path.to_owned(),
+            file,
+            &meta,
+            map_len as usize,
+            writable,
+            populate,
+        )
+        .map(Some)
     }
 
     fn map(path: PathBuf, file: File) -> Result<Segment, SegmentError> {
-        Self::map_with(path, file, true, true)
+        let meta = file.metadata().map_err(io(&path))?;
+        let len = meta.len() as usize;
+        Self::map_with(path, file, &meta, len, true, true)
     }
 
     fn map_with(
         path: PathBuf,
         file: File,
+        meta: &std::fs::Metadata,
+        len: usize,
         writable: bool,
         populate: bool,
     ) -> Result<Segment, SegmentError> {
-        let meta = file.metadata().map_err(io(&path))?;
-        let ours = crate::sys::euid();
-        if meta.uid() != ours {
-            return Err(SegmentError::ForeignOwner {
-                path,
-                owner: meta.uid(),
-                ours,
-            });
-        }
-        if !meta.is_file() {
-            return Err(SegmentError::Corrupt {
-                path,
-                what: "not a regular file".into(),
-            });
-        }
-        let len = meta.len() as usize;
         // A zero-length file (a creator that has not reserved its size yet,
         // or died before) maps one page; callers see size 0.
         let mut options = MmapOptions::new();
@@ -316,6 +530,15 @@ impl Segment {
     /// Grows a zero-length file to `size` (the initialiser's first step) and
     /// remaps it.
     pub fn reserve(self, size: usize) -> Result<Segment, SegmentError> {
+        let len = self.file.metadata().map_err(io(&self.path))?.len();
+        if len > size as u64 {
+            return Err(SegmentError::SizeMismatch {
+                path: self.path,
+                what: "file size of an uninitialised segment",
+                expected: size as u64,
+                found: len,
+            });
+        }
         match nix::fcntl::posix_fallocate(self.file.as_raw_fd(), 0, size as nix::libc::off_t) {
             Ok(()) => {}
             Err(nix::errno::Errno::ENOSPC) => {

@@ -366,9 +366,13 @@ impl Exchange {
     }
 
     /// Attaches a worker that holds at most `prefetch_limit` unacknowledged
-    /// tasks (at least 1).
+    /// tasks (at least 1: 0 fails with
+    /// [`PortError::InvalidPrefetch`](crate::PortError::InvalidPrefetch)).
     pub fn worker(&self, prefetch_limit: u32) -> Result<Worker, crate::PortError> {
-        let prefetch = prefetch_limit.max(1);
+        if prefetch_limit == 0 {
+            return Err(crate::PortError::InvalidPrefetch);
+        }
+        let prefetch = prefetch_limit;
         let core = self.inner.attach(Role::Worker, 0, b"")?;
         if let Some(p) = self.inner.port(core.index) {
             p.tasks.prefetch.store(prefetch, Ordering::Relaxed);

@@ -68,7 +68,7 @@ impl Watch {
         Ok(Watch {
             node: node.clone(),
             name: name.to_string(),
-            known: Cell::new(probe(&path)),
+            known: Cell::new(probe(&path, node.namespace.share_group)),
             path,
             epoch: Cell::new(epoch),
         })
@@ -91,7 +91,7 @@ impl Watch {
         if epoch == self.epoch.get() {
             return None;
         }
-        let now = probe(&self.path);
+        let now = probe(&self.path, self.node.namespace.share_group);
         match (self.known.get(), now) {
             (Some(a), Some(b)) if a == b => {
                 self.epoch.set(epoch);
@@ -157,8 +157,8 @@ impl std::fmt::Debug for Watch {
 }
 
 /// The incarnation of the exchange at `path` if it is up.
-fn probe(path: &std::path::Path) -> Option<u64> {
-    let seg = Segment::open_read_only(path).ok()??;
+fn probe(path: &std::path::Path, group: Option<u32>) -> Option<u64> {
+    let seg = Segment::open_read_only(path, group).ok()??;
     if seg.is_uninitialised() || seg.check_header(KIND_EXCHANGE, "exchange").is_err() {
         return None;
     }

@@ -250,10 +250,7 @@ fn idle_node() {
 /// process stopped in the middle of a control operation would hold it, until
 /// the parent closes our stdin.
 fn lock_holder() {
-    let ns = shmex::Namespace {
-        root: common::ROOT.into(),
-        name: child_ns(),
-    };
+    let ns = shmex::Namespace::new(common::ROOT, child_ns());
     let file = std::fs::File::open(ns.registry_path()).expect("open the registry");
     let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| e)

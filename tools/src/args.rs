@@ -147,32 +147,23 @@ impl NamespaceArgs {
     /// The namespace: the flags, else `SHMEX_NAMESPACE` / `SHMEX_ROOT`, else
     /// the defaults.
     pub fn resolve(self) -> Result<shmex::Namespace, UsageError> {
-        let env = shmex::Namespace::from_env();
+        let env = shmex::Namespace::from_env().map_err(|e| UsageError(e.to_string()))?;
         let ns = shmex::Namespace {
             root: self.root.unwrap_or(env.root),
             name: self.name.unwrap_or(env.name),
+            share_group: env.share_group,
         };
         check_namespace(&ns.name)?;
         Ok(ns)
     }
 }
 
-/// The rule the library applies to namespace names (1–64 bytes of
-/// `[A-Za-z0-9_-]`). Checked here too because the tools read namespaces
-/// without joining them, and a name holding `/` would point outside the root.
+/// The rule the library applies to namespace names
+/// ([`shmex::check_namespace_name`]: 1–64 bytes of `[A-Za-z0-9_.-]`, not `.`
+/// or `..`). Checked here too because the tools read namespaces without
+/// joining them, and a name holding `/` would point outside the root.
 pub fn check_namespace(name: &str) -> Result<(), UsageError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(UsageError(format!(
-            "invalid namespace {name:?}: 1 to 64 ASCII letters, digits, '_' or '-'"
-        )))
-    }
+    shmex::check_namespace_name(name).map_err(|e| UsageError(e.to_string()))
 }
 
 /// Parses a command's arguments with `parse`. `Err` carries the exit status

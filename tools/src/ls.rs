@@ -22,7 +22,8 @@ Lists the nodes and exchanges of a namespace without joining it.
 Options:
   --json              print one JSON object {\"nodes\":[..],\"exchanges\":[..]}
   -n, --namespace NS  namespace to list (default: $SHMEX_NAMESPACE, else \"default\")
-  --root DIR          folder of the segment files (default: $SHMEX_ROOT, else /dev/shm)
+  --root DIR          root folder; files go in DIR/shmex-UID/ (default: $SHMEX_ROOT,
+                      else /dev/shm)
   -h, --help          print this help
 
 Exit status: 0 when listed (exchange files that fail validation are listed
@@ -140,18 +141,18 @@ impl Listing {
     fn to_table(&self) -> String {
         let mut out = format!(
             "namespace {} in {}\n\nNODES\n",
-            self.namespace.name,
-            self.namespace.root.display()
+            clean(&self.namespace.name),
+            clean(&self.namespace.root.display().to_string())
         );
         match &self.nodes {
-            Err(e) => out.push_str(&format!("  error: {e}\n")),
+            Err(e) => out.push_str(&format!("  error: {}\n", clean(&e.to_string()))),
             Ok(nodes) if nodes.is_empty() => out.push_str("  (none)\n"),
             Ok(nodes) => {
                 let mut rows = vec![row(&["ID", "NAME", "PID", "STATE", "HEARTBEAT AGE"])];
                 for n in nodes {
                     rows.push(vec![
                         n.id.to_string(),
-                        n.name.clone(),
+                        clean(&n.name),
                         n.pid.to_string(),
                         n.state.to_string(),
                         format_age(n.heartbeat_age_ms),
@@ -179,7 +180,7 @@ impl Listing {
         for e in &self.exchanges {
             match &e.info {
                 Ok(i) => rows.push(vec![
-                    i.name.clone(),
+                    clean(&i.name),
                     i.pattern.to_string(),
                     i.ports.to_string(),
                     if i.holders == 0 {
@@ -192,7 +193,11 @@ impl Listing {
                     i.queue_depth.to_string(),
                     format_bytes(i.size),
                 ]),
-                Err(err) => errors.push(format!("  {}: error: {err}\n", e.name)),
+                Err(err) => errors.push(format!(
+                    "  {}: error: {}\n",
+                    clean(&e.name),
+                    clean(&err.to_string())
+                )),
             }
         }
         if rows.len() > 1 {
@@ -230,7 +235,22 @@ fn exchange_json(i: &ExchangeInfo) -> Json {
     ])
 }
 
-/// Exchange name from its segment path (`ROOT/shmex.NS.x.NAME`).
+/// `s` with every control character (a terminal escape, a newline, a
+/// NUL) written as `\u{..}`: names and messages come from shared memory
+/// and file names, which another process chose.
+pub(crate) fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Exchange name from its segment path (`ROOT/shmex-UID/shmex.NS.x.NAME`).
 fn exchange_name(path: &Path, prefix: &str) -> String {
     let file = path
         .file_name()
@@ -312,6 +332,14 @@ mod tests {
     fn names_from_paths() {
         let p = Path::new("/dev/shm/shmex.ns.x.a.b");
         assert_eq!(exchange_name(p, "shmex.ns.x."), "a.b");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            super::clean("a\x1b[2Jb\nc\0é"),
+            "a\\u{1b}[2Jb\\u{a}c\\u{0}é"
+        );
     }
 
     #[test]

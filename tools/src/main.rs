@@ -68,7 +68,8 @@ Commands:
 
 Environment:
   SHMEX_NAMESPACE  namespace to use (default \"default\")
-  SHMEX_ROOT       folder of the segment files (default /dev/shm)
+  SHMEX_ROOT       root folder; files go in ROOT/shmex-UID/ (default /dev/shm)
+  SHMEX_SHARE_GROUP  share the namespace with this group (ROOT/shmex-gGID/)
 
 Run `shmex COMMAND --help` for a command's options.
 ";

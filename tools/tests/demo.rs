@@ -4,21 +4,18 @@
 //! invariants checked; `demo dialogue` printed turn by turn.
 
 use shmex::Namespace;
-use std::path::PathBuf;
 use std::process::Command;
 
 fn shm_namespace(name: &str) -> Namespace {
-    Namespace {
-        root: PathBuf::from("/dev/shm"),
-        name: name.to_string(),
-    }
+    Namespace::new("/dev/shm", name)
 }
 
 /// Files under /dev/shm of namespace `name`, found without the library.
 fn files_of(name: &str) -> Vec<String> {
     let prefix = format!("shmex.{name}.");
-    std::fs::read_dir("/dev/shm")
-        .unwrap()
+    std::fs::read_dir(shm_namespace(name).dir())
+        .into_iter()
+        .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(&prefix))

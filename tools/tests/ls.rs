@@ -19,10 +19,7 @@ fn unique_namespace(what: &str) -> String {
 }
 
 fn namespace(name: &str, root: &Path) -> Namespace {
-    Namespace {
-        root: root.to_path_buf(),
-        name: name.to_string(),
-    }
+    Namespace::new(root, name)
 }
 
 /// Runs `shmex` with the namespace given through the environment.
@@ -218,7 +215,8 @@ fn root_flag_selects_the_folder() {
         assert!(v.get("nodes").array().is_empty(), "{v:?}");
     }
     assert!(namespace(&ns, &dir).segment_files().is_empty());
-    std::fs::remove_dir(&dir).unwrap();
+    // The per-user directory stays (namespaces come and go in it).
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A small strict JSON parser, enough to check `ls --json` without a

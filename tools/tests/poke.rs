@@ -30,8 +30,9 @@ fn unique_namespace(what: &str) -> String {
 /// Files of namespace `ns` under /dev/shm, found without the library.
 fn files_of(ns: &str) -> Vec<String> {
     let prefix = format!("shmex.{ns}.");
-    std::fs::read_dir("/dev/shm")
-        .unwrap()
+    std::fs::read_dir(shmex::Namespace::new("/dev/shm", ns).dir())
+        .into_iter()
+        .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(&prefix))

@@ -40,10 +40,7 @@ impl Ns {
     }
 
     fn namespace(&self) -> shmex::Namespace {
-        shmex::Namespace {
-            root: self.root.clone(),
-            name: self.name.clone(),
-        }
+        shmex::Namespace::new(self.root.clone(), self.name.clone())
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -130,7 +127,7 @@ impl Ns {
     }
 
     fn files(&self) -> Vec<String> {
-        let mut files: Vec<String> = std::fs::read_dir(&self.root)
+        let mut files: Vec<String> = std::fs::read_dir(self.namespace().dir())
             .map(|d| {
                 d.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -429,6 +426,14 @@ fn bad_config_is_a_runtime_error_naming_the_problem() {
             "[[exchange]]\nname = \"orders\"\npattern = \"fan-in\"\nqueue_depth = 3\n",
             "limits",
         ),
+        (
+            "[[exchange]]\nname = \"jobs\"\npattern = \"tasks\"\nack_timeout_ms = 0\n",
+            "ack_timeout",
+        ),
+        (
+            "[[exchange]]\nname = \"logs\"\npattern = \"fan-in\"\npermissions = \"0660\"\n",
+            "SHMEX_SHARE_GROUP",
+        ),
     ];
     for (text, problem) in cases {
         let config = ConfigFile::new(&ns, text);
@@ -465,7 +470,7 @@ fn static_exchanges_come_up_and_stay_up() {
         [[exchange]]
         name = "events"
         pattern = "publish-subscribe"
-        permissions = "0660"
+        permissions = "0600"
         "#,
     );
     let mut sup = Proc::start(&ns, &["supervisor", "--json", "--config", config.path()]);
@@ -493,7 +498,7 @@ fn static_exchanges_come_up_and_stay_up() {
     let mode = std::fs::metadata(ns.namespace().exchange_path("events"))
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
         .unwrap();
-    assert_eq!(mode, 0o660);
+    assert_eq!(mode, 0o600);
 
     // Removed behind its back: the supervisor brings it back.
     {

@@ -853,7 +853,7 @@ fn remove_exchanges(ns: &Namespace) -> Result<()> {
 /// Every file of namespace `ns` under its root.
 fn namespace_files(ns: &Namespace) -> Vec<PathBuf> {
     let prefix = format!("shmex.{}.", ns.name);
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&ns.root)
+    let mut out: Vec<PathBuf> = std::fs::read_dir(ns.dir())
         .map(|d| {
             d.flatten()
                 .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
@@ -1051,11 +1051,11 @@ fn main() {
     let started = Instant::now();
     let machine = Machine::read();
     let load_start = load_average();
-    let ns = Namespace {
-        root: Namespace::from_env().root,
-        name: format!("liveness-{}", std::process::id()),
-    };
-    sweep_stale(&ns.root);
+    let ns = Namespace::new(
+        Namespace::from_env().map_or_else(|_| shmex::DEFAULT_ROOT.into(), |n| n.root),
+        format!("liveness-{}", std::process::id()),
+    );
+    sweep_stale(&ns.dir());
     start_watchdog(ns.clone(), started);
     let say = |s: String| {
         if opts.json {

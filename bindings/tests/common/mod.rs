@@ -169,11 +169,7 @@ impl TestNs {
 
     /// Its files under the root.
     pub fn files(&self) -> Vec<PathBuf> {
-        Namespace {
-            root: ROOT.into(),
-            name: self.name.clone(),
-        }
-        .segment_files()
+        Namespace::new(ROOT, self.name.clone()).segment_files()
     }
 
     /// Asserts that nothing of it is left in /dev/shm (after every node of

@@ -66,10 +66,7 @@ impl TestNs {
 
     /// The namespace as the library describes it.
     pub fn namespace(&self) -> Namespace {
-        Namespace {
-            root: PathBuf::from(ROOT),
-            name: self.name.clone(),
-        }
+        Namespace::new(ROOT, self.name.clone())
     }
 
     /// Joins the namespace as node `name`.

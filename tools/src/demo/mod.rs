@@ -160,7 +160,8 @@ killed) or a segment file is left behind.
 
 Options:
   -n, --namespace NS  namespace to run in; must be unused (default: demo-<pid>)
-  --root DIR          folder of the segment files (default: $SHMEX_ROOT, else /dev/shm)
+  --root DIR          root folder; files go in DIR/shmex-UID/ (default: $SHMEX_ROOT,
+                      else /dev/shm)
   --requests N        round trips per latency figure (default 20000)
   --spin-us US        how long receivers busy-poll before sleeping (default 100000)
   --stream-mib N      size of the chunked response in MiB (default 64)

@@ -38,7 +38,8 @@ existing one (they must match what its creator chose):
 
 Other options:
   -n, --namespace NS  namespace to join (default: $SHMEX_NAMESPACE, else \"default\")
-  --root DIR          folder of the segment files (default: $SHMEX_ROOT, else /dev/shm)
+  --root DIR          root folder; files go in DIR/shmex-UID/ (default: $SHMEX_ROOT,
+                      else /dev/shm)
   -h, --help          print this help
 "
     };

@@ -12,7 +12,8 @@
 //! queue_depth = 64
 //! max_ports = 16
 //! mode = "persistent"               # or "transient" (default persistent)
-//! permissions = "0600"              # or "0660" (default 0600)
+//! permissions = "0600"              # "0660" only in a namespace shared with
+//!                                   # a group (SHMEX_SHARE_GROUP)
 //! ```
 //!
 //! Unknown keys, a missing `name` or `pattern`, an unknown pattern, limits
@@ -257,6 +258,26 @@ mod tests {
 
         let e = error("[[exchange]\n");
         assert!(!e.is_empty());
+    }
+
+    #[test]
+    fn nonsensical_limits_are_refused() {
+        let base = "[[exchange]]\nname = \"t\"\npattern = \"tasks\"\n";
+        for (extra, what) in [
+            ("ack_timeout_ms = 0\n", "ack_timeout"),
+            ("chunk_size = 0\n", "chunk_size"),
+            ("chunk_count = 0\n", "chunk_count"),
+            ("queue_depth = 0\n", "queue_depth"),
+            ("max_ports = 0\n", "max_ports"),
+            ("max_deliveries = 0\n", "max_deliveries"),
+            ("chunk_size = 1073741824\nchunk_count = 1024\n", "more than"),
+        ] {
+            let e = error(&format!("{base}{extra}"));
+            assert!(
+                e.contains("exchange #1") && e.contains(what),
+                "{extra}: {e}"
+            );
+        }
     }
 
     #[test]

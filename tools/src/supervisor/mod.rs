@@ -53,7 +53,7 @@ Options:
                         queue_depth = 64
                         max_ports = 16
                         mode = \"persistent\"   # or \"transient\" (default persistent)
-                        permissions = \"0600\"  # or \"0660\" (default 0600)
+                        permissions = \"0600\"  # \"0660\" only with SHMEX_SHARE_GROUP
   --hung-after-ms MS  heartbeat age after which a node counts as hung
                       (default 1000)
   --kill-hung         send SIGKILL to a hung node's process (it is then
@@ -64,7 +64,8 @@ Options:
                       exchange_up, exchange_recreated, dead, reclaimed, left,
                       hung, alive, busy, error, stop
   -n, --namespace NS  namespace to watch (default: $SHMEX_NAMESPACE, else \"default\")
-  --root DIR          folder of the segment files (default: $SHMEX_ROOT, else /dev/shm)
+  --root DIR          root folder; files go in DIR/shmex-UID/ (default: $SHMEX_ROOT,
+                      else /dev/shm)
   -h, --help          print this help
 
 Exit status: 0 after SIGTERM or SIGINT, 1 on a runtime error (bad config file,
@@ -139,6 +140,19 @@ pub fn run(args: Vec<String>) -> ExitCode {
             }
         },
     };
+    // Group access only inside a namespace shared with a group.
+    if opts.namespace.share_group.is_none() {
+        if let Some(x) = config.exchanges.iter().find(|x| x.limits.mode == 0o660) {
+            let file = opts.config.as_deref().unwrap_or(std::path::Path::new("-"));
+            eprintln!(
+                "shmex supervisor: config file {}: exchange {:?}: permissions \"0660\" need a \
+                 namespace shared with a group (set SHMEX_SHARE_GROUP)",
+                file.display(),
+                x.name
+            );
+            return ExitCode::from(1);
+        }
+    }
     match daemon::run(opts, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
