@@ -313,7 +313,12 @@ fn spawn_and_kill(
         let role = ROLES[r].0;
         out.by_role[r] += 1;
         let spawned = Command::new(&exe)
-            .args([VICTIM_COMMAND, role, &rng.next().to_string(), &id.to_string()])
+            .args([
+                VICTIM_COMMAND,
+                role,
+                &rng.next().to_string(),
+                &id.to_string(),
+            ])
             .env("SHMEX_NAMESPACE", &ns.name)
             .env("SHMEX_ROOT", &ns.root)
             .stdin(Stdio::piped())
@@ -323,7 +328,8 @@ fn spawn_and_kill(
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
-                out.failures.push(format!("spawning victim {id} ({role}): {e}"));
+                out.failures
+                    .push(format!("spawning victim {id} ({role}): {e}"));
                 continue;
             }
         };
@@ -561,7 +567,10 @@ impl Report {
             say(json, format_args!("  leak: {leak}"));
         }
         if !t.lost_examples.is_empty() {
-            say(json, format_args!("  lost task tags, e.g.: {:?}", t.lost_examples));
+            say(
+                json,
+                format_args!("  lost task tags, e.g.: {:?}", t.lost_examples),
+            );
         }
         if let Some(e) = &self.survivors.first_error {
             say(json, format_args!("  first survivor error: {e}"));

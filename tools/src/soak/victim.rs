@@ -254,7 +254,9 @@ fn submitter(id: u64) -> Res {
 fn worker(rng: &mut Rng) -> Res {
     let node = node("v-worker")?;
     let ex = node.open_exchange(TASKS).map_err(|e| err("open", e))?;
-    let worker = ex.worker(1 + rng.below(3) as u32).map_err(|e| err("worker", e))?;
+    let worker = ex
+        .worker(1 + rng.below(3) as u32)
+        .map_err(|e| err("worker", e))?;
     say(format_args!("ready"));
     let mut held = Vec::new();
     loop {
