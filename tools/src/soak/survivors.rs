@@ -227,7 +227,7 @@ pub fn client(ex: Exchange, stop: Stop) -> Tally {
     let mut tag = 0u64;
     while !stopped(&stop) {
         tag += 1;
-        let stream = tag % 3 == 0;
+        let stream = tag.is_multiple_of(3);
         let sent = if stream {
             client.request_stream(tag, &tag.to_le_bytes(), STREAM_WINDOW)
         } else {
