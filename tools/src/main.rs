@@ -6,6 +6,8 @@
 //! - `shmex supervisor` watches a namespace: reclaims what dead processes
 //!   held as soon as they exit, reports hung nodes and keeps the static
 //!   exchanges of its config file up ([`supervisor`]);
+//! - `shmex soak` kills peers of every pattern at random moments while
+//!   traffic runs and checks nothing leaked, was lost or blocked ([`soak`]);
 //! - `shmex ls` lists the nodes and exchanges of a namespace;
 //! - `shmex sub` / `shmex pub` subscribe and publish on a publish-subscribe
 //!   exchange, `shmex serve` / `shmex call` answer and send requests on a
@@ -20,6 +22,7 @@ mod demo;
 mod json;
 mod ls;
 mod poke;
+mod soak;
 mod supervisor;
 
 use std::process::ExitCode;
@@ -43,6 +46,7 @@ Usage:
               [--stream BYTES [--chunk BYTES]]
   shmex call EXCHANGE MESSAGE [--tag T] [--timeout-ms MS] [--wait-server-ms MS]
              [--hex | --stream [--window N] [--verify]]
+  shmex soak [--kills N] [--seed S] [--json] [--namespace NS] [--root DIR]
   shmex help [COMMAND]
 
 sub, pub, serve and call also take --namespace NS, --root DIR and the
@@ -64,6 +68,9 @@ Commands:
          with --stream chunked responses of a known pattern)
   call   send one request on a request-response exchange, print the response
          (with --stream: receive a chunked response, print its GB/s)
+  soak   SIGKILL peers of every pattern at random moments while traffic
+         runs, then report chunks leaked, acked tasks lost, tasks delivered
+         to no one and survivors blocked past their timeout (all must be 0)
   help   print this help, or a command's help
 
 Environment:
@@ -98,7 +105,9 @@ fn main() -> ExitCode {
         "pub" => poke::publish::run(args),
         "serve" => poke::serve::run(args),
         "call" => poke::call::run(args),
+        "soak" => soak::run(args),
         demo::CHILD_COMMAND => demo::child::run(args),
+        soak::VICTIM_COMMAND => soak::victim::run(args),
         "help" | "--help" | "-h" => help(&args),
         other => {
             eprintln!("shmex: unknown command {other:?}\n");
@@ -119,6 +128,7 @@ fn help(args: &[String]) -> ExitCode {
         Some("pub") => print!("{}", poke::publish::HELP),
         Some("serve") => print!("{}", poke::serve::HELP),
         Some("call") => print!("{}", poke::call::HELP),
+        Some("soak") => print!("{}", soak::HELP),
         Some(other) => {
             eprintln!("shmex help: unknown command {other:?}\n");
             eprint!("{USAGE}");
