@@ -1296,7 +1296,9 @@ pub fn list_exchanges(ns: &Namespace) -> Vec<Result<ExchangeInfo, SegmentError>>
     let prefix = ns.exchange_prefix();
     let mut out = Vec::new();
     // Liveness of the holders is read from the registry's locks.
-    let registry = Segment::open_read_only(&ns.registry_path(), ns.share_group).ok().flatten();
+    let registry = Segment::open_read_only(&ns.registry_path(), ns.share_group)
+        .ok()
+        .flatten();
     for path in ns.segment_files() {
         let Some(file_name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
             continue;

@@ -250,11 +250,7 @@ mod tests {
         assert_ne!(a.chunk, b.chunk, "one chunk loaned twice");
         drop((a, b));
         drop((p, ex, node));
-        let left: Vec<_> = crate::Namespace {
-            root: crate::DEFAULT_ROOT.into(),
-            name: ns,
-        }
-        .segment_files();
+        let left: Vec<_> = crate::Namespace::new(crate::DEFAULT_ROOT, ns).segment_files();
         assert!(left.is_empty(), "{left:?}");
     }
 }
