@@ -482,6 +482,12 @@ fn open_registry(ns: &Namespace) -> Result<Segment, NodeError> {
         if !seg.path_is_ours() {
             continue;
         }
+        if !seg.is_uninitialised() && seg.mapped_len() < RegistryLayout::SIZE {
+            // Opened while its creator was still initialising it (only the
+            // header was mapped): open it again, whole.
+            drop(lock);
+            continue;
+        }
         let seg = if seg.is_uninitialised() {
             drop(lock);
             let seg = if seg.len() < RegistryLayout::SIZE {
