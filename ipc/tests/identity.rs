@@ -127,6 +127,20 @@ fn registry_pid_offset(bytes: &[u8], pid: u32) -> usize {
         .expect("the child's registry slot")
 }
 
+/// The namespace's registry file opened read-write, its bytes, and the
+/// offset of the live node slot's pid word holding `pid`.
+fn open_registry_at_pid(ns: &TestNs, pid: u32) -> (std::fs::File, Vec<u8>, usize) {
+    let path = ns.namespace().registry_path();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open registry");
+    let bytes = std::fs::read(&path).expect("read registry");
+    let at = registry_pid_offset(&bytes, pid);
+    (file, bytes, at)
+}
+
 /// Before: reclaim passes asked whether the pid in a node's registry slot
 /// (and in its ports) still ran; a same-uid peer writing a dead pid and a
 /// zero start time into a victim's slot got the victim's ports retired.
@@ -142,14 +156,7 @@ fn forged_pid_in_the_registry_retires_nothing() {
     let mut child = ChildProc::spawn(&ns, "subscriber", &[]);
     let pid: u32 = child.wait_for("ready").parse().expect("pid");
 
-    let path = ns.namespace().registry_path();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open registry");
-    let bytes = std::fs::read(&path).expect("read registry");
-    let at = registry_pid_offset(&bytes, pid);
+    let (file, _, at) = open_registry_at_pid(&ns, pid);
     // A pid that cannot exist, and start time 0 (as an unreadable /proc
     // used to register).
     file.write_all_at(&0x7fff_fff0u32.to_ne_bytes(), at as u64)
@@ -216,14 +223,8 @@ fn a_request_reported_failed_gets_no_second_outcome() {
 
     // Make the server's registration look replaced: bump its slot's
     // generation (slot layout: state, generation, pid, ...).
-    let path = ns.namespace().registry_path();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("open registry");
-    let bytes = std::fs::read(&path).expect("read registry");
-    let at = registry_pid_offset(&bytes, pid) - 4;
+    let (file, bytes, at) = open_registry_at_pid(&ns, pid);
+    let at = at - 4;
     let generation = u32::from_ne_bytes(bytes[at..at + 4].try_into().unwrap());
     file.write_all_at(&(generation + 1).to_ne_bytes(), at as u64)
         .expect("forge generation");
