@@ -26,6 +26,28 @@
 //! assert_eq!(sample.key(), Some("hello.world"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # What shared memory may do to you
+//!
+//! Every process of the namespace can write every byte of an exchange. shmex
+//! splits those bytes in two:
+//!
+//! - **Structure words** (headers, port slots, rings, the pool, the task
+//!   ledger, chunk headers, routing keys) are shmex's. Each is an atomic,
+//!   loaded once into a local, checked, and only the local is used: a word
+//!   changed or forged by another process yields a typed error (`Corrupt`,
+//!   `ExchangeDown`, …), never undefined behaviour, a panic or an endless
+//!   loop.
+//! - **Payload bytes** are the application's. A sent chunk is immutable by
+//!   protocol (only its loan's holder writes it, before sending), and shmex
+//!   never decides anything from payload bytes. The `&[u8]` a [`Sample`]
+//!   derefs to rests on that protocol: a buggy process of the namespace that
+//!   writes into a chunk after sending it breaks the assumption a shared
+//!   reference makes, and a reader may then see the bytes change between two
+//!   reads. Treat payloads as untrusted input from another program: parse
+//!   them once, or, when the peers are not trusted to keep the protocol,
+//!   copy the bytes out first (`sample.to_vec()`, `copy_from_slice`) and
+//!   validate the copy.
 
 #![warn(missing_docs)]
 

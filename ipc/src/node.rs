@@ -13,7 +13,7 @@ use crate::layout::{
     load_bytes, store_bytes, NodeSlot, RegistryHeader, RegistryLayout, KIND_REGISTRY, MAX_NODES,
     MAX_NODE_NAME, NODE_ALIVE, NODE_FREE, NODE_RECLAIMED,
 };
-use crate::segment::{Created, Segment};
+use crate::segment::{load_acquire_read_only, Created, Segment};
 use crate::sys;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -431,7 +431,7 @@ pub(crate) fn node_key(index: u32, generation: u32) -> u64 {
 /// process holds its liveness lock (the kernel's word, not shared memory's;
 /// released when the process dies, whatever PID namespace it lives in).
 fn slot_alive(registry: &Segment, index: u32) -> bool {
-    slot(registry, index).is_some_and(|s| s.state.load(Ordering::Acquire) == NODE_ALIVE)
+    slot(registry, index).is_some_and(|s| load_acquire_read_only(&s.state) == NODE_ALIVE)
         && sys::ofd_is_locked(&registry.file, liveness_offset(index))
 }
 
@@ -440,14 +440,14 @@ fn slot_alive(registry: &Segment, index: u32) -> bool {
 pub(crate) fn key_alive(registry: &Segment, key: u64) -> bool {
     let index = key as u32;
     let generation = (key >> 32) as u32;
-    slot(registry, index).is_some_and(|s| s.generation.load(Ordering::Acquire) == generation)
+    slot(registry, index).is_some_and(|s| load_acquire_read_only(&s.generation) == generation)
         && slot_alive(registry, index)
 }
 
 /// True when slot `index` holds a node whose process is gone and that no
 /// reclaim pass has cleaned up after yet.
 fn is_dead(registry: &Segment, index: u32) -> bool {
-    slot(registry, index).is_some_and(|s| s.state.load(Ordering::Acquire) == NODE_ALIVE)
+    slot(registry, index).is_some_and(|s| load_acquire_read_only(&s.state) == NODE_ALIVE)
         && !slot_alive(registry, index)
 }
 
@@ -1025,7 +1025,7 @@ pub fn list_nodes(ns: &Namespace) -> Result<Vec<NodeInfo>, SegmentError> {
     let mut out = Vec::new();
     for i in 0..MAX_NODES {
         let Some(s) = slot(&seg, i) else { break };
-        let slot_state = s.state.load(Ordering::Acquire);
+        let slot_state = load_acquire_read_only(&s.state);
         if slot_state == NODE_FREE {
             continue;
         }

@@ -9,7 +9,24 @@ use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+// Shared structures hold 64-bit atomics that must be lock-free across
+// processes, and read-only mappings rely on relaxed 8-byte loads working on
+// read-only memory, which `std` guarantees on 64-bit targets only.
+#[cfg(not(all(target_pointer_width = "64", target_has_atomic = "64")))]
+compile_error!("shmex needs a 64-bit target with 64-bit atomics");
+
+/// An acquire load that is sound through a read-only mapping
+/// ([`Segment::open_read_only`]): a relaxed load, which `std` guarantees not
+/// to write, then an acquire fence, which orders what follows exactly as an
+/// acquire load would. (An acquire load itself may be compiled to a
+/// read-modify-write on some targets and then fault on a read-only page.)
+pub(crate) fn load_acquire_read_only(word: &AtomicU32) -> u32 {
+    let value = word.load(Ordering::Relaxed);
+    std::sync::atomic::fence(Ordering::Acquire);
+    value
+}
 
 /// A mapped segment file.
 pub(crate) struct Segment {
@@ -259,6 +276,12 @@ impl Segment {
     /// Opens an existing segment for inspection only: read-only descriptor
     /// and mapping, so listing never writes to what it lists. `Ok(None)` when
     /// nothing of that name exists.
+    ///
+    /// Only relaxed loads of at most 8 bytes may touch such a mapping: they
+    /// are the one kind of atomic access the standard library guarantees to
+    /// work on read-only memory (on the 64-bit targets shmex builds for; see
+    /// "Atomic accesses to read-only memory" in `std::sync::atomic`). Where
+    /// ordering matters use [`load_acquire_read_only`].
     pub fn open_read_only(
         path: &Path,
         group: Option<u32>,
@@ -467,7 +490,7 @@ impl Segment {
         self.len() < std::mem::size_of::<SegmentHeader>()
             || self
                 .header()
-                .is_none_or(|h| h.ready.load(Ordering::Acquire) == 0)
+                .is_none_or(|h| load_acquire_read_only(&h.ready) == 0)
     }
 
     /// Checks magic, kind, version, layout hash and size.
@@ -479,7 +502,8 @@ impl Segment {
             expected: std::mem::size_of::<SegmentHeader>() as u64,
             found: self.len() as u64,
         })?;
-        let magic = h.magic.load(Ordering::Acquire);
+        let magic = h.magic.load(Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Acquire); // as in `load_acquire_read_only`
         let found_kind = h.kind.load(Ordering::Relaxed);
         if magic != MAGIC || found_kind != kind {
             return Err(SegmentError::NotShmex {

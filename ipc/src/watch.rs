@@ -163,6 +163,6 @@ fn probe(path: &std::path::Path, group: Option<u32>) -> Option<u64> {
         return None;
     }
     let h = seg.get::<ExchangeHeader>(0)?;
-    (h.state.0.load(Ordering::Acquire) & EX_DOWN == 0)
+    (crate::segment::load_acquire_read_only(&h.state.0) & EX_DOWN == 0)
         .then(|| h.incarnation.load(Ordering::Relaxed))
 }
