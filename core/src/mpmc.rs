@@ -501,7 +501,7 @@ mod tests {
             for _ in 0..4 {
                 s.spawn(|| {
                     let q = h.q();
-                    for _ in 0..20_000 {
+                    for _ in 0..if cfg!(miri) { 200 } else { 20_000 } {
                         let v = loop {
                             if let Some(v) = q.pop().unwrap() {
                                 break v;

@@ -677,13 +677,16 @@ impl NodeInner {
     /// the namespace is asymmetric and this process is registered. When the
     /// flag says asymmetric but this process cannot issue it (registration
     /// failed, or the call failed), the flag is wrong for this namespace:
-    /// set it, so the light sides fence again.
+    /// set it, so the light sides fence again, then issue the slow global
+    /// barrier once, so the light sides that checked the flag before it was
+    /// set (and did not fence) are ordered against this heavy side too.
     fn heavy_side(&self) {
         if !self.flag_says_asymmetric() {
             return;
         }
         if !sys::membarrier_global() {
             self.membarrier_failed();
+            sys::membarrier_slow();
         }
     }
 

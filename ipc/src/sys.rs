@@ -286,13 +286,32 @@ pub(crate) fn membarrier_global() -> bool {
     true
 }
 
+/// The slow global barrier (`MEMBARRIER_CMD_GLOBAL`): every thread of every
+/// process on the machine passes through a full barrier before it returns
+/// (an RCU grace period, milliseconds). Needs no registration; used once, by
+/// a heavy side whose expedited barrier failed mid-run, to cover the light
+/// sides that checked the mode before the namespace fell back to fences.
+/// False where the kernel lacks it (e.g. `nohz_full` CPUs).
+pub(crate) fn membarrier_slow() -> bool {
+    // SAFETY: as in membarrier_register.
+    unsafe { nix::libc::syscall(nix::libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) == 0 }
+}
+
 const MEMBARRIER_CMD_QUERY: nix::libc::c_long = 0;
+const MEMBARRIER_CMD_GLOBAL: nix::libc::c_long = 1;
 const MEMBARRIER_CMD_GLOBAL_EXPEDITED: nix::libc::c_long = 1 << 1;
 const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: nix::libc::c_long = 1 << 2;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_global_barrier_is_available() {
+        // The fallback a failed expedited barrier relies on (see
+        // `NodeInner::heavy_side`): supported by the kernels we run on.
+        assert!(membarrier_slow());
+    }
 
     #[test]
     fn ofd_lock_is_seen_by_other_descriptions_only_while_held() {
