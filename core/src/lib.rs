@@ -18,6 +18,7 @@ pub mod gate;
 pub mod ledger;
 pub mod mpmc;
 pub mod pool;
+pub mod recycle;
 pub mod ring;
 pub mod sync;
 pub mod wait;
