@@ -14,6 +14,7 @@
 
 #![warn(missing_docs)]
 
+pub mod barrier_mode;
 pub mod gate;
 pub mod ledger;
 pub mod mpmc;
