@@ -1,20 +1,20 @@
-//! Loom model of issue 12 §5 "`return_free` racing a port leaving": a port
-//! releases the last reference to a chunk that another port loaned, inside a
-//! gate operation, with `shmex_core::recycle::recycle` (what
-//! `ExchangeInner::return_free` runs): into the owner's return ring while
-//! the owner is attached, else onto the free list. Meanwhile the owner
+//! Loom model of issue 12 §5 "`return_free` racing a port leaving": two
+//! ports each release the last reference to a chunk that a third port
+//! loaned, inside a gate operation, with `shmex_core::recycle::recycle`
+//! (what `ExchangeInner::return_free` runs): into the owner's return ring
+//! while the owner is attached, else onto the free list. Meanwhile the owner
 //! leaves as `PortCore::drop` does: marks itself free, waits out a grace
 //! period (`gate::grace_fence`, `op_in_progress`, `op_ended`, as
 //! `ExchangeInner::grace_period`) and drains its return ring into the free
-//! list (as `drain_returns`). Property: the chunk ends on the free list
+//! list (as `drain_returns`). Property: each chunk ends on the free list
 //! exactly once, never stranded in the departed port's ring and never freed
-//! twice. Actors run in spawned threads; `explore` checks that both the
-//! return into the ring and the fall-back to the free list happened.
+//! twice. Actors run in spawned threads; `explore` checks that every mix of
+//! returns into the ring and fall-backs to the free list happened.
 //!
 //! The `#[should_panic]` twin leaves without waiting for the operation in
-//! progress (a wrong protocol in the model; core unchanged): the returner,
-//! having read the owner attached, pushes after the final drain and the
-//! chunk is stranded.
+//! progress (a wrong protocol in the model; core unchanged): a returner
+//! that read the owner attached pushes after the final drain and its chunk
+//! is stranded.
 #![cfg(loom)]
 
 use loom::sync::Arc;
@@ -27,53 +27,66 @@ use shmex_loom::{assert_explored, explore, HeapPool, HeapRing};
 const FREE: u32 = 0;
 const ATTACHED: u32 = 1;
 
+/// Ports releasing a chunk of the owner's concurrently.
+const RETURNERS: usize = 2;
+
 struct Shared {
     pool: HeapPool,
     /// The owner's return ring.
     ring: HeapRing,
     /// The owner's state word.
     owner: AtomicU32,
-    /// The returner's head cache for the owner's ring.
-    head_cache: AtomicU32,
+    /// Each returner's head cache for the owner's ring.
+    head_cache: [AtomicU32; RETURNERS],
     /// The exchange's gate state word.
     gate: AtomicU32,
-    /// The returner's busy counter.
-    busy: AtomicU32,
+    /// Each returner's busy counter.
+    busy: [AtomicU32; RETURNERS],
 }
 
 fn run(grace: bool) {
     let seen = explore(move || {
         let s = Arc::new(Shared {
-            pool: HeapPool::new(1),
+            pool: HeapPool::new(RETURNERS as u32),
             ring: HeapRing::new(2),
             owner: AtomicU32::new(ATTACHED),
-            head_cache: AtomicU32::new(UNKNOWN_HEAD),
+            head_cache: [AtomicU32::new(UNKNOWN_HEAD), AtomicU32::new(UNKNOWN_HEAD)],
             gate: AtomicU32::new(0),
-            busy: AtomicU32::new(0),
+            busy: [AtomicU32::new(0), AtomicU32::new(0)],
         });
-        // The owner loaned chunk 0 and sent it; the returner holds it alone.
-        let chunk = s.pool.pool().alloc().unwrap().unwrap();
-        let r = s.clone();
-        let returner = thread::spawn(move || {
-            assert_eq!(gate::enter(&r.busy, &r.gate, false), Enter::Entered);
-            let owner = Owner {
-                state: &r.owner,
-                attached: ATTACHED,
-                ring: r.ring.ring(),
-                head_cache: &r.head_cache,
-            };
-            let went = recycle(&r.pool.pool(), chunk, Some(owner), true).unwrap();
-            gate::exit(&r.busy);
-            went
-        });
+        // The owner loaned the chunks and sent them; returner `i` holds
+        // chunk `i` alone.
+        let mut chunks: Vec<u32> = (0..RETURNERS)
+            .map(|_| s.pool.pool().alloc().unwrap().unwrap())
+            .collect();
+        let returners: Vec<_> = (0..RETURNERS)
+            .map(|i| {
+                let r = s.clone();
+                let chunk = chunks[i];
+                thread::spawn(move || {
+                    assert_eq!(gate::enter(&r.busy[i], &r.gate, false), Enter::Entered);
+                    let owner = Owner {
+                        state: &r.owner,
+                        attached: ATTACHED,
+                        ring: r.ring.ring(),
+                        head_cache: &r.head_cache[i],
+                    };
+                    let went = recycle(&r.pool.pool(), chunk, Some(owner), true).unwrap();
+                    gate::exit(&r.busy[i]);
+                    went
+                })
+            })
+            .collect();
         let l = s.clone();
         let leaver = thread::spawn(move || {
             l.owner.store(FREE, Ordering::Release);
             gate::grace_fence();
             if grace {
-                if let Some(seen) = gate::op_in_progress(&l.busy) {
-                    while !gate::op_ended(&l.busy, seen) {
-                        thread::yield_now();
+                for busy in &l.busy {
+                    if let Some(seen) = gate::op_in_progress(busy) {
+                        while !gate::op_ended(busy, seen) {
+                            thread::yield_now();
+                        }
                     }
                 }
             }
@@ -83,18 +96,31 @@ fn run(grace: bool) {
                 pool.free(d.chunk).unwrap();
             }
         });
-        let went = returner.join().unwrap();
+        let went: Vec<Recycled> = returners.into_iter().map(|h| h.join().unwrap()).collect();
         leaver.join().unwrap();
-        let stranded = s.ring.ring().pop().map(|d| d.chunk);
-        let free = s.pool.pool().free_list().unwrap();
+        let stranded: Vec<u32> = std::iter::from_fn(|| s.ring.ring().pop())
+            .map(|d| d.chunk)
+            .collect();
+        let mut free = s.pool.pool().free_list().unwrap();
+        free.sort_unstable();
+        chunks.sort_unstable();
         assert!(
-            stranded.is_none() && free == vec![chunk],
+            stranded.is_empty() && free == chunks,
             "chunk stranded or freed twice: ring {stranded:?}, free list {free:?} ({went:?})"
         );
-        assert_eq!(s.pool.pool().free_count(), 1);
-        went
+        assert_eq!(s.pool.pool().free_count(), RETURNERS as u32);
+        (went[0], went[1])
     });
-    assert_explored(&seen, &[Recycled::Returned, Recycled::Freed]);
+    use Recycled::{Freed, Returned};
+    assert_explored(
+        &seen,
+        &[
+            (Returned, Returned),
+            (Returned, Freed),
+            (Freed, Returned),
+            (Freed, Freed),
+        ],
+    );
 }
 
 #[test]
