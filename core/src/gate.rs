@@ -115,6 +115,15 @@ pub enum Enter {
 /// after [`pause`] / [`grace_fence`], which stands in for this side's fence;
 /// only a compiler fence is kept here. Pass `false` unless that holds.
 pub fn enter(busy: &AtomicU32, state: &AtomicU32, asymmetric: bool) -> Enter {
+    enter_with(busy, state, || asymmetric)
+}
+
+/// [`enter`], asking `asymmetric` only after the odd store: the answer comes
+/// from the namespace's barrier mode word, which must be read after this
+/// side's store so that a heavy barrier issued after a mode switch began
+/// covers the store (see [`barrier_mode`](crate::barrier_mode)).
+#[inline]
+pub fn enter_with(busy: &AtomicU32, state: &AtomicU32, asymmetric: impl FnOnce() -> bool) -> Enter {
     // Only the owner writes `busy`, so a relaxed load reads its own last store.
     let b = busy.load(Ordering::Relaxed);
     if b & 1 == 1 {
@@ -128,7 +137,7 @@ pub fn enter(busy: &AtomicU32, state: &AtomicU32, asymmetric: bool) -> Enter {
     busy.store(b.wrapping_add(1), Ordering::Release);
     // The Dekker fence: orders the odd store before the state read, pairing
     // with the fence in `pause` / `grace_fence`.
-    if asymmetric {
+    if asymmetric() {
         core::sync::atomic::compiler_fence(Ordering::SeqCst);
     } else {
         fence(Ordering::SeqCst);

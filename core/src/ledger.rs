@@ -570,6 +570,32 @@ impl TaskEntry {
         self.give_back(w, true, max_deliveries)
     }
 
+    /// Reclaim's part for one entry, while every live user is paused and
+    /// before [`Ledger::rebuild_queues`]: cancels a reservation (no live
+    /// submitter is inside a submit, so its submitter died) and requeues a
+    /// delivery to a worker `alive` says is dead ([`requeue_from`]).
+    /// Entries in any other state are left alone. `Corrupt` when the state
+    /// word is garbage.
+    ///
+    /// [`requeue_from`]: TaskEntry::requeue_from
+    pub fn resolve_dead(
+        &self,
+        alive: impl Fn(u16) -> bool,
+        max_deliveries: u8,
+    ) -> Result<(), Corrupt> {
+        let w = self.load()?;
+        match w.state {
+            TaskState::Reserved => {
+                let _ = self.cancel_reservation(w.holder);
+            }
+            TaskState::Delivered if !alive(w.holder) => {
+                let _ = self.requeue_from(w.holder, max_deliveries);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn give_back(
         &self,
         w: TaskWord,

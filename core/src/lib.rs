@@ -14,10 +14,12 @@
 
 #![warn(missing_docs)]
 
+pub mod barrier_mode;
 pub mod gate;
 pub mod ledger;
 pub mod mpmc;
 pub mod pool;
+pub mod recycle;
 pub mod ring;
 pub mod sync;
 pub mod wait;

@@ -21,7 +21,7 @@ use crate::sample::Loan;
 use crate::segment::{Created, Segment};
 use shmex_core::pool::{ChunkMeta, MetaTable, Pool};
 use shmex_core::ring::{Descriptor, PushError, Ring, RingControl, Slot};
-use shmex_core::{gate, Corrupt};
+use shmex_core::{gate, recycle, Corrupt};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -292,8 +292,7 @@ pub(crate) struct ExchangeInner {
     last_flush_ms: std::sync::atomic::AtomicU64,
 }
 
-/// A head cache entry that was never read.
-pub(crate) const UNKNOWN_HEAD: u32 = u32::MAX;
+pub(crate) use shmex_core::recycle::UNKNOWN_HEAD;
 
 /// A data-path operation in progress on one port ([`ExchangeInner::enter`]);
 /// ends when dropped.
@@ -963,7 +962,7 @@ impl ExchangeInner {
         for _ in 0..MAX_PAUSED_ROUNDS {
             // The Dekker handshake with reclaim's pause (see `gate`): with
             // `membarrier` on the reclaimer's side, a compiler fence here.
-            match gate::enter(busy, &h.state.0, self.node.asymmetric()) {
+            match gate::enter_with(busy, &h.state.0, || self.node.asymmetric()) {
                 gate::Enter::Entered => return Ok(OpGuard { busy: Some(busy) }),
                 gate::Enter::Nested => return Ok(OpGuard { busy: None }),
                 gate::Enter::Down => return Err(Down::Down),
@@ -1150,47 +1149,24 @@ impl ExchangeInner {
     /// is attached and its ring has room, else onto the shared free list.
     /// Chunks in a return ring keep a refcount of 1 (their owner's), chunks on
     /// the free list 0; `refcount_is_one` says which the chunk has now.
+    /// The lock-free part (and why racing the owner's leaving is safe) is
+    /// [`recycle::recycle`].
     pub fn return_free(&self, chunk: u32, owner: Option<u32>, refcount_is_one: bool) {
-        let Some(header) = self.chunk_header(chunk) else {
-            return;
-        };
-        let owner = owner.or_else(|| self.chunk_owner(chunk));
-        if let Some(owner) = owner.filter(|&o| self.port_is_active(o)) {
-            if let (Some(ring), Some(cache)) = (
-                self.return_ring(owner),
-                self.return_heads.get(owner as usize),
-            ) {
-                let mut head = cache.load(Ordering::Relaxed);
-                if head == UNKNOWN_HEAD {
-                    head = ring.head();
-                }
-                if !refcount_is_one {
-                    header.meta.refcount.store(1, Ordering::Relaxed);
-                }
-                let d = Descriptor {
-                    chunk,
-                    ..Descriptor::default()
-                };
-                let pushed = ring.push_cached(&d, &mut head).is_ok();
-                cache.store(head, Ordering::Relaxed);
-                if pushed {
-                    return;
-                }
-            }
-        }
-        header.meta.refcount.store(0, Ordering::Relaxed);
-        let _ = self.pool().free(chunk);
+        let owner = owner.or_else(|| self.chunk_owner(chunk)).and_then(|o| {
+            Some(recycle::Owner {
+                state: &self.port(o)?.state,
+                attached: PORT_ACTIVE,
+                ring: self.return_ring(o)?,
+                head_cache: self.return_heads.get(o as usize)?,
+            })
+        });
+        let _ = recycle::recycle(&self.pool(), chunk, owner, refcount_is_one);
     }
 
     /// The port that loaned `chunk`, if recorded and in range.
     fn chunk_owner(&self, chunk: u32) -> Option<u32> {
         let owner = self.chunk_header(chunk)?.owner.load(Ordering::Relaxed);
         (owner != 0 && owner <= self.limits.max_ports).then(|| owner - 1)
-    }
-
-    fn port_is_active(&self, port: u32) -> bool {
-        self.port(port)
-            .is_some_and(|p| p.state.load(Ordering::Acquire) == PORT_ACTIVE)
     }
 
     /// Moves every chunk cached for port `port` (its spare and its return

@@ -15,8 +15,9 @@ use crate::layout::{
 };
 use crate::segment::{load_acquire_read_only, Created, Segment};
 use crate::sys;
+use shmex_core::barrier_mode;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -309,7 +310,7 @@ impl NodeBuilder {
             let _lock = lock_registry(&registry, CONTROL_LOCK_WAIT)?;
             if !sys::membarrier_register() {
                 if let Some(h) = registry.get::<RegistryHeader>(0) {
-                    h.senders_fence.store(1, Ordering::Release);
+                    barrier_mode::fall_back(&h.senders_fence);
                 }
             }
             // A free slot, else one whose node was reclaimed, else one whose
@@ -655,49 +656,27 @@ impl NodeInner {
     /// others' barriers, so it fences (light side) and never relies on
     /// `membarrier` (heavy side) whatever the flag says.
     pub fn asymmetric(&self) -> bool {
-        if sys::membarrier_ok() {
-            return self.flag_says_asymmetric();
-        }
-        // Not registered: the flag must say "fence"; put it back if it does
-        // not (it was overwritten), so the registered nodes fence for us.
-        if self.flag_says_asymmetric() {
-            self.membarrier_failed();
-        }
-        false
+        self.barrier_mode()
+            .is_some_and(|m| barrier_mode::light_side(m, sys::membarrier_ok()))
     }
 
-    /// The namespace flag alone: no node said it cannot use `membarrier`.
-    fn flag_says_asymmetric(&self) -> bool {
+    /// The namespace's barrier mode word ([`barrier_mode`]).
+    fn barrier_mode(&self) -> Option<&AtomicU32> {
         self.registry
             .get::<RegistryHeader>(0)
-            .is_some_and(|h| h.senders_fence.load(Ordering::Acquire) == 0)
+            .map(|h| &h.senders_fence)
     }
 
-    /// The heavy side's part of the mode check: issues `membarrier` when
-    /// the namespace is asymmetric and this process is registered. When the
-    /// flag says asymmetric but this process cannot issue it (registration
-    /// failed, or the call failed), the flag is wrong for this namespace:
-    /// set it, so the light sides fence again, then issue the slow global
-    /// barrier once, so the light sides that checked the flag before it was
-    /// set (and did not fence) are ordered against this heavy side too.
+    /// The heavy side's part of the mode check ([`barrier_mode::heavy_side`]):
+    /// `membarrier` while the namespace is asymmetric; when it fails, or
+    /// while another node's switch to fences is under way, a barrier that
+    /// covers the light sides still trusting the old mode (`membarrier`, or
+    /// the slow global one when this process is not registered), then the
+    /// switch is complete and later heavy sides skip it.
     fn heavy_side(&self) {
-        if !self.flag_says_asymmetric() {
-            return;
+        if let Some(m) = self.barrier_mode() {
+            barrier_mode::heavy_side(m, sys::membarrier_global, sys::membarrier_slow);
         }
-        if !sys::membarrier_global() {
-            self.membarrier_failed();
-            sys::membarrier_slow();
-        }
-    }
-
-    /// `membarrier` failed (or this process is not registered) while the
-    /// namespace flag said the asymmetric barrier is in use: sets the flag so
-    /// every node falls back to symmetric fences from now on.
-    fn membarrier_failed(&self) {
-        if let Some(h) = self.registry.get::<RegistryHeader>(0) {
-            h.senders_fence.store(1, Ordering::SeqCst);
-        }
-        std::sync::atomic::fence(Ordering::SeqCst);
     }
 
     /// The heavy side of the asymmetric barrier pairs (wake-up, `gate`): forces a full barrier on every running thread of

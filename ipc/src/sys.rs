@@ -288,9 +288,9 @@ pub(crate) fn membarrier_global() -> bool {
 
 /// The slow global barrier (`MEMBARRIER_CMD_GLOBAL`): every thread of every
 /// process on the machine passes through a full barrier before it returns
-/// (an RCU grace period, milliseconds). Needs no registration; used once, by
-/// a heavy side whose expedited barrier failed mid-run, to cover the light
-/// sides that checked the mode before the namespace fell back to fences.
+/// (an RCU grace period, milliseconds). Needs no registration; used by a
+/// heavy side that cannot issue the expedited one while the namespace's
+/// switch to fences is under way (`shmex_core::barrier_mode`).
 /// False where the kernel lacks it (e.g. `nohz_full` CPUs).
 pub(crate) fn membarrier_slow() -> bool {
     // SAFETY: as in membarrier_register.
@@ -308,8 +308,8 @@ mod tests {
 
     #[test]
     fn slow_global_barrier_is_available() {
-        // The fallback a failed expedited barrier relies on (see
-        // `NodeInner::heavy_side`): supported by the kernels we run on.
+        // What completes a switch to fences when the expedited barrier is
+        // unavailable (`barrier_mode::heavy_side`): supported here.
         assert!(membarrier_slow());
     }
 

@@ -266,19 +266,9 @@ impl ExchangeInner {
         let mut held = vec![0u32; live.len()];
         for i in 0..self.limits.queue_depth {
             let Some(e) = self.task_entry(i) else { break };
-            let Ok(w) = e.load() else {
+            if e.resolve_dead(alive, max).is_err() {
                 e.init();
                 continue;
-            };
-            match w.state {
-                // No live submitter is inside an operation: its submit died.
-                TaskState::Reserved => {
-                    let _ = e.cancel_reservation(w.holder);
-                }
-                TaskState::Delivered if !alive(w.holder) => {
-                    let _ = e.requeue_from(w.holder, max);
-                }
-                _ => {}
             }
             let Ok(w) = e.load() else { continue };
             if w.state == TaskState::Free {
