@@ -236,7 +236,11 @@ impl ExchangeInner {
                 };
                 if let Some(p) = self.port(i) {
                     // The client frees its slot when it receives this.
-                    if self.deliver(i, p.node.load(Ordering::Relaxed), &d).is_ok() {
+                    let (generation, node) = (
+                        p.generation.load(Ordering::Relaxed),
+                        p.node.load(Ordering::Relaxed),
+                    );
+                    if self.deliver(i, generation, node, &d).is_ok() {
                         let aborted = if state == crate::layout::STREAM_CANCELLED {
                             crate::layout::STREAM_CANCELLED
                         } else {
