@@ -284,6 +284,10 @@ pub(crate) struct ExchangeInner {
     regions: Regions,
     /// This process's last reading of each port's return-ring head.
     return_heads: Box<[AtomicU32]>,
+    /// Which of this process's ports are inside a data-path operation
+    /// ([`enter`](Self::enter)): the process's own record, which a value
+    /// forged into a port's shared `busy` word cannot change.
+    in_op: Box<[std::sync::atomic::AtomicBool]>,
     /// This handle's entry in the users table ([`NO_USER`]: none).
     pub(crate) user: u32,
     /// When this process last emptied the ports' caches for a dry loan
@@ -298,7 +302,9 @@ pub(crate) const UNKNOWN_HEAD: u32 = u32::MAX;
 /// A data-path operation in progress on one port ([`ExchangeInner::enter`]);
 /// ends when dropped.
 pub(crate) struct OpGuard<'a> {
-    busy: Option<&'a AtomicU32>,
+    /// The port's shared counter and this process's in-operation flag;
+    /// `None` for a nested guard.
+    busy: Option<(&'a AtomicU32, &'a std::sync::atomic::AtomicBool)>,
 }
 
 impl OpGuard<'_> {
@@ -311,8 +317,9 @@ impl OpGuard<'_> {
 
 impl Drop for OpGuard<'_> {
     fn drop(&mut self) {
-        if let Some(b) = self.busy {
+        if let Some((b, in_op)) = self.busy {
             gate::exit(b);
+            in_op.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -705,6 +712,9 @@ impl ExchangeInner {
             return_heads: (0..limits.max_ports)
                 .map(|_| AtomicU32::new(UNKNOWN_HEAD))
                 .collect(),
+            in_op: (0..limits.max_ports)
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             user: NO_USER,
             last_flush_ms: std::sync::atomic::AtomicU64::new(0),
         })
@@ -955,16 +965,45 @@ impl ExchangeInner {
     /// reclaim pass waits for the operation to end, and waits while a pass
     /// runs. Fails when the exchange is down. Nested calls on the same port
     /// (a release inside a send) join the outer operation.
+    ///
+    /// Whether the port is inside an operation is this process's own record
+    /// (`in_op`), not the shared counter: an odd value forged into a live
+    /// port's counter used to make its owner take every later operation for
+    /// a nested one, never move the counter again, and so hold off every
+    /// reclaim pass (each gave up after its idle wait) for the owner's life.
+    /// Now the owner's next operation puts the counter back to even first;
+    /// until then the port looks like one whose owner is stopped.
     pub(crate) fn enter(&self, port: u32) -> Result<OpGuard<'_>, Down> {
-        let (Some(slot), Some(h)) = (self.port(port), self.header()) else {
+        let (Some(slot), Some(h), Some(in_op)) = (
+            self.port(port),
+            self.header(),
+            self.in_op.get(port as usize),
+        ) else {
             return Ok(OpGuard { busy: None });
         };
+        if in_op.load(Ordering::Relaxed) {
+            return Ok(OpGuard { busy: None });
+        }
         let busy = &slot.spare.busy;
+        if gate::is_busy(busy) {
+            // Not ours: another process wrote it. Release, as `gate::exit`.
+            busy.store(
+                busy.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Release,
+            );
+        }
         for _ in 0..MAX_PAUSED_ROUNDS {
             // The Dekker handshake with reclaim's pause (see `gate`): with
             // `membarrier` on the reclaimer's side, a compiler fence here.
             match gate::enter(busy, &h.state.0, self.node.asymmetric()) {
-                gate::Enter::Entered => return Ok(OpGuard { busy: Some(busy) }),
+                gate::Enter::Entered => {
+                    in_op.store(true, Ordering::Relaxed);
+                    return Ok(OpGuard {
+                        busy: Some((busy, in_op)),
+                    });
+                }
+                // Only when another process forged an odd value just now:
+                // joined without a record, the next operation repairs it.
                 gate::Enter::Nested => return Ok(OpGuard { busy: None }),
                 gate::Enter::Down => return Err(Down::Down),
                 gate::Enter::Corrupt => {
