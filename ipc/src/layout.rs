@@ -172,6 +172,9 @@ impl StreamSlot {
 pub(crate) struct PortSlot {
     pub state: AtomicU32,
     pub role: AtomicU32,
+    /// Bumped on every attach, before the other fields are written: an
+    /// address names it, and every descriptor pushed into the inbox carries
+    /// its low bits (`exchange::stamp`); the port discards the others.
     pub generation: AtomicU32,
     /// Registry index of the owning node (whose wait word to wake).
     pub node: AtomicU32,

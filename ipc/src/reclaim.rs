@@ -366,7 +366,10 @@ impl ExchangeInner {
     /// operation that may have seen it attached has ended, so that nothing
     /// is pushed into its inbox or return ring after the final drain. Gives
     /// up after [`IDLE_WAIT`] (a stopped process); the next reclaim pass
-    /// then sweeps what it pushed.
+    /// (or attach, which drains the slot) then sweeps what it pushed, and
+    /// what it pushes after a new port took the slot carries the old
+    /// generation's stamp, which the new port discards
+    /// ([`stamp`](crate::exchange::stamp)).
     pub(crate) fn grace_period(&self, leaving: u32) {
         gate::grace_fence();
         self.node.heavy_barrier();

@@ -1203,6 +1203,68 @@ mod tests {
         finish(ns, node, ex);
     }
 
+    /// The same for a request: a client that picked its server and stalled
+    /// past the server's detach pushed into the next server of that slot.
+    /// Now the new server passes over it and the request fails towards its
+    /// client once (`ServerGone`), as if the old server's drain had found it.
+    #[test]
+    fn a_late_request_to_a_reused_server_slot_fails_once() {
+        let ns = format!("unit-request-{}", std::process::id());
+        let (node, ex) = exchange(&ns);
+        let s1 = ex.server().expect("first server");
+        let slot = s1.core.index;
+        let client = ex.client().expect("client");
+        let op = client.core.enter().expect("enter");
+        let mut servers = Targets::default();
+        servers.refresh(&ex.inner, Role::Server);
+        assert_eq!(servers.list.len(), 1);
+        let loan = client.core.loan_copy(b"for s1").expect("loan");
+        drop(s1);
+        let s2 = ex.server().expect("second server");
+        assert_eq!(s2.core.index, slot, "the slot is re-used");
+        let (chunk, len, owner) = loan.into_raw();
+        let d = Descriptor {
+            chunk,
+            len,
+            flags: FLAG_REQUEST | FLAG_SOLE | owner,
+            tag: 9,
+            meta: client.core.address(),
+        };
+        ex.inner
+            .deliver_to(&mut servers.list[0], &d)
+            .expect("pushed");
+        client.outstanding.set(1);
+        client.pending.borrow_mut().push(Pending {
+            tag: 9,
+            owner: servers.list[0].owner,
+            reserved: 1,
+            doomed: false,
+        });
+        drop(op);
+        let got = s2
+            .try_receive()
+            .expect("receive")
+            .map(|r| r.sample.to_vec());
+        assert!(
+            got.is_none(),
+            "a request for the slot's previous server reached the new one: {got:?}"
+        );
+        assert_eq!(misaddressed(&ex), 1);
+        match client.try_receive() {
+            Err(RecvError::RequestFailed { tag: 9, reason }) => {
+                assert_eq!(reason, FailReason::ServerGone)
+            }
+            other => panic!(
+                "expected the request to fail: {:?}",
+                other.map(|s| s.is_some())
+            ),
+        }
+        assert!(client.try_receive().expect("receive").is_none());
+        assert_eq!(client.outstanding(), 0);
+        drop((client, s2));
+        finish(ns, node, ex);
+    }
+
     /// The same for a chunk of a response stream: the server checked its
     /// window (client attached) in one operation and pushed in the next;
     /// the client left and another took its slot in between, and received a
