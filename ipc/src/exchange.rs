@@ -286,8 +286,9 @@ pub(crate) struct ExchangeInner {
     return_heads: Box<[AtomicU32]>,
     /// Which of this process's ports are inside a data-path operation
     /// ([`enter`](Self::enter)): the process's own record, which a value
-    /// forged into a port's shared `busy` word cannot change.
-    in_op: Box<[std::sync::atomic::AtomicBool]>,
+    /// forged into a port's shared `busy` word cannot change. One line per
+    /// port: threads with ports of their own do not share it.
+    in_op: Box<[crossbeam_utils::CachePadded<std::sync::atomic::AtomicBool>]>,
     /// This handle's entry in the users table ([`NO_USER`]: none).
     pub(crate) user: u32,
     /// When this process last emptied the ports' caches for a dry loan
@@ -713,7 +714,9 @@ impl ExchangeInner {
                 .map(|_| AtomicU32::new(UNKNOWN_HEAD))
                 .collect(),
             in_op: (0..limits.max_ports)
-                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .map(|_| {
+                    crossbeam_utils::CachePadded::new(std::sync::atomic::AtomicBool::new(false))
+                })
                 .collect(),
             user: NO_USER,
             last_flush_ms: std::sync::atomic::AtomicU64::new(0),
@@ -977,7 +980,7 @@ impl ExchangeInner {
         let (Some(slot), Some(h), Some(in_op)) = (
             self.port(port),
             self.header(),
-            self.in_op.get(port as usize),
+            self.in_op.get(port as usize).map(|f| &**f),
         ) else {
             return Ok(OpGuard { busy: None });
         };
