@@ -284,6 +284,11 @@ pub(crate) struct ExchangeInner {
     regions: Regions,
     /// This process's last reading of each port's return-ring head.
     return_heads: Box<[AtomicU32]>,
+    /// Which of this process's ports are inside a data-path operation
+    /// ([`enter`](Self::enter)): the process's own record, which a value
+    /// forged into a port's shared `busy` word cannot change. One line per
+    /// port: threads with ports of their own do not share it.
+    in_op: Box<[crossbeam_utils::CachePadded<std::sync::atomic::AtomicBool>]>,
     /// This handle's entry in the users table ([`NO_USER`]: none).
     pub(crate) user: u32,
     /// When this process last emptied the ports' caches for a dry loan
@@ -297,7 +302,9 @@ pub(crate) use shmex_core::recycle::UNKNOWN_HEAD;
 /// A data-path operation in progress on one port ([`ExchangeInner::enter`]);
 /// ends when dropped.
 pub(crate) struct OpGuard<'a> {
-    busy: Option<&'a AtomicU32>,
+    /// The port's shared counter and this process's in-operation flag;
+    /// `None` for a nested guard.
+    busy: Option<(&'a AtomicU32, &'a std::sync::atomic::AtomicBool)>,
 }
 
 impl OpGuard<'_> {
@@ -310,8 +317,9 @@ impl OpGuard<'_> {
 
 impl Drop for OpGuard<'_> {
     fn drop(&mut self) {
-        if let Some(b) = self.busy {
+        if let Some((b, in_op)) = self.busy {
             gate::exit(b);
+            in_op.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -704,6 +712,11 @@ impl ExchangeInner {
             return_heads: (0..limits.max_ports)
                 .map(|_| AtomicU32::new(UNKNOWN_HEAD))
                 .collect(),
+            in_op: (0..limits.max_ports)
+                .map(|_| {
+                    crossbeam_utils::CachePadded::new(std::sync::atomic::AtomicBool::new(false))
+                })
+                .collect(),
             user: NO_USER,
             last_flush_ms: std::sync::atomic::AtomicU64::new(0),
         })
@@ -954,16 +967,45 @@ impl ExchangeInner {
     /// reclaim pass waits for the operation to end, and waits while a pass
     /// runs. Fails when the exchange is down. Nested calls on the same port
     /// (a release inside a send) join the outer operation.
+    ///
+    /// Whether the port is inside an operation is this process's own record
+    /// (`in_op`), not the shared counter: an odd value forged into a live
+    /// port's counter used to make its owner take every later operation for
+    /// a nested one, never move the counter again, and so hold off every
+    /// reclaim pass (each gave up after its idle wait) for the owner's life.
+    /// Now the owner's next operation puts the counter back to even first;
+    /// until then the port looks like one whose owner is stopped.
     pub(crate) fn enter(&self, port: u32) -> Result<OpGuard<'_>, Down> {
-        let (Some(slot), Some(h)) = (self.port(port), self.header()) else {
+        let (Some(slot), Some(h), Some(in_op)) = (
+            self.port(port),
+            self.header(),
+            self.in_op.get(port as usize).map(|f| &**f),
+        ) else {
             return Ok(OpGuard { busy: None });
         };
+        if in_op.load(Ordering::Relaxed) {
+            return Ok(OpGuard { busy: None });
+        }
         let busy = &slot.spare.busy;
+        if gate::is_busy(busy) {
+            // Not ours: another process wrote it. Release, as `gate::exit`.
+            busy.store(
+                busy.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Release,
+            );
+        }
         for _ in 0..MAX_PAUSED_ROUNDS {
             // The Dekker handshake with reclaim's pause (see `gate`): with
             // `membarrier` on the reclaimer's side, a compiler fence here.
             match gate::enter_with(busy, &h.state.0, || self.node.asymmetric()) {
-                gate::Enter::Entered => return Ok(OpGuard { busy: Some(busy) }),
+                gate::Enter::Entered => {
+                    in_op.store(true, Ordering::Relaxed);
+                    return Ok(OpGuard {
+                        busy: Some((busy, in_op)),
+                    });
+                }
+                // Only when another process forged an odd value just now:
+                // joined without a record, the next operation repairs it.
                 gate::Enter::Nested => return Ok(OpGuard { busy: None }),
                 gate::Enter::Down => return Err(Down::Down),
                 gate::Enter::Corrupt => {
@@ -1059,23 +1101,30 @@ impl ExchangeInner {
             .count() as u32
     }
 
-    /// Pushes `d` into port `port`'s inbox and wakes its node.
-    pub fn deliver(&self, port: u32, node: u32, d: &Descriptor) -> Result<(), PushError> {
+    /// Pushes `d` into the inbox of port `port`, addressed to its attachment
+    /// `generation` (see [`stamp`]), and wakes its node.
+    pub fn deliver(
+        &self,
+        port: u32,
+        generation: u32,
+        node: u32,
+        d: &Descriptor,
+    ) -> Result<(), PushError> {
         let ring = self
             .ring(port)
             .ok_or(PushError::Corrupt(Corrupt("port index out of range")))?;
-        ring.push(d)?;
+        ring.push(&stamped(d, generation))?;
         self.node.wake(node);
         Ok(())
     }
 
-    /// Pushes `d` to a cached target (using its cached ring head) and wakes
-    /// its node.
+    /// Pushes `d` to a cached target (using its cached ring head), addressed
+    /// to the attachment the target was read from, and wakes its node.
     pub fn deliver_to(&self, target: &mut Target, d: &Descriptor) -> Result<(), PushError> {
         let ring = self
             .ring(target.index)
             .ok_or(PushError::Corrupt(Corrupt("port index out of range")))?;
-        ring.push_cached(d, &mut target.head)?;
+        ring.push_cached(&stamped(d, target.generation), &mut target.head)?;
         self.node.wake(target.node);
         Ok(())
     }
@@ -1409,15 +1458,45 @@ pub(crate) const FLAG_ASK: u32 = 512;
 /// server's port directly.
 pub(crate) const FLAG_ANSWER: u32 = 1024;
 
+/// First bit of the loaning port in descriptor flags (bits 0..11 are the
+/// flags above, 11..21 the address stamp, 21..32 the owner).
+const OWNER_SHIFT: u32 = 21;
+/// First bit of the address stamp in descriptor flags.
+const STAMP_SHIFT: u32 = 11;
+/// Descriptor flags bits holding the address stamp ([`stamp`]).
+pub(crate) const STAMP_MASK: u32 = (1 << OWNER_SHIFT) - (1 << STAMP_SHIFT);
+
 /// Descriptor flags bits naming the port that loaned the chunk (`owner + 1`
-/// in the high 16 bits, 0 for none).
+/// in the high 11 bits, 0 for none; `max_ports` is at most 1024).
 pub(crate) fn owner_flags(owner: Option<u32>) -> u32 {
-    owner.map_or(0, |o| (o + 1) << 16)
+    owner.map_or(0, |o| (o + 1) << OWNER_SHIFT)
 }
 
 /// The loaning port encoded in descriptor flags.
 pub(crate) fn flags_owner(flags: u32) -> Option<u32> {
-    (flags >> 16).checked_sub(1)
+    (flags >> OWNER_SHIFT).checked_sub(1)
+}
+
+/// The address stamp of a port attachment: the low 10 bits of its
+/// generation, in descriptor flags bits 11..21. Every push into an inbox
+/// ([`ExchangeInner::deliver`], [`ExchangeInner::deliver_to`]) stamps the
+/// descriptor with the generation of the port it was addressed to, read when
+/// the sender looked the port up; the inbox's owner passes over every
+/// descriptor whose stamp is not its own ([`PortCore::pop`]). So a sender
+/// that looked a port up, stalled past the grace period of its detach, and
+/// pushed after another port re-used the slot delivers nothing to the new
+/// port. (A stamp repeats after 1024 attachments of one slot, each of which
+/// first waits out a grace period and a reclaim pass for the stalled sender.)
+pub(crate) fn stamp(generation: u32) -> u32 {
+    (generation << STAMP_SHIFT) & STAMP_MASK
+}
+
+/// `d` addressed to the port attachment `generation`.
+fn stamped(d: &Descriptor, generation: u32) -> Descriptor {
+    Descriptor {
+        flags: d.flags & !STAMP_MASK | stamp(generation),
+        ..*d
+    }
 }
 
 /// Packs a port address (index and generation) into a descriptor word.
@@ -1499,6 +1578,14 @@ impl ExchangeInner {
         // Senders that saw the previous owner may have pushed after it left.
         self.drain(index);
         self.drain_returns(index);
+        // The generation moves first, then a release fence: a sender's
+        // `Targets::refresh` that reads any field below as written here
+        // re-reads the generation and sees it moved. Descriptors pushed by a
+        // sender that looked up an earlier generation are passed over by
+        // this port ([`stamp`]).
+        let generation = slot.generation.load(Ordering::Relaxed).wrapping_add(1);
+        slot.generation.store(generation, Ordering::Release);
+        std::sync::atomic::fence(Ordering::Release);
         slot.role.store(role as u32, Ordering::Relaxed);
         slot.node.store(self.node.index, Ordering::Relaxed);
         slot.pid.store(self.node.pid, Ordering::Relaxed);
@@ -1513,8 +1600,6 @@ impl ExchangeInner {
         slot.pattern_len
             .store(pattern.len() as u32, Ordering::Relaxed);
         store_bytes(&slot.pattern, pattern);
-        let generation = slot.generation.load(Ordering::Relaxed).wrapping_add(1);
-        slot.generation.store(generation, Ordering::Relaxed);
         slot.state.store(PORT_ACTIVE, Ordering::Release);
         if let Some(h) = self.header() {
             h.ports_epoch.fetch_add(1, Ordering::AcqRel);
@@ -1541,11 +1626,28 @@ impl ExchangeInner {
         let Some(ring) = self.ring(index) else { return };
         // At most one lap: a hostile writer cannot keep the loop going.
         for d in std::iter::from_fn(|| ring.pop()).take(ring.capacity() as usize) {
-            if d.flags & FLAG_REQUEST != 0 {
-                self.fail_request(d.meta, d.tag, crate::error::FailReason::ServerGone);
-            }
-            self.release_descriptor(&d);
+            self.discard(&d);
         }
+    }
+
+    /// Drops a queued descriptor nobody will receive: its chunk is released,
+    /// and a request fails towards its client.
+    fn discard(&self, d: &Descriptor) {
+        if d.flags & FLAG_REQUEST != 0 {
+            self.fail_request(d.meta, d.tag, crate::error::FailReason::ServerGone);
+        }
+        self.release_descriptor(d);
+    }
+
+    /// A port popped (or a client matched to its stream slot) a descriptor
+    /// addressed to an earlier attachment of its slot, or to an earlier
+    /// stream: it is discarded ([`discard`](Self::discard)) and counted in
+    /// the header's `misaddressed`.
+    pub(crate) fn misaddressed(&self, d: &Descriptor) {
+        if let Some(h) = self.header() {
+            h.misaddressed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.discard(d);
     }
 
     /// Tells the client at `reply` that request `tag` will not be answered.
@@ -1558,7 +1660,7 @@ impl ExchangeInner {
             meta: 0,
         };
         if let Some(node) = self.reply_target(reply) {
-            let _ = self.deliver(address_port(reply), node, &d);
+            let _ = self.deliver(address_port(reply), address_generation(reply), node, &d);
         }
     }
 
@@ -1757,17 +1859,24 @@ impl PortCore {
     }
 
     /// Pops the next descriptor from this port's inbox, passing over the
-    /// void ones reclaim left where a dead sender's push never finished.
+    /// void ones reclaim left where a dead sender's push never finished, and
+    /// the misaddressed ones: stamped for another attachment of this slot
+    /// ([`stamp`]), which are discarded ([`ExchangeInner::misaddressed`]).
     /// Passes over at most one ring's worth of them per call (more than a
     /// lap of void slots means corrupt ring words): `None` then, and the next
     /// call goes on, so a receive never loops on what shared words say.
     pub fn pop(&self) -> Option<Descriptor> {
         let ring = self.ring()?;
+        let mine = stamp(self.generation);
         for _ in 0..ring.capacity() {
             let d = ring.pop()?;
-            if d.flags & FLAG_VOID == 0 {
+            if d.flags & FLAG_VOID != 0 {
+                continue;
+            }
+            if d.flags & STAMP_MASK == mine {
                 return Some(d);
             }
+            self.ex.misaddressed(&d);
         }
         None
     }
@@ -1834,6 +1943,9 @@ pub(crate) struct Targets {
 /// One port a sender delivers to.
 pub(crate) struct Target {
     pub index: u32,
+    /// The port's generation when the target was read: deliveries are
+    /// stamped with it ([`stamp`]).
+    pub generation: u32,
     pub node: u32,
     pub tag: u64,
     pub topic: Option<crate::topic::Topic>,
@@ -1879,6 +1991,11 @@ impl Targets {
         self.last_key = None;
         for i in 0..ex.limits.max_ports {
             let Some(p) = ex.port(i) else { break };
+            // Read like a seqlock: the generation first, the fields, then
+            // the generation again (`attach` moves it before it writes
+            // them), so a target never pairs one attachment's generation
+            // with the next one's pattern or node.
+            let generation = p.generation.load(Ordering::Acquire);
             if p.state.load(Ordering::Acquire) != PORT_ACTIVE
                 || p.role.load(Ordering::Relaxed) != role as u32
             {
@@ -1899,14 +2016,22 @@ impl Targets {
                 None
             };
             let Some(ring) = ex.ring(i) else { break };
-            self.list.push(Target {
+            let target = Target {
                 index: i,
+                generation,
                 node: p.node.load(Ordering::Relaxed),
                 tag: p.tag.load(Ordering::Relaxed),
                 topic,
                 head: ring.head(),
                 owner: p.owner.load(Ordering::Relaxed),
-            });
+            };
+            std::sync::atomic::fence(Ordering::Acquire);
+            if p.generation.load(Ordering::Relaxed) != generation {
+                // Re-attached meanwhile (the epoch moved too): the next
+                // refresh reads the new port.
+                continue;
+            }
+            self.list.push(target);
         }
         self.epoch = Some(epoch);
     }

@@ -10,7 +10,7 @@ use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Version of the segment layout; bumped on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// First 8 bytes of every shmex segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMEX\0\0\x01");
 /// Segment kind: the namespace registry.
@@ -118,6 +118,11 @@ pub(crate) struct ExchangeHeader {
     /// Chunk records found wrong and left alone (a chunk twice in a cache,
     /// a cached chunk still referenced); a reclaim pass recounts them.
     pub corrupt_chunks: AtomicU64,
+    /// Descriptors a port passed over because they were addressed to an
+    /// earlier attachment of its slot, or to an earlier stream of a stream
+    /// slot (a sender that stalled past a detach's grace period): released,
+    /// requests failed towards their clients.
+    pub misaddressed: AtomicU64,
     pub users: [UserSlot; MAX_USERS as usize],
     /// [`EX_PAUSED`] and [`EX_DOWN`], on a line of its own: every data-path
     /// operation reads it, only reclaim writes it.
@@ -167,6 +172,9 @@ impl StreamSlot {
 pub(crate) struct PortSlot {
     pub state: AtomicU32,
     pub role: AtomicU32,
+    /// Bumped on every attach, before the other fields are written: an
+    /// address names it, and every descriptor pushed into the inbox carries
+    /// its low bits (`exchange::stamp`); the port discards the others.
     pub generation: AtomicU32,
     /// Registry index of the owning node (whose wait word to wake).
     pub node: AtomicU32,

@@ -223,6 +223,7 @@ waitable!(Subscriber);
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::{Limits, Node, Pattern};
 
     /// A return ring that lists one chunk twice (forged, or corrupted) made
@@ -250,6 +251,69 @@ mod tests {
         assert_ne!(a.chunk, b.chunk, "one chunk loaned twice");
         drop((a, b));
         drop((p, ex, node));
+        let left: Vec<_> = crate::Namespace::new(crate::DEFAULT_ROOT, ns).segment_files();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// Issue 12 item 7: a publisher that looked its subscribers up, then
+    /// stalled inside its operation past the grace period of a subscriber's
+    /// detach, pushed into the inbox of the port that re-used the slot: the
+    /// new subscriber received a publication its pattern does not match.
+    /// The stall is made deterministic by holding the publisher's operation
+    /// open across the detach and the new attach, and pushing to the target
+    /// it resolved before (what `publish_loan` does after its lookup).
+    #[test]
+    fn a_late_publication_to_a_reused_slot_is_not_delivered() {
+        let ns = format!("unit-reuse-{}", std::process::id());
+        let node = Node::builder("t").namespace(&ns).create().expect("node");
+        let limits = Limits {
+            chunk_size: 64,
+            chunk_count: 4,
+            queue_depth: 4,
+            max_ports: 2,
+            ..Limits::default()
+        };
+        let ex = node
+            .create_exchange("x", Pattern::PublishSubscribe, limits)
+            .expect("create");
+        let p = ex.publisher().expect("publisher");
+        let s1 = ex.subscriber("a.*", 1).expect("first subscriber");
+        let slot = s1.core.index;
+        let inner = &p.core.ex;
+        let op = p.core.enter().expect("enter");
+        let mut targets = crate::exchange::Targets::default();
+        targets.refresh(inner, crate::exchange::Role::Subscriber);
+        targets.match_key("a.x").expect("key");
+        assert_eq!(targets.matched.len(), 1);
+        let loan = p.core.loan_copy(b"for a.*").expect("loan");
+        let (chunk, len, owner) = loan.into_raw();
+        // The subscriber leaves (its grace period gives up on the open
+        // operation) and another one takes its slot.
+        drop(s1);
+        let s2 = ex.subscriber("b.*", 2).expect("second subscriber");
+        assert_eq!(s2.core.index, slot, "the slot is re-used");
+        let d = Descriptor {
+            chunk,
+            len,
+            flags: crate::exchange::FLAG_PUBLISH | FLAG_SOLE | owner,
+            tag: 1,
+            meta: u64::from(p.core.index),
+        };
+        let t = &mut targets.list[targets.matched[0]];
+        if inner.deliver_to(t, &d).is_err() {
+            inner.give_back(chunk);
+        }
+        drop(op);
+        let got = s2.try_receive().expect("receive").map(|s| s.to_vec());
+        assert!(
+            got.is_none(),
+            "a publication for the slot's previous subscriber reached the new one: {got:?}"
+        );
+        let h = inner.header().expect("header");
+        assert_eq!(h.misaddressed.load(Ordering::Relaxed), 1);
+        drop((s2, p));
+        assert_eq!(ex.chunks_free(), limits.chunk_count, "the chunk came back");
+        drop((ex, node));
         let left: Vec<_> = crate::Namespace::new(crate::DEFAULT_ROOT, ns).segment_files();
         assert!(left.is_empty(), "{left:?}");
     }

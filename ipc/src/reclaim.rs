@@ -236,7 +236,11 @@ impl ExchangeInner {
                 };
                 if let Some(p) = self.port(i) {
                     // The client frees its slot when it receives this.
-                    if self.deliver(i, p.node.load(Ordering::Relaxed), &d).is_ok() {
+                    let (generation, node) = (
+                        p.generation.load(Ordering::Relaxed),
+                        p.node.load(Ordering::Relaxed),
+                    );
+                    if self.deliver(i, generation, node, &d).is_ok() {
                         let aborted = if state == crate::layout::STREAM_CANCELLED {
                             crate::layout::STREAM_CANCELLED
                         } else {
@@ -362,7 +366,10 @@ impl ExchangeInner {
     /// operation that may have seen it attached has ended, so that nothing
     /// is pushed into its inbox or return ring after the final drain. Gives
     /// up after [`IDLE_WAIT`] (a stopped process); the next reclaim pass
-    /// then sweeps what it pushed.
+    /// (or attach, which drains the slot) then sweeps what it pushed, and
+    /// what it pushes after a new port took the slot carries the old
+    /// generation's stamp, which the new port discards
+    /// ([`stamp`](crate::exchange::stamp)).
     pub(crate) fn grace_period(&self, leaving: u32) {
         gate::grace_fence();
         self.node.heavy_barrier();

@@ -265,7 +265,8 @@ impl Client {
             tag: question.tag(),
             meta: self.core.address(),
         };
-        match ex.deliver(address_port(server), p.node.load(Ordering::Relaxed), &d) {
+        let node = p.node.load(Ordering::Relaxed);
+        match ex.deliver(address_port(server), address_generation(server), node, &d) {
             Ok(()) => {
                 self.core.after_send();
                 Ok(())
@@ -333,23 +334,27 @@ impl Client {
         let ex = &self.core.ex;
         let slot_index = d.meta as u32;
         let generation = (d.meta >> 32) as u32;
-        let slot = ex
+        let Some(slot) = ex
             .stream_slot(self.core.index, slot_index)
-            .filter(|s| s.generation.load(Ordering::Acquire) == generation);
-        let cancelled = slot.is_some_and(|s| s.state.load(Ordering::Acquire) == STREAM_CANCELLED);
+            .filter(|s| s.generation.load(Ordering::Acquire) == generation)
+        else {
+            // A part or marker of a stream whose slot moved on: never this
+            // client's to see.
+            ex.misaddressed(d);
+            return Ok(None);
+        };
+        let cancelled = slot.state.load(Ordering::Acquire) == STREAM_CANCELLED;
         if d.flags & (FLAG_END | FLAG_FAILED) == 0 {
             let mut s = Sample::from_descriptor(&self.core, d)?;
             s.kind = crate::sample::Kind::StreamChunk;
-            s.stream = slot.map(|_| (slot_index, generation));
+            s.stream = Some((slot_index, generation));
             if cancelled {
                 return Ok(None); // dropped here: released unread
             }
             return Ok(Some(s));
         }
         // The stream is over: free its slot, settle the request.
-        if let Some(slot) = slot {
-            slot.free();
-        }
+        slot.free();
         let known = self.settle(d.tag);
         if cancelled || !known {
             return Ok(None);
@@ -597,6 +602,7 @@ impl Server {
         let port = address_port(reply);
         let mut target = Target {
             index: port,
+            generation: address_generation(reply),
             node,
             tag: 0,
             topic: None,
@@ -1015,6 +1021,12 @@ impl<'a> ResponseStream<'a> {
         loop {
             {
                 let _op = self.server.core.enter().map_err(|e| E::Send(e.into()))?;
+                // Inside the operation: a client that frees the slot (its
+                // port leaving) waits out this push in its grace period and
+                // drains it; later pushes see the slot moved on.
+                if self.slot().is_none() {
+                    return Err(E::ClientGone);
+                }
                 match self.server.push_reply(self.reply, self.node, d) {
                     Ok(()) => {
                         sent();
@@ -1096,5 +1108,208 @@ impl Waitable for ResponseStream<'_> {
     }
     fn wait_node(&self) -> WaitNode {
         WaitNode(self.server.core.ex.node.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Limits, Node, Pattern};
+
+    fn exchange(ns: &str) -> (Node, Exchange) {
+        let node = Node::builder("t").namespace(ns).create().expect("node");
+        let limits = Limits {
+            chunk_size: 64,
+            chunk_count: 8,
+            queue_depth: 8,
+            max_ports: 2,
+            ..Limits::default()
+        };
+        let ex = node
+            .create_exchange("x", Pattern::RequestResponse, limits)
+            .expect("create");
+        (node, ex)
+    }
+
+    fn finish(ns: String, node: Node, ex: Exchange) {
+        assert_eq!(
+            ex.chunks_free(),
+            ex.limits().chunk_count,
+            "every chunk came back"
+        );
+        drop((ex, node));
+        let left: Vec<_> = crate::Namespace::new(crate::DEFAULT_ROOT, ns).segment_files();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    fn misaddressed(ex: &Exchange) -> u64 {
+        let h = ex.inner.header().expect("header");
+        h.misaddressed.load(Ordering::Relaxed)
+    }
+
+    /// Issue 12 item 7: a server that looked its client up (`reply_target`)
+    /// and stalled inside its operation past the grace period of the
+    /// client's detach pushed the response into the inbox of the next
+    /// client of that slot, which took it for the answer to its own request
+    /// of the same tag. The stall is made deterministic by holding the
+    /// server's operation open across the detach and the new attach.
+    #[test]
+    fn a_late_response_to_a_reused_client_slot_is_not_delivered() {
+        let ns = format!("unit-reply-{}", std::process::id());
+        let (node, ex) = exchange(&ns);
+        let server = ex.server().expect("server");
+        let c1 = ex.client().expect("first client");
+        let slot = c1.core.index;
+        c1.request(7, b"c1").expect("request");
+        let req = server.try_receive().expect("receive").expect("a request");
+        let reply = req.reply;
+        let op = server.core.enter().expect("enter");
+        let node_index = ex.inner.reply_target(reply).expect("client attached");
+        let loan = server.core.loan_copy(b"for c1").expect("loan");
+        drop(c1);
+        let c2 = ex.client().expect("second client");
+        assert_eq!(c2.core.index, slot, "the slot is re-used");
+        c2.request(7, b"c2").expect("request");
+        let (chunk, len, owner) = loan.into_raw();
+        let d = Descriptor {
+            chunk,
+            len,
+            flags: FLAG_RESPONSE | FLAG_SOLE | owner,
+            tag: 7,
+            meta: 0,
+        };
+        if server.push_reply(reply, node_index, &d).is_err() {
+            ex.inner.give_back(chunk);
+        }
+        drop(op);
+        drop(req); // its client is gone: nothing to tell
+        let got = c2.try_receive().expect("receive").map(|s| s.to_vec());
+        assert!(
+            got.is_none(),
+            "the response to the slot's previous client reached the new one: {got:?}"
+        );
+        assert_eq!(misaddressed(&ex), 1);
+        // The new client's own request is still answered.
+        let req = server
+            .try_receive()
+            .expect("receive")
+            .expect("c2's request");
+        assert_eq!(&*req.sample, b"c2");
+        req.respond(b"for c2").expect("respond");
+        let got = c2.try_receive().expect("receive").expect("its response");
+        assert_eq!(&*got, b"for c2");
+        drop(got);
+        drop((c2, server));
+        finish(ns, node, ex);
+    }
+
+    /// The same for a request: a client that picked its server and stalled
+    /// past the server's detach pushed into the next server of that slot.
+    /// Now the new server passes over it and the request fails towards its
+    /// client once (`ServerGone`), as if the old server's drain had found it.
+    #[test]
+    fn a_late_request_to_a_reused_server_slot_fails_once() {
+        let ns = format!("unit-request-{}", std::process::id());
+        let (node, ex) = exchange(&ns);
+        let s1 = ex.server().expect("first server");
+        let slot = s1.core.index;
+        let client = ex.client().expect("client");
+        let op = client.core.enter().expect("enter");
+        let mut servers = Targets::default();
+        servers.refresh(&ex.inner, Role::Server);
+        assert_eq!(servers.list.len(), 1);
+        let loan = client.core.loan_copy(b"for s1").expect("loan");
+        drop(s1);
+        let s2 = ex.server().expect("second server");
+        assert_eq!(s2.core.index, slot, "the slot is re-used");
+        let (chunk, len, owner) = loan.into_raw();
+        let d = Descriptor {
+            chunk,
+            len,
+            flags: FLAG_REQUEST | FLAG_SOLE | owner,
+            tag: 9,
+            meta: client.core.address(),
+        };
+        ex.inner
+            .deliver_to(&mut servers.list[0], &d)
+            .expect("pushed");
+        client.outstanding.set(1);
+        client.pending.borrow_mut().push(Pending {
+            tag: 9,
+            owner: servers.list[0].owner,
+            reserved: 1,
+            doomed: false,
+        });
+        drop(op);
+        let got = s2
+            .try_receive()
+            .expect("receive")
+            .map(|r| r.sample.to_vec());
+        assert!(
+            got.is_none(),
+            "a request for the slot's previous server reached the new one: {got:?}"
+        );
+        assert_eq!(misaddressed(&ex), 1);
+        match client.try_receive() {
+            Err(RecvError::RequestFailed { tag: 9, reason }) => {
+                assert_eq!(reason, FailReason::ServerGone)
+            }
+            other => panic!(
+                "expected the request to fail: {:?}",
+                other.map(|s| s.is_some())
+            ),
+        }
+        assert!(client.try_receive().expect("receive").is_none());
+        assert_eq!(client.outstanding(), 0);
+        drop((client, s2));
+        finish(ns, node, ex);
+    }
+
+    /// The same for a chunk of a response stream: the server checked its
+    /// window (client attached) in one operation and pushed in the next;
+    /// the client left and another took its slot in between, and received a
+    /// stream chunk it never asked for. Now the push checks the stream slot
+    /// inside its operation, and the new port passes over what was addressed
+    /// to the old one.
+    #[test]
+    fn a_late_stream_chunk_to_a_reused_client_slot_is_not_delivered() {
+        let ns = format!("unit-stream-{}", std::process::id());
+        let (node, ex) = exchange(&ns);
+        let server = ex.server().expect("server");
+        let c1 = ex.client().expect("first client");
+        let slot = c1.core.index;
+        c1.request_stream(5, b"list", 2).expect("request");
+        let req = server.try_receive().expect("receive").expect("a request");
+        let mut stream = req.respond_stream().expect("stream");
+        stream.send_copy(b"one").expect("first part");
+        // Between the window check and the push of the next part:
+        drop(c1);
+        let c2 = ex.client().expect("second client");
+        assert_eq!(c2.core.index, slot, "the slot is re-used");
+        let loan = stream.loan(8).expect("loan");
+        let (chunk, len, owner) = loan.raw_parts();
+        let d = Descriptor {
+            chunk,
+            len,
+            flags: FLAG_RESPONSE | FLAG_STREAM | FLAG_SOLE | owner,
+            tag: stream.tag,
+            meta: u64::from(stream.slot) | u64::from(stream.generation) << 32,
+        };
+        let mut loan = Some(loan);
+        let pushed = stream.push(&d, None, || {
+            if let Some(l) = loan.take() {
+                l.into_raw();
+            }
+        });
+        drop(loan);
+        drop(stream);
+        let got = c2.try_receive().expect("receive").map(|s| s.to_vec());
+        assert!(
+            got.is_none(),
+            "a stream chunk for the slot's previous client reached the new one: {got:?}"
+        );
+        assert!(pushed.is_err(), "pushed to a stream slot of a client gone");
+        drop((c2, server));
+        finish(ns, node, ex);
     }
 }
