@@ -34,6 +34,7 @@ mod exchange;
 mod fanin;
 mod layout;
 mod node;
+mod owned;
 mod pubsub;
 mod reclaim;
 mod rpc;
@@ -61,11 +62,13 @@ pub use node::{
     Reclaimed, CONTROL_LOCK_WAIT, DEFAULT_HEARTBEAT, DEFAULT_NAMESPACE, DEFAULT_ROOT, DEFAULT_SPIN,
     HUNG_AFTER,
 };
+pub use owned::{OwnedLoan, OwnedSample};
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER_CHECK_INTERVAL};
 pub use sample::{Loan, Sample};
 pub use tasks::{
-    DeadLetter, Delivery, Submitter, TaskId, TaskStats, Worker, WorkerStats, PASS_OVER, PRIORITIES,
+    DeadLetter, Delivery, OwnedDelivery, Submitter, TaskId, TaskStats, Worker, WorkerStats,
+    PASS_OVER, PRIORITIES,
 };
 pub use waitset::{WaitNode, WaitSet, Waitable};
 pub use watch::{ExchangeEvent, Watch};
