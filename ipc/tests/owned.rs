@@ -204,12 +204,12 @@ fn owned_values_outlive_their_port() {
     let (a, b) = subscribers(&ex);
     let mut child = ChildProc::spawn(&ns, "publisher", &[("EXCHANGE", "own".into())]);
     child.wait_for("ready");
-    // Plain samples first, so the child's return ring caches free chunks
+    let held = round(&mut child, &a, &b, 0, 6);
+    // Plain samples after, so the child's return ring caches free chunks
     // (a dry loan then runs the cache-emptying pass).
-    drop(round(&mut child, &a, &b, 0, 4));
+    drop(round(&mut child, &a, &b, 6, 4));
     assert!(a.try_receive().expect("try_receive").is_none());
     assert!(b.try_receive().expect("try_receive").is_none());
-    let held = round(&mut child, &a, &b, 4, 6);
     let publisher = ex.publisher().expect("publisher");
     let mut loan = publisher.loan(48).expect("loan");
     loan.fill(0xA5);
@@ -360,6 +360,78 @@ fn a_process_killed_holding_owned_values_leaks_nothing() {
     assert_eq!(ex.chunks_free(), total, "chunks leaked");
     assert_loans_all_distinct(&ex, total);
     assert!(node.reclaim_dead().expect("reclaim").is_empty());
+    drop((ex, node));
+    ns.assert_clean();
+}
+
+/// Owned task deliveries acked, nacked and dropped on another thread: the
+/// worker carries the acks out at its next operation. One outlives its
+/// worker: the worker's drop requeued it, its late ack does nothing, and
+/// its slot is freed when it drops. The pool comes back whole.
+#[test]
+fn owned_deliveries_acked_on_another_thread() {
+    let ns = TestNs::new("owntasks");
+    let node = ns.node("parent");
+    let ex = node
+        .create_exchange("work", Pattern::Tasks, limits())
+        .expect("create");
+    let total = ex.limits().chunk_count;
+    let submitter = ex.submitter().expect("submitter");
+    let worker = ex.worker(6).expect("worker");
+    for tag in 0..6 {
+        submitter.submit(0, tag, &content(tag)).expect("submit");
+    }
+    let owned: Vec<OwnedDelivery> = (0..6)
+        .map(|_| worker.take().expect("take").into_owned())
+        .collect();
+    std::thread::spawn(move || {
+        for d in owned {
+            assert_eq!(words(&d), words(&content(d.tag())), "task {}", d.tag());
+            match d.tag() {
+                0..=3 => d.ack(),
+                4 => d.nack(false),
+                _ => drop(d),
+            }
+        }
+    })
+    .join()
+    .expect("acking thread");
+    let stats = |ex: &shmex::Exchange| ex.task_stats().expect("a task exchange");
+    assert_eq!(
+        stats(&ex).acked,
+        0,
+        "acks wait for the worker's next operation"
+    );
+    assert!(worker.try_take().expect("try_take").is_none());
+    let s = stats(&ex);
+    assert_eq!(
+        (s.acked, s.dead_letters, s.in_flight, s.queued),
+        (4, 1, 1, 0),
+        "{s:?}"
+    );
+    assert_eq!(worker.held(), 1);
+    drop(worker);
+    assert_eq!(stats(&ex).queued, 1, "the dropped delivery is requeued");
+
+    // One outlives its worker: requeued by the worker's drop, acked late.
+    let worker = ex.worker(1).expect("worker");
+    let late = worker.take().expect("take").into_owned();
+    assert_eq!((late.tag(), late.deliveries()), (5, 2));
+    drop(worker);
+    std::thread::spawn(move || {
+        assert_eq!(words(&late), words(&content(5)));
+        late.ack();
+    })
+    .join()
+    .expect("late thread");
+    let s = stats(&ex);
+    assert_eq!((s.acked, s.queued, s.workers.len()), (4, 1, 0), "{s:?}");
+
+    let worker = ex.worker(1).expect("worker");
+    worker.take().expect("take").ack().expect("ack");
+    drop(worker.take_dead_letter().expect("dead letter"));
+    drop((worker, submitter));
+    assert_eq!(ex.chunks_free(), total, "chunks leaked");
     drop((ex, node));
     ns.assert_clean();
 }
