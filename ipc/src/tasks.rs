@@ -955,6 +955,17 @@ impl Waitable for Worker {
 /// [`ack`](Self::ack) / [`nack`](Self::nack) (or the worker's, with
 /// [`id`](Self::id)); dropping it without either leaves the task delivered
 /// until its ack timeout, when it is taken back and redelivered.
+///
+/// Not `Send` (it borrows its worker, which one thread uses at a time);
+/// [`into_owned`](Self::into_owned) makes a `Send` one:
+///
+/// ```compile_fail,E0277
+/// fn needs_send<T: Send>(_: T) {}
+/// fn try_it(worker: &shmex::Worker) {
+///     let delivery = worker.take().unwrap();
+///     needs_send(delivery); // error: `Worker` cannot be shared between threads
+/// }
+/// ```
 pub struct Delivery<'a> {
     worker: &'a Worker,
     chunk: u32,

@@ -51,7 +51,7 @@ fn limits() -> Limits {
 /// Publication `seq`: even ones go to one subscriber (sole delivery), odd
 /// ones to two (shared chunk).
 fn key(seq: u64) -> String {
-    if seq % 2 == 0 {
+    if seq.is_multiple_of(2) {
         format!("solo.{seq}")
     } else {
         format!("shared.{seq}")
@@ -96,7 +96,7 @@ fn publisher() {
             let r = publisher
                 .publish(&key(seq), &content(seq))
                 .expect("publish");
-            let want = if seq % 2 == 0 { 1 } else { 2 };
+            let want = if seq.is_multiple_of(2) { 1 } else { 2 };
             assert_eq!((r.delivered, r.missed), (want, 0), "publication {seq}");
         }
         report(format!("published {n}"));
