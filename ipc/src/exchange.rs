@@ -1805,9 +1805,16 @@ impl PortCore {
     }
 
     /// True when a receive would return now: something queued, or the
-    /// exchange went down (the receive reports it).
+    /// exchange went down (the receive reports it); or when owned values'
+    /// releases wait for this port's next operation (a blocked receive or a
+    /// `WaitSet` then calls the port once, which carries them out).
     pub fn has_pending(&self) -> bool {
-        self.ring().is_some_and(|r| r.has_pending()) || self.ex.is_down()
+        self.ring().is_some_and(|r| r.has_pending()) || self.ex.is_down() || self.releases_pending()
+    }
+
+    /// True when owned values' releases wait for this port's next operation.
+    pub fn releases_pending(&self) -> bool {
+        self.keeper.get().is_some_and(|k| k.has_pending())
     }
 
     pub fn address(&self) -> u64 {

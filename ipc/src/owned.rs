@@ -145,7 +145,13 @@ impl Keeper {
         if state.open {
             if let Some(r) = release {
                 state.pending.push(r);
-                self.pending_hint.store(true, Ordering::Relaxed);
+                if state.pending.len() == 1 {
+                    self.pending_hint.store(true, Ordering::Relaxed);
+                    // A port blocked in a receive wakes up to carry it out
+                    // (`PortCore::has_pending`): else a dry pool could wait
+                    // for a receive that waits for a publication.
+                    self.ex.node.wake(self.ex.node.index);
+                }
             }
             return;
         }
@@ -159,6 +165,11 @@ impl Keeper {
         if state.outstanding == 0 {
             self.ex.detach(self.port, self.generation, Detach::Finish);
         }
+    }
+
+    /// True when releases wait for the port (a hint, see `pending_hint`).
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending_hint.load(Ordering::Relaxed)
     }
 
     /// Carries out the releases of owned values dropped since the last call.

@@ -788,6 +788,7 @@ impl Worker {
     fn ready(&self) -> bool {
         let ex = &self.core.ex;
         ex.is_down()
+            || self.core.releases_pending()
             || (self.held() < self.prefetch
                 && (0..PRIORITIES).any(|p| {
                     ex.task_queue(READY_QUEUE + usize::from(p))

@@ -435,3 +435,59 @@ fn owned_deliveries_acked_on_another_thread() {
     drop((ex, node));
     ns.assert_clean();
 }
+
+/// Owned samples of a subscriber blocked in `receive` are dropped on
+/// another thread while the pool is dry: the subscriber wakes up and
+/// carries out their releases, so the publisher gets its chunks back (else
+/// the receive would wait for a publication that waits for a chunk).
+#[test]
+fn a_blocked_receive_carries_out_owned_releases() {
+    let ns = TestNs::new("ownblocked");
+    let node = ns.node("parent");
+    let ex = node
+        .create_exchange("own", Pattern::PublishSubscribe, limits())
+        .expect("create");
+    let total = ex.limits().chunk_count;
+    let sub = ex.subscriber("#", 1).expect("subscribe");
+    let publisher = ex.publisher().expect("publisher");
+    let (tx, samples) = mpsc::channel::<OwnedSample>();
+    // Receives everything as owned samples until the final "stop" key.
+    let receiver = std::thread::spawn(move || loop {
+        let s = sub.receive().expect("receive").into_owned();
+        if s.key() == Some("stop") {
+            return;
+        }
+        tx.send(s).expect("to the test thread");
+    });
+    let mut held = Vec::new();
+    for seq in 0u64.. {
+        match publisher.publish(&key(seq), &content(seq)) {
+            Ok(r) => assert_eq!(r.delivered, 1),
+            Err(SendError::PoolExhausted { .. }) => break,
+            Err(e) => panic!("publish {seq}: {e}"),
+        }
+        held.push((samples.recv().expect("a sample"), seq));
+    }
+    assert_eq!(held.len() as u32, total, "every chunk is held");
+    for (s, seq) in &held {
+        check(s, *seq);
+    }
+    // The receiver is blocked in `receive` now; drop everything here.
+    drop(held);
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    while ex.chunks_free() != total {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the blocked receiver never released the chunks ({} free)",
+            ex.chunks_free()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    publisher.publish("stop", b"").expect("publish stop");
+    receiver.join().expect("receiver thread");
+    drop(publisher);
+    assert_eq!(ex.chunks_free(), total, "chunks leaked");
+    assert_loans_all_distinct(&ex, total);
+    drop((ex, node));
+    ns.assert_clean();
+}
