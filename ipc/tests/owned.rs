@@ -443,7 +443,14 @@ fn owned_deliveries_acked_on_another_thread() {
 #[test]
 fn a_blocked_receive_carries_out_owned_releases() {
     let ns = TestNs::new("ownblocked");
-    let node = ns.node("parent");
+    // No spinning: a blocked receive sleeps at once, so only the wake-up of
+    // the thread dropping the samples gets it going again.
+    let node = Node::builder("parent")
+        .namespace(&ns.name)
+        .root(common::ROOT)
+        .spin(Duration::ZERO)
+        .create()
+        .expect("node");
     let ex = node
         .create_exchange("own", Pattern::PublishSubscribe, limits())
         .expect("create");
@@ -472,7 +479,9 @@ fn a_blocked_receive_carries_out_owned_releases() {
     for (s, seq) in &held {
         check(s, *seq);
     }
-    // The receiver is blocked in `receive` now; drop everything here.
+    // The receiver blocks in `receive` now (asleep, most likely, after this
+    // pause: not a bound, the test passes either way when the fix works).
+    std::thread::sleep(Duration::from_millis(50));
     drop(held);
     let deadline = std::time::Instant::now() + common::TIMEOUT;
     while ex.chunks_free() != total {
