@@ -14,6 +14,11 @@
 //! Every port offers `try_receive` (never blocks), `receive` (blocks) and
 //! `receive_timeout`; a [`WaitSet`] blocks one thread on many ports.
 //!
+//! Ports are `Send` but not `Sync`; a [`Sample`] or [`Loan`] borrows its port
+//! and stays on its thread. `into_owned` makes `Send` ones that any thread
+//! may drop, also after the port is gone: [`OwnedSample`], [`OwnedLoan`],
+//! [`OwnedDelivery`].
+//!
 //! ```no_run
 //! use shmex::{Limits, Node, Pattern};
 //! let node = Node::builder("example").namespace("docs").create()?;
