@@ -102,6 +102,10 @@ impl Release {
             Release::Ack { id } => {
                 if let Ok(chunk) = ex.ack_task(port, id) {
                     ex.release_ref(chunk);
+                    // A stalled free queue loses the entry until the next
+                    // reclaim pass rebuilds the queues (as for `Worker::ack`,
+                    // which reports it).
+                    let _ = ex.free_entry(id.entry());
                 }
             }
             Release::Nack { id, requeue } => {

@@ -69,7 +69,7 @@ impl TaskId {
     fn new(entry: u32, generation: u32) -> TaskId {
         TaskId(u64::from(entry) | u64::from(generation) << 32)
     }
-    fn entry(self) -> u32 {
+    pub(crate) fn entry(self) -> u32 {
         self.0 as u32
     }
     fn generation(self) -> u32 {
@@ -161,9 +161,10 @@ impl ExchangeInner {
             .map_or(30_000, |h| h.ack_timeout_ms.load(Ordering::Relaxed))
     }
 
-    /// Acks delivery `id` held by worker port `port`: frees its ledger
-    /// entry and returns its chunk, whose reference (the ledger's) the
-    /// caller now owns. Inside an operation on `port`.
+    /// Acks delivery `id` held by worker port `port` and returns its chunk,
+    /// whose reference (the ledger's) the caller now owns. The caller then
+    /// puts the entry back on the free queue ([`free_entry`](Self::free_entry)).
+    /// Inside an operation on `port`.
     pub(crate) fn ack_task(&self, port: u32, id: TaskId) -> Result<u32, TaskError> {
         let entry = self
             .task_entry(id.entry())
@@ -172,12 +173,6 @@ impl ExchangeInner {
         entry
             .ack(port as u16, id.generation())
             .map_err(|_| TaskError::NotHeld { task: id })?;
-        push_index(
-            &self
-                .task_queue(FREE_QUEUE)
-                .ok_or(Corrupt("no task region"))?,
-            id.entry(),
-        )?;
         if let Some(p) = self.port(port) {
             p.tasks.acked.fetch_add(1, Ordering::Relaxed);
         }
@@ -186,6 +181,16 @@ impl ExchangeInner {
             h.acked.fetch_add(1, Ordering::Relaxed);
         }
         Ok(chunk)
+    }
+
+    /// Puts ledger entry `index`, just acked, back on the free queue.
+    pub(crate) fn free_entry(&self, index: u32) -> Result<(), Corrupt> {
+        push_index(
+            &self
+                .task_queue(FREE_QUEUE)
+                .ok_or(Corrupt("no task region"))?,
+            index,
+        )
     }
 
     /// Nacks delivery `id` held by worker port `port` ([`Worker::nack`]).
@@ -862,7 +867,8 @@ impl Worker {
             }
             None => ex.release_ref(chunk),
         }
-        Ok(())
+        drop(live);
+        Ok(ex.free_entry(id.entry())?)
     }
 
     /// Hands task `id` back: to the ready queue when `requeue`, unless it
