@@ -12,9 +12,12 @@
 //!   its release onto the keeper's pending list. The port carries the list
 //!   out at the start of its next operation (a receive, send, loan, ack...:
 //!   any call that enters the port), on its own thread, where its records
-//!   are written as for a `Sample`. A port that never runs another operation
-//!   carries it out when it is dropped. Until then the chunk stays recorded
-//!   in the port's holdings, exactly like a sample in hand.
+//!   are written as for a `Sample`. The first pending release wakes the
+//!   port's node and makes the port look ready (`PortCore::has_pending`), so
+//!   a receive blocked on it (alone or in a `WaitSet`) calls the port once.
+//!   A port that never runs another operation carries the list out when it
+//!   is dropped. Until then the chunk stays recorded in the port's holdings,
+//!   exactly like a sample in hand.
 //! - **When the port is dropped** with owned values outstanding, its slot is
 //!   not freed: it goes to `PORT_CLOSING` (inbox drained, caches returned,
 //!   nobody routes to it or attaches to it) and keeps its holdings bits. The
@@ -252,7 +255,9 @@ pub(crate) struct SampleParts {
 /// the release waits for the port's next operation (any call on the port:
 /// receive, send, loan...) or the port's drop, and runs there on the port's
 /// thread. Dropped after its port was dropped, it releases at once. A port
-/// blocked in a receive carries the releases out when the receive returns.
+/// blocked in a receive wakes up to carry the releases out (a `WaitSet`
+/// reports the port ready once: call it). A port that sits idle, neither
+/// called nor blocked, holds the chunks until its next call.
 ///
 /// **After its port is gone** the payload stays readable and intact: the
 /// port's slot stays reserved (closing: nobody routes to it) until the last

@@ -1058,8 +1058,7 @@ impl Delivery<'_> {
 /// any thread.
 ///
 /// **Ack and nack are carried out by the worker**, on its thread, at its next
-/// operation (any call on the worker: `take` and `take_timeout` make one at
-/// least every 100 ms while they wait, so a blocked worker picks them up) or
+/// operation (any call on the worker: a blocked `take` wakes up for them) or
 /// when the worker is dropped (before it requeues what it still holds). So
 /// [`ack`](Self::ack) and [`nack`](Self::nack) return nothing: an ack that
 /// reaches the worker after the task's ack deadline finds it taken back (and
