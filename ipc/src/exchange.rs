@@ -14,9 +14,10 @@ use crate::error::{OpenError, PortError, SegmentError, SendError};
 use crate::layout::{
     load_bytes, store_bytes, ChunkHeader, ExchangeHeader, ExchangeLayout, KeyArea, PoolLine,
     PortSlot, RawLimits, EX_DOWN, KIND_EXCHANGE, MAX_EXCHANGE_NAME, MAX_USERS, PORT_ACTIVE,
-    PORT_FREE, RETURN_DEPTH,
+    PORT_CLOSING, PORT_FREE, RETURN_DEPTH,
 };
 use crate::node::{check_name, Namespace, NodeInner};
+use crate::owned::Keeper;
 use crate::sample::Loan;
 use crate::segment::{Created, Segment};
 use shmex_core::pool::{ChunkMeta, MetaTable, Pool};
@@ -1532,6 +1533,9 @@ pub(crate) struct PortCore {
     pub ex: Arc<ExchangeInner>,
     pub index: u32,
     pub generation: u32,
+    /// Where owned values ([`crate::owned`]) of this port send their
+    /// releases; `None` until the first one is made.
+    keeper: std::cell::OnceCell<Arc<Keeper>>,
     /// Ports are used by one thread at a time (single consumer of the inbox).
     _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
 }
@@ -1608,6 +1612,7 @@ impl ExchangeInner {
             ex: self.clone(),
             index,
             generation,
+            keeper: std::cell::OnceCell::new(),
             _not_sync: std::marker::PhantomData,
         })
     }
@@ -1676,10 +1681,10 @@ impl ExchangeInner {
 }
 
 impl ExchangeInner {
-    /// Loans a chunk for `len` bytes held by port `port`: its spare, else
-    /// from its return ring (chunks its own earlier messages left behind),
-    /// else from the shared free list.
-    pub fn loan_on(&self, port: u32, len: usize) -> Result<Loan<'_>, SendError> {
+    /// Loans a chunk for `len` bytes held by port `port` (recorded in its
+    /// holdings): its spare, else from its return ring (chunks its own
+    /// earlier messages left behind), else from the shared free list.
+    fn loan_on(&self, port: u32, len: usize) -> Result<u32, SendError> {
         let max = self.limits.chunk_size as usize;
         if len > max {
             return Err(SendError::PayloadTooLarge { len, max });
@@ -1712,14 +1717,7 @@ impl ExchangeInner {
                     continue;
                 }
                 self.hold(port, chunk);
-                return Ok(Loan {
-                    ex: self,
-                    chunk,
-                    len,
-                    owner: Some(port),
-                    port,
-                    _not_send: std::marker::PhantomData,
-                });
+                return Ok(chunk);
             }
             // Dry: free chunks may be parked in other ports' caches. Once,
             // outside this operation (the pass waits for every port to be
@@ -1824,29 +1822,39 @@ impl ExchangeInner {
             .store(Descriptor::NO_CHUNK, Ordering::Relaxed);
         (c < self.limits.chunk_count).then_some(c)
     }
-
-    /// Loans a chunk held by port `port` and copies `payload` into it.
-    pub fn loan_copy_on(&self, port: u32, payload: &[u8]) -> Result<Loan<'_>, SendError> {
-        let mut loan = self.loan_on(port, payload.len())?;
-        loan.copy_from_slice(payload);
-        Ok(loan)
-    }
 }
 
 impl PortCore {
     /// Loans a chunk for `len` bytes ([`ExchangeInner::loan_on`]).
     pub fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
-        self.ex.loan_on(self.index, len)
+        let chunk = self.ex.loan_on(self.index, len)?;
+        Ok(Loan::new(self, chunk, len))
     }
 
     /// Loans a chunk and copies `payload` into it.
     pub fn loan_copy(&self, payload: &[u8]) -> Result<Loan<'_>, SendError> {
-        self.ex.loan_copy_on(self.index, payload)
+        let mut loan = self.loan(payload.len())?;
+        loan.copy_from_slice(payload);
+        Ok(loan)
     }
 
     /// Starts a data-path operation on this port ([`ExchangeInner::enter`]).
+    /// An outermost operation first carries out the releases of owned
+    /// values dropped on other threads ([`Keeper::drain`]).
     pub fn enter(&self) -> Result<OpGuard<'_>, Down> {
-        self.ex.enter(self.index)
+        let op = self.ex.enter(self.index)?;
+        if let Some(k) = self.keeper.get() {
+            if op.is_outermost() {
+                k.drain();
+            }
+        }
+        Ok(op)
+    }
+
+    /// This port's [`Keeper`], created on first use (the first `into_owned`).
+    pub fn keeper(&self) -> &Arc<Keeper> {
+        self.keeper
+            .get_or_init(|| Keeper::new(self.ex.clone(), self.index, self.generation))
     }
 
     /// See [`ExchangeInner::after_send`].
@@ -1882,9 +1890,16 @@ impl PortCore {
     }
 
     /// True when a receive would return now: something queued, or the
-    /// exchange went down (the receive reports it).
+    /// exchange went down (the receive reports it); or when owned values'
+    /// releases wait for this port's next operation (a blocked receive or a
+    /// `WaitSet` then calls the port once, which carries them out).
     pub fn has_pending(&self) -> bool {
-        self.ring().is_some_and(|r| r.has_pending()) || self.ex.is_down()
+        self.ring().is_some_and(|r| r.has_pending()) || self.ex.is_down() || self.releases_pending()
+    }
+
+    /// True when owned values' releases wait for this port's next operation.
+    pub fn releases_pending(&self) -> bool {
+        self.keeper.get().is_some_and(|k| k.has_pending())
     }
 
     pub fn address(&self) -> u64 {
@@ -1894,29 +1909,63 @@ impl PortCore {
 
 impl Drop for PortCore {
     fn drop(&mut self) {
+        match self.keeper.take() {
+            // Owned values may still hold chunks in this port's holdings.
+            Some(keeper) => keeper.port_dropped(),
+            None => self.ex.detach(self.index, self.generation, Detach::Full),
+        }
+    }
+}
+
+/// How far [`ExchangeInner::detach`] takes a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detach {
+    /// The port leaves: nothing of it stays.
+    Full,
+    /// The port leaves but owned values still hold chunks in its holdings:
+    /// the slot stays [`PORT_CLOSING`] (nobody routes to it, reclaim
+    /// counts its holdings while its process lives).
+    Close,
+    /// The last owned value of a closed port is gone: the slot is freed.
+    Finish,
+}
+
+impl ExchangeInner {
+    /// Releases port `index` (generation `generation`): its inbox drained,
+    /// its cached chunks returned, its holdings cleared (see [`Detach`]).
+    pub(crate) fn detach(&self, index: u32, generation: u32, how: Detach) {
         // Under the control lock, so a port attaching to this slot at the
         // same moment cannot become a second consumer of the inbox.
-        let guard = self.ex.node.control();
-        if let Some(p) = self.ex.port(self.index) {
-            if p.generation.load(Ordering::Relaxed) == self.generation {
-                p.state.store(PORT_FREE, Ordering::Release);
+        let guard = self.node.control();
+        if let Some(p) = self.port(index) {
+            if p.generation.load(Ordering::Relaxed) == generation {
+                let state = if how == Detach::Close {
+                    PORT_CLOSING
+                } else {
+                    PORT_FREE
+                };
+                p.state.store(state, Ordering::Release);
             }
         }
-        if let Some(h) = self.ex.header() {
+        if let Some(h) = self.header() {
             h.ports_epoch.fetch_add(1, Ordering::AcqRel);
         }
-        // Senders and releasers that saw the port attached finish first.
-        self.ex.grace_period(self.index);
-        self.ex.drain(self.index);
-        self.ex.drain_returns(self.index);
-        for w in self.ex.holdings(self.index).unwrap_or(&[]) {
-            w.store(0, Ordering::Relaxed);
+        if how != Detach::Finish {
+            // Senders and releasers that saw the port attached finish first.
+            self.grace_period(index);
+            self.drain(index);
+            // Streams to this port end with it (their servers see the client
+            // gone); the next port in the slot starts with none.
+            for i in 0..crate::layout::STREAM_SLOTS {
+                if let Some(s) = self.stream_slot(index, i) {
+                    s.free();
+                }
+            }
         }
-        // Streams to this port end with it (their servers see the client
-        // gone); the next port in the slot starts with none.
-        for i in 0..crate::layout::STREAM_SLOTS {
-            if let Some(s) = self.ex.stream_slot(self.index, i) {
-                s.free();
+        self.drain_returns(index);
+        if how != Detach::Close {
+            for w in self.holdings(index).unwrap_or(&[]) {
+                w.store(0, Ordering::Relaxed);
             }
         }
         drop(guard);

@@ -290,6 +290,10 @@ pub(crate) const READY_QUEUE: usize = 2;
 /// Port slot states.
 pub(crate) const PORT_FREE: u32 = 0;
 pub(crate) const PORT_ACTIVE: u32 = 2;
+/// Detached while owned values of its process still hold chunks in its
+/// holdings (see `owned.rs`): nobody routes to it or attaches to it; reclaim
+/// counts it live while its process lives.
+pub(crate) const PORT_CLOSING: u32 = 3;
 
 /// Header of each chunk block. The payload follows at [`CHUNK_HEADER`] in
 /// the same cache line, so a small message and its refcount travel together;

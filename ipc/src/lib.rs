@@ -14,6 +14,11 @@
 //! Every port offers `try_receive` (never blocks), `receive` (blocks) and
 //! `receive_timeout`; a [`WaitSet`] blocks one thread on many ports.
 //!
+//! Ports are `Send` but not `Sync`; a [`Sample`] or [`Loan`] borrows its port
+//! and stays on its thread. `into_owned` makes `Send` ones that any thread
+//! may drop, also after the port is gone: [`OwnedSample`], [`OwnedLoan`],
+//! [`OwnedDelivery`].
+//!
 //! ```no_run
 //! use shmex::{Limits, Node, Pattern};
 //! let node = Node::builder("example").namespace("docs").create()?;
@@ -56,6 +61,7 @@ mod exchange;
 mod fanin;
 mod layout;
 mod node;
+mod owned;
 mod pubsub;
 mod reclaim;
 mod rpc;
@@ -83,11 +89,13 @@ pub use node::{
     Reclaimed, CONTROL_LOCK_WAIT, DEFAULT_HEARTBEAT, DEFAULT_NAMESPACE, DEFAULT_ROOT, DEFAULT_SPIN,
     HUNG_AFTER,
 };
+pub use owned::{OwnedLoan, OwnedSample};
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER_CHECK_INTERVAL};
 pub use sample::{Loan, Sample};
 pub use tasks::{
-    DeadLetter, Delivery, Submitter, TaskId, TaskStats, Worker, WorkerStats, PASS_OVER, PRIORITIES,
+    DeadLetter, Delivery, OwnedDelivery, Submitter, TaskId, TaskStats, Worker, WorkerStats,
+    PASS_OVER, PRIORITIES,
 };
 pub use waitset::{WaitNode, WaitSet, Waitable};
 pub use watch::{ExchangeEvent, Watch};

@@ -11,6 +11,7 @@
 use crate::error::{PortError, RecvError, SendError};
 use crate::exchange::{Exchange, PortCore, Role, Targets, FLAG_PUBLISH, FLAG_SOLE};
 use crate::layout::store_bytes;
+use crate::owned::OwnedLoan;
 use crate::sample::{Loan, Sample};
 use crate::topic::Topic;
 use crate::waitset::{blocking, waitable};
@@ -80,6 +81,13 @@ impl Publisher {
     pub fn publish(&self, key: &str, payload: &[u8]) -> Result<Published, SendError> {
         let loan = self.core.loan_copy(payload)?;
         self.publish_loan(key, loan)
+    }
+
+    /// Publishes an owned loan ([`Loan::into_owned`]) of this publisher as
+    /// [`publish_loan`](Self::publish_loan) does; [`SendError::ForeignLoan`]
+    /// for another port's (that loan is dropped).
+    pub fn publish_owned(&self, key: &str, loan: OwnedLoan) -> Result<Published, SendError> {
+        self.publish_loan(key, loan.into_loan(&self.core)?)
     }
 
     /// Publishes a loaned chunk under routing `key` (zero-copy): every

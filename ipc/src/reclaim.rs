@@ -38,7 +38,7 @@
 
 use crate::error::{OpenError, SegmentError};
 use crate::exchange::{ExchangeInner, FLAG_REQUEST, FLAG_VOID, NO_DEFERRED};
-use crate::layout::{EX_DOWN, EX_PAUSED, NODE_RECLAIMED, PORT_ACTIVE, PORT_FREE};
+use crate::layout::{EX_DOWN, EX_PAUSED, NODE_RECLAIMED, PORT_ACTIVE, PORT_CLOSING, PORT_FREE};
 use crate::node::{NodeInfo, NodeInner, Reclaimed};
 use shmex_core::gate;
 use shmex_core::ring::Descriptor;
@@ -80,7 +80,9 @@ impl ExchangeInner {
         (0..self.limits.max_ports).any(|i| {
             let Some(p) = self.port(i) else { return false };
             match p.state.load(Ordering::Acquire) {
-                PORT_ACTIVE => !self.node.owner_alive(p.owner.load(Ordering::Relaxed)),
+                PORT_ACTIVE | PORT_CLOSING => {
+                    !self.node.owner_alive(p.owner.load(Ordering::Relaxed))
+                }
                 _ => {
                     self.ring(i).is_some_and(|r| r.len_hint() > 0)
                         || self.return_ring(i).is_some_and(|r| r.len_hint() > 0)
@@ -120,9 +122,11 @@ impl ExchangeInner {
         }
         let Some(h) = self.header() else { return pass };
         let ports = self.limits.max_ports;
+        // A closing port (owned values still hold chunks it recorded) is
+        // live like an attached one.
         let alive = |i: u32| {
             self.port(i).is_some_and(|p| {
-                p.state.load(Ordering::Acquire) == PORT_ACTIVE
+                matches!(p.state.load(Ordering::Acquire), PORT_ACTIVE | PORT_CLOSING)
                     && self.node.owner_alive(p.owner.load(Ordering::Relaxed))
             })
         };
@@ -151,7 +155,7 @@ impl ExchangeInner {
         // 2. Retire the ports of dead processes.
         for i in 0..ports {
             let Some(p) = self.port(i) else { continue };
-            if !live[i as usize] && p.state.load(Ordering::Acquire) == PORT_ACTIVE {
+            if !live[i as usize] && p.state.load(Ordering::Acquire) != PORT_FREE {
                 p.state.store(PORT_FREE, Ordering::Release);
                 pass.ports += 1;
             }
@@ -379,7 +383,9 @@ impl ExchangeInner {
                 continue;
             }
             let Some(p) = self.port(i) else { continue };
-            if p.state.load(Ordering::Acquire) != PORT_ACTIVE {
+            // A closing port's operations (owned values' releases) free
+            // chunks into return rings too.
+            if p.state.load(Ordering::Acquire) == PORT_FREE {
                 continue;
             }
             let Some(seen) = gate::op_in_progress(&p.spare.busy) else {

@@ -670,7 +670,7 @@ impl<'a> Request<'a> {
 
     /// Answers with a copy of `payload`.
     pub fn respond(self, payload: &[u8]) -> Result<(), RespondError> {
-        let loan = self.ex().loan_copy_on(self.sample.port, payload)?;
+        let loan = self.sample.core.loan_copy(payload)?;
         self.respond_loan(loan)
     }
 
@@ -686,7 +686,7 @@ impl<'a> Request<'a> {
     /// with [`is_answer`](Self::is_answer). Either side dying ends it with
     /// an error on the other side.
     pub fn ask(self, payload: &[u8]) -> Result<(), RespondError> {
-        let loan = self.ex().loan_copy_on(self.sample.port, payload)?;
+        let loan = self.sample.core.loan_copy(payload)?;
         self.ask_loan(loan)
     }
 

@@ -3,6 +3,7 @@
 
 use crate::error::{PodError, SendError};
 use crate::exchange::{flags_owner, owner_flags, ExchangeInner, PortCore, FLAG_SOLE};
+use crate::owned::{OwnedLoan, OwnedSample};
 use shmex_core::ring::Descriptor;
 
 /// A chunk loaned from an exchange's pool, written in place, then sent. Dropping
@@ -14,7 +15,8 @@ use shmex_core::ring::Descriptor;
 ///
 /// Not `Send`: dropping it updates its port's records (the busy counter and
 /// the holdings bits), which only the thread using the port may write, so it
-/// stays on that thread:
+/// stays on that thread ([`into_owned`](Self::into_owned) makes a `Send`
+/// one):
 ///
 /// ```compile_fail,E0277
 /// fn needs_send<T: Send>(_: T) {}
@@ -25,6 +27,8 @@ use shmex_core::ring::Descriptor;
 /// ```
 pub struct Loan<'a> {
     pub(crate) ex: &'a ExchangeInner,
+    /// The port it came from (its owned values' keeper).
+    core: &'a PortCore,
     pub(crate) chunk: u32,
     pub(crate) len: usize,
     /// Port whose return ring the chunk goes back to.
@@ -35,7 +39,28 @@ pub struct Loan<'a> {
     pub(crate) _not_send: std::marker::PhantomData<*const ()>,
 }
 
-impl Loan<'_> {
+impl<'a> Loan<'a> {
+    /// Wraps chunk `chunk`, just loaned by `core` (recorded in its holdings).
+    pub(crate) fn new(core: &'a PortCore, chunk: u32, len: usize) -> Loan<'a> {
+        Loan {
+            ex: &core.ex,
+            core,
+            chunk,
+            len,
+            owner: Some(core.index),
+            port: core.index,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// Turns it into an [`OwnedLoan`]: `Send`, `'static`, droppable on any
+    /// thread, sent through its port with e.g.
+    /// [`Publisher::publish_owned`](crate::Publisher::publish_owned).
+    pub fn into_owned(mut self) -> OwnedLoan {
+        let chunk = std::mem::replace(&mut self.chunk, Descriptor::NO_CHUNK);
+        OwnedLoan::new(self.core.keeper(), chunk, self.len)
+    }
+
     /// Payload length in bytes.
     pub fn len(&self) -> usize {
         self.len
@@ -117,10 +142,16 @@ impl Drop for Loan<'_> {
         }
         // A down exchange is never used again: nothing to give back.
         if let Ok(_op) = self.ex.enter(self.port) {
-            self.ex.unhold(self.port, self.chunk);
-            self.ex.give_back(self.chunk);
+            release_loan(self.ex, self.port, self.chunk);
         }
     }
+}
+
+/// Returns an unsent loan's chunk held by port `port`. Inside an operation
+/// on `port`, by the port's single writer.
+pub(crate) fn release_loan(ex: &ExchangeInner, port: u32, chunk: u32) {
+    ex.unhold(port, chunk);
+    ex.give_back(chunk);
 }
 
 /// A received payload, read in place in shared memory. Dropping it releases
@@ -131,7 +162,8 @@ impl Drop for Loan<'_> {
 /// writes a chunk after sending it, but a hostile one could.
 ///
 /// Not `Send`, like [`Loan`]: its drop updates its port's records, which
-/// only the thread using the port may write.
+/// only the thread using the port may write ([`into_owned`](Self::into_owned)
+/// makes a `Send` one).
 ///
 /// ```compile_fail,E0277
 /// fn needs_send<T: Send>(_: T) {}
@@ -142,6 +174,8 @@ impl Drop for Loan<'_> {
 /// ```
 pub struct Sample<'a> {
     pub(crate) ex: &'a ExchangeInner,
+    /// The port it was received on (its owned values' keeper).
+    pub(crate) core: &'a PortCore,
     pub(crate) chunk: u32,
     pub(crate) len: usize,
     pub(crate) tag: u64,
@@ -185,6 +219,7 @@ impl<'a> Sample<'a> {
         let ex: &'a ExchangeInner = &core.ex;
         let s = Sample {
             ex,
+            core,
             port: core.index,
             chunk: d.chunk,
             len: d.len as usize,
@@ -208,6 +243,7 @@ impl<'a> Sample<'a> {
     pub(crate) fn stream_end(core: &'a PortCore, tag: u64) -> Sample<'a> {
         Sample {
             ex: &core.ex,
+            core,
             port: core.index,
             chunk: Descriptor::NO_CHUNK,
             len: 0,
@@ -263,16 +299,40 @@ impl<'a> Sample<'a> {
             return None;
         }
         self.key
-            .get_or_init(|| {
-                let h = self.ex.chunk_header(self.chunk)?;
-                let len = h.key_len.load(std::sync::atomic::Ordering::Relaxed) as usize;
-                if len > crate::layout::MAX_KEY_LEN {
-                    return None;
-                }
-                let bytes = crate::layout::load_bytes(&self.ex.chunk_key(self.chunk)?.0, len);
-                String::from_utf8(bytes).ok().map(String::into_boxed_str)
-            })
+            .get_or_init(|| read_key(self.ex, self.chunk))
             .as_deref()
+    }
+
+    /// Turns it into an [`OwnedSample`]: `Send + Sync`, `'static`, droppable
+    /// on any thread. Its routing key is read now (a publication's).
+    /// Chunked-response and dialogue steps ([`is_stream_chunk`],
+    /// [`is_question`]) keep their meaning only on the `Sample`: an owned
+    /// stream chunk still credits the server's window when it drops, and an
+    /// owned question can no longer be answered.
+    ///
+    /// [`is_stream_chunk`]: Self::is_stream_chunk
+    /// [`is_question`]: Self::is_question
+    pub fn into_owned(mut self) -> OwnedSample {
+        let key = if self.publication {
+            self.key
+                .take()
+                .unwrap_or_else(|| read_key(self.ex, self.chunk))
+        } else {
+            None
+        };
+        let chunk = std::mem::replace(&mut self.chunk, Descriptor::NO_CHUNK);
+        OwnedSample::new(
+            self.core.keeper(),
+            crate::owned::SampleParts {
+                chunk,
+                len: self.len,
+                tag: self.tag,
+                flags: self.flags,
+                stream: self.stream,
+                key,
+                sender: self.sender,
+            },
+        )
     }
 
     /// Port index of the sender (publisher, producer or client).
@@ -323,15 +383,53 @@ impl Drop for Sample<'_> {
         let Ok(_op) = self.ex.enter(self.port) else {
             return;
         };
-        self.ex.unhold(self.port, self.chunk);
-        if let Some((slot, generation)) = self.stream {
-            self.ex.stream_released(self.port, slot, generation);
-        }
-        if self.flags & FLAG_SOLE != 0 {
-            self.ex
-                .defer_return(self.port, self.chunk, flags_owner(self.flags));
-        } else {
-            self.ex.release_ref(self.chunk);
-        }
+        release_sample(
+            self.ex,
+            self.port,
+            self.chunk,
+            self.flags,
+            self.stream,
+            true,
+        );
     }
+}
+
+/// Releases a received chunk held by port `port` (`flags` and `stream` as
+/// the sample had them). A sole chunk parks in the port's deferred slot when
+/// `defer`, else goes back at once. Inside an operation on `port`, by the
+/// port's single writer.
+pub(crate) fn release_sample(
+    ex: &ExchangeInner,
+    port: u32,
+    chunk: u32,
+    flags: u32,
+    stream: Option<(u32, u32)>,
+    defer: bool,
+) {
+    if chunk >= ex.limits.chunk_count {
+        return;
+    }
+    ex.unhold(port, chunk);
+    if let Some((slot, generation)) = stream {
+        ex.stream_released(port, slot, generation);
+    }
+    if flags & FLAG_SOLE == 0 {
+        ex.release_ref(chunk);
+    } else if defer {
+        ex.defer_return(port, chunk, flags_owner(flags));
+    } else {
+        ex.return_free(chunk, flags_owner(flags), true);
+    }
+}
+
+/// A publication's routing key, copied from chunk `chunk` (`None` when its
+/// bytes are invalid).
+pub(crate) fn read_key(ex: &ExchangeInner, chunk: u32) -> Option<Box<str>> {
+    let h = ex.chunk_header(chunk)?;
+    let len = h.key_len.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    if len > crate::layout::MAX_KEY_LEN {
+        return None;
+    }
+    let bytes = crate::layout::load_bytes(&ex.chunk_key(chunk)?.0, len);
+    String::from_utf8(bytes).ok().map(String::into_boxed_str)
 }

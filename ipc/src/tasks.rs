@@ -46,6 +46,7 @@
 use crate::error::{RecvError, SendError, TaskError};
 use crate::exchange::{Exchange, ExchangeInner, PortCore, Role, Targets};
 use crate::layout::{TaskHeader, DEAD_QUEUE, FREE_QUEUE, PORT_ACTIVE, READY_QUEUE};
+use crate::owned::{Keeper, Release};
 use crate::sample::Loan;
 use crate::waitset::{deadline, wait_until, WaitNode, Waitable};
 use shmex_core::ledger::{Ledger, Returned, TaskBody, TaskEntry, TaskState, TaskWord};
@@ -68,7 +69,7 @@ impl TaskId {
     fn new(entry: u32, generation: u32) -> TaskId {
         TaskId(u64::from(entry) | u64::from(generation) << 32)
     }
-    fn entry(self) -> u32 {
+    pub(crate) fn entry(self) -> u32 {
         self.0 as u32
     }
     fn generation(self) -> u32 {
@@ -158,6 +159,55 @@ impl ExchangeInner {
     fn ack_timeout_ms(&self) -> u64 {
         self.task_header()
             .map_or(30_000, |h| h.ack_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// Acks delivery `id` held by worker port `port` and returns its chunk,
+    /// whose reference (the ledger's) the caller now owns. The caller then
+    /// puts the entry back on the free queue ([`free_entry`](Self::free_entry)).
+    /// Inside an operation on `port`.
+    pub(crate) fn ack_task(&self, port: u32, id: TaskId) -> Result<u32, TaskError> {
+        let entry = self
+            .task_entry(id.entry())
+            .ok_or(TaskError::NotHeld { task: id })?;
+        let chunk = entry.read_body().chunk;
+        entry
+            .ack(port as u16, id.generation())
+            .map_err(|_| TaskError::NotHeld { task: id })?;
+        if let Some(p) = self.port(port) {
+            p.tasks.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        self.worker_lost_one(port);
+        if let Some(h) = self.task_header() {
+            h.acked.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(chunk)
+    }
+
+    /// Puts ledger entry `index`, just acked, back on the free queue.
+    pub(crate) fn free_entry(&self, index: u32) -> Result<(), Corrupt> {
+        push_index(
+            &self
+                .task_queue(FREE_QUEUE)
+                .ok_or(Corrupt("no task region"))?,
+            index,
+        )
+    }
+
+    /// Nacks delivery `id` held by worker port `port` ([`Worker::nack`]).
+    /// Inside an operation on `port`.
+    pub(crate) fn nack_task(&self, port: u32, id: TaskId, requeue: bool) -> Result<(), TaskError> {
+        let entry = self
+            .task_entry(id.entry())
+            .ok_or(TaskError::NotHeld { task: id })?;
+        let returned = entry
+            .nack(port as u16, id.generation(), requeue, self.max_deliveries())
+            .map_err(|_| TaskError::NotHeld { task: id })?;
+        self.worker_lost_one(port);
+        self.route_returned(id.entry(), returned)?;
+        if matches!(returned, Returned::Requeued(_)) {
+            self.wake_workers();
+        }
+        Ok(())
     }
 
     /// Puts an entry that left a delivery back where its new state says.
@@ -733,6 +783,7 @@ impl Worker {
     fn ready(&self) -> bool {
         let ex = &self.core.ex;
         ex.is_down()
+            || self.core.releases_pending()
             || (self.held() < self.prefetch
                 && (0..PRIORITIES).any(|p| {
                     ex.task_queue(READY_QUEUE + usize::from(p))
@@ -794,13 +845,7 @@ impl Worker {
     pub fn ack(&self, id: TaskId) -> Result<(), TaskError> {
         let ex: &ExchangeInner = &self.core.ex;
         let _op = self.core.enter().map_err(|_| TaskError::ExchangeDown)?;
-        let entry = ex
-            .task_entry(id.entry())
-            .ok_or(TaskError::NotHeld { task: id })?;
-        let chunk = entry.read_body().chunk;
-        entry
-            .ack(self.core.index as u16, id.generation())
-            .map_err(|_| TaskError::NotHeld { task: id })?;
+        let chunk = ex.ack_task(self.core.index, id)?;
         // The ledger's reference passes to the delivery if it still lives
         // (its payload stays readable until it drops), else goes.
         let mut live = self.live.borrow_mut();
@@ -813,18 +858,7 @@ impl Worker {
             None => ex.release_ref(chunk),
         }
         drop(live);
-        push_index(
-            &ex.task_queue(FREE_QUEUE).ok_or(Corrupt("no task region"))?,
-            id.entry(),
-        )?;
-        if let Some(p) = ex.port(self.core.index) {
-            p.tasks.acked.fetch_add(1, Ordering::Relaxed);
-        }
-        ex.worker_lost_one(self.core.index);
-        if let Some(h) = ex.task_header() {
-            h.acked.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(())
+        Ok(ex.free_entry(id.entry())?)
     }
 
     /// Hands task `id` back: to the ready queue when `requeue`, unless it
@@ -834,25 +868,8 @@ impl Worker {
     /// under its prefetch limit, then take it back if nobody did. Errors as
     /// for [`ack`](Self::ack).
     pub fn nack(&self, id: TaskId, requeue: bool) -> Result<(), TaskError> {
-        let ex: &ExchangeInner = &self.core.ex;
         let _op = self.core.enter().map_err(|_| TaskError::ExchangeDown)?;
-        let entry = ex
-            .task_entry(id.entry())
-            .ok_or(TaskError::NotHeld { task: id })?;
-        let returned = entry
-            .nack(
-                self.core.index as u16,
-                id.generation(),
-                requeue,
-                ex.max_deliveries(),
-            )
-            .map_err(|_| TaskError::NotHeld { task: id })?;
-        ex.worker_lost_one(self.core.index);
-        ex.route_returned(id.entry(), returned)?;
-        if matches!(returned, Returned::Requeued(_)) {
-            ex.wake_workers();
-        }
-        Ok(())
+        self.core.ex.nack_task(self.core.index, id, requeue)
     }
 
     /// Takes the oldest dead letter off the dead-letter queue, if any: its
@@ -935,6 +952,17 @@ impl Waitable for Worker {
 /// [`ack`](Self::ack) / [`nack`](Self::nack) (or the worker's, with
 /// [`id`](Self::id)); dropping it without either leaves the task delivered
 /// until its ack timeout, when it is taken back and redelivered.
+///
+/// Not `Send` (it borrows its worker, which one thread uses at a time);
+/// [`into_owned`](Self::into_owned) makes a `Send` one:
+///
+/// ```compile_fail,E0277
+/// fn needs_send<T: Send>(_: T) {}
+/// fn try_it(worker: &shmex::Worker) {
+///     let delivery = worker.take().unwrap();
+///     needs_send(delivery); // error: `Worker` cannot be shared between threads
+/// }
+/// ```
 pub struct Delivery<'a> {
     worker: &'a Worker,
     chunk: u32,
@@ -983,6 +1011,138 @@ impl Delivery<'_> {
     pub fn nack(self, requeue: bool) -> Result<(), TaskError> {
         self.worker.nack(self.id, requeue)
     }
+
+    /// Turns it into an [`OwnedDelivery`]: `Send + Sync`, `'static`, acked,
+    /// nacked or dropped on any thread. [`Worker::ack`] with its id still
+    /// works, but then the payload may be reused at once: ack it through
+    /// [`OwnedDelivery::ack`] instead.
+    pub fn into_owned(self) -> OwnedDelivery {
+        let d = std::mem::ManuallyDrop::new(self);
+        // It leaves the worker's list of live deliveries: the owned value
+        // does its own bookkeeping through the keeper.
+        let held = {
+            let mut live = d.worker.live.borrow_mut();
+            match live.iter().position(|l| l.id == d.id) {
+                Some(i) => {
+                    let l = live.swap_remove(i);
+                    l.owned.then_some(l.chunk)
+                }
+                None => None,
+            }
+        };
+        OwnedDelivery {
+            keeper: d.worker.core.keeper().register(),
+            chunk: held.unwrap_or(d.chunk),
+            len: d.len,
+            tag: d.tag,
+            id: d.id,
+            priority: d.priority,
+            deliveries: d.deliveries,
+            on_drop: held.map(|chunk| Release::Held { chunk }),
+        }
+    }
+}
+
+/// A task delivery that is `Send + Sync` and `'static`: made by
+/// [`Delivery::into_owned`], read in place, then acked, nacked or dropped on
+/// any thread.
+///
+/// **Ack and nack are carried out by the worker**, on its thread, at its next
+/// operation (any call on the worker: a blocked `take` wakes up for them) or
+/// when the worker is dropped (before it requeues what it still holds). So
+/// [`ack`](Self::ack) and [`nack`](Self::nack) return nothing: an ack that
+/// reaches the worker after the task's ack deadline finds it taken back (and
+/// redelivered), as [`Worker::ack`] would report with `TaskError::NotHeld`.
+/// Keep ack timeouts well above the worker's operation interval.
+///
+/// Dropped without an ack or nack, the task stays delivered until its ack
+/// timeout, as for a [`Delivery`]. After its worker was dropped, the task
+/// was requeued already: ack and nack do nothing, the payload stays
+/// readable (the bytes may belong to a later payload, as for a `Delivery`
+/// taken back).
+///
+/// On a crash of the process, reclaim requeues the task (if not acked) and
+/// frees the chunk exactly once, as for any delivery.
+pub struct OwnedDelivery {
+    keeper: std::sync::Arc<Keeper>,
+    chunk: u32,
+    len: usize,
+    tag: u64,
+    id: TaskId,
+    priority: u8,
+    deliveries: u32,
+    /// What its drop leaves to the worker: the reference it holds after an
+    /// ack through [`Worker::ack`], or its own ack or nack.
+    on_drop: Option<Release>,
+}
+
+impl OwnedDelivery {
+    /// The delivery's id ([`Delivery::id`]).
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+    /// The submitter's tag.
+    pub fn tag(&self) -> u64 {
+        self.tag
+    }
+    /// Its priority.
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+    /// How many times the task has been delivered, this time included.
+    pub fn deliveries(&self) -> u32 {
+        self.deliveries
+    }
+    /// True when the task was delivered before.
+    pub fn redelivered(&self) -> bool {
+        self.deliveries > 1
+    }
+    /// The payload bytes, in place ([`Delivery::payload`]).
+    pub fn payload(&self) -> &[u8] {
+        self
+    }
+    /// Acks it: the worker carries the ack out at its next operation (see
+    /// the type's docs).
+    pub fn ack(mut self) {
+        if self.on_drop.is_none() {
+            self.on_drop = Some(Release::Ack { id: self.id });
+        }
+    }
+    /// Nacks it (requeued when `requeue`, else dead-lettered): the worker
+    /// carries it out at its next operation (see the type's docs).
+    pub fn nack(mut self, requeue: bool) {
+        if self.on_drop.is_none() {
+            self.on_drop = Some(Release::Nack {
+                id: self.id,
+                requeue,
+            });
+        }
+    }
+}
+
+impl std::ops::Deref for OwnedDelivery {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        payload(self.keeper.ex(), self.chunk, self.len)
+    }
+}
+
+impl std::fmt::Debug for OwnedDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedDelivery")
+            .field("id", &self.id)
+            .field("tag", &self.tag)
+            .field("priority", &self.priority)
+            .field("deliveries", &self.deliveries)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Drop for OwnedDelivery {
+    fn drop(&mut self) {
+        self.keeper.release(self.on_drop.take());
+    }
 }
 
 fn payload(ex: &ExchangeInner, chunk: u32, len: usize) -> &[u8] {
@@ -1022,8 +1182,7 @@ impl std::fmt::Debug for Delivery<'_> {
 fn release_held(worker: &Worker, chunk: u32) {
     let core = &worker.core;
     if let Ok(_op) = core.enter() {
-        core.ex.unhold(core.index, chunk);
-        core.ex.release_ref(chunk);
+        Release::Held { chunk }.run(&core.ex, core.index, false);
     }
 }
 

@@ -141,7 +141,9 @@ pub(crate) fn until_next_check(deadline: Option<Instant>, slice: Duration) -> Op
 
 /// Something a thread can wait on: every port type.
 pub trait Waitable {
-    /// True when a receive would return something now.
+    /// True when a receive would return something now (or once, after owned
+    /// values of the port were dropped on other threads: a call on the port
+    /// then carries out their releases).
     fn has_pending(&self) -> bool;
     #[doc(hidden)]
     fn wait_node(&self) -> WaitNode;
