@@ -296,6 +296,11 @@ pub(crate) struct ExchangeInner {
     /// (monotonic ms; 0: never): at most one such pass per
     /// [`FLUSH_INTERVAL_MS`].
     last_flush_ms: std::sync::atomic::AtomicU64,
+    /// Task entries whose queue push stalled after their ledger transition
+    /// committed (see `push_committed` in `tasks.rs`), with `has_parked`
+    /// set while any are: pushed again at a later operation.
+    pub(crate) parked: std::sync::Mutex<Vec<crate::tasks::Parked>>,
+    pub(crate) has_parked: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) use shmex_core::recycle::UNKNOWN_HEAD;
@@ -720,6 +725,8 @@ impl ExchangeInner {
                 .collect(),
             user: NO_USER,
             last_flush_ms: std::sync::atomic::AtomicU64::new(0),
+            parked: std::sync::Mutex::new(Vec::new()),
+            has_parked: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -1001,9 +1008,13 @@ impl ExchangeInner {
             match gate::enter_with(busy, &h.state.0, || self.node.asymmetric()) {
                 gate::Enter::Entered => {
                     in_op.store(true, Ordering::Relaxed);
-                    return Ok(OpGuard {
+                    let guard = OpGuard {
                         busy: Some((busy, in_op)),
-                    });
+                    };
+                    if self.has_parked.load(Ordering::Relaxed) {
+                        self.retry_parked();
+                    }
+                    return Ok(guard);
                 }
                 // Only when another process forged an odd value just now:
                 // joined without a record, the next operation repairs it.
@@ -1249,6 +1260,13 @@ impl ExchangeInner {
 
 impl Drop for ExchangeInner {
     fn drop(&mut self) {
+        if self.has_parked.load(Ordering::Relaxed) {
+            // Entries still parked: a pass rebuilds the task queues from the
+            // ledger, which puts them where their state says.
+            if let Ok(_guard) = self.node.control() {
+                self.flush_caches_locked();
+            }
+        }
         if self.user == NO_USER {
             return;
         }

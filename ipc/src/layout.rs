@@ -275,6 +275,9 @@ pub(crate) struct TaskHeader {
     pub acked: AtomicU64,
     pub redelivered: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Reclaim passes that rebuilt the task queues from the ledger (a
+    /// parked entry is pushed again only if none ran since it was parked).
+    pub rebuilds: AtomicU64,
 }
 
 /// The queues of a task exchange: free entries, one ready queue per

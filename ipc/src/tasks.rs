@@ -185,12 +185,61 @@ impl ExchangeInner {
 
     /// Puts ledger entry `index`, just acked, back on the free queue.
     pub(crate) fn free_entry(&self, index: u32) -> Result<(), Corrupt> {
-        push_index(
-            &self
-                .task_queue(FREE_QUEUE)
-                .ok_or(Corrupt("no task region"))?,
-            index,
-        )
+        self.push_committed(FREE_QUEUE, index)
+    }
+
+    /// Puts entry `index` on task queue `queue`, where a ledger transition
+    /// that already committed put it. A push that stalls behind a stopped
+    /// consumer cannot undo that transition, so it is not an error: the
+    /// entry is parked in this process and pushed at a later operation
+    /// ([`retry_parked`](Self::retry_parked)), unless a reclaim pass rebuilt
+    /// the queues from the ledger meanwhile (that put it in place). Inside
+    /// an operation, or under the control lock.
+    pub(crate) fn push_committed(&self, queue: usize, index: u32) -> Result<(), Corrupt> {
+        let q = self
+            .task_queue(queue)
+            .ok_or(Corrupt("task queue out of range"))?;
+        match push_index(&q, index) {
+            Err(PushFailed::Stalled) => {
+                let rebuilds = self.task_rebuilds();
+                if let Ok(mut parked) = self.parked.lock() {
+                    parked.push(Parked {
+                        queue,
+                        index,
+                        rebuilds,
+                    });
+                    self.has_parked.store(true, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Err(PushFailed::Corrupt(c)) => Err(c),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Pushes the parked entries again, one attempt each, so an operation
+    /// does not wait for the stopped consumer (see
+    /// [`push_committed`](Self::push_committed)); those a rebuild placed
+    /// since are dropped, those still stalled stay. Inside an operation.
+    pub(crate) fn retry_parked(&self) {
+        let Ok(mut parked) = self.parked.lock() else {
+            return;
+        };
+        let rebuilds = self.task_rebuilds();
+        parked.retain(|p| {
+            p.rebuilds == rebuilds
+                && self
+                    .task_queue(p.queue)
+                    .is_some_and(|q| q.push(p.index) == Err(MpmcPushError::Stalled))
+        });
+        self.has_parked.store(!parked.is_empty(), Ordering::Relaxed);
+    }
+
+    /// How many times reclaim rebuilt the task queues (0 without a task
+    /// region).
+    fn task_rebuilds(&self) -> u64 {
+        self.task_header()
+            .map_or(0, |h| h.rebuilds.load(Ordering::Relaxed))
     }
 
     /// Nacks delivery `id` held by worker port `port` ([`Worker::nack`]).
@@ -221,12 +270,7 @@ impl ExchangeInner {
                 DEAD_QUEUE
             }
         };
-        push_index(
-            &self
-                .task_queue(queue)
-                .ok_or(Corrupt("task queue out of range"))?,
-            index,
-        )
+        self.push_committed(queue, index)
     }
 
     /// Takes back every delivery whose ack deadline passed, at most every
@@ -347,6 +391,9 @@ impl ExchangeInner {
         if let (Some(free), Some(r0), Some(r1), Some(r2), Some(r3), Some(dead)) = queues {
             if let Some(ledger) = entries.and_then(Ledger::new) {
                 let _ = ledger.rebuild_queues(&free, &[r0, r1, r2, r3], &dead);
+                if let Some(h) = self.task_header() {
+                    h.rebuilds.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         for (i, h) in held.into_iter().enumerate() {
@@ -375,7 +422,7 @@ const PUSH_STALL_RETRIES: u32 = 100_000;
 /// stalled"), never `Ok` with the index dropped, so the caller reports it.
 /// The entry's state word still says where it belongs, and the reclaim pass
 /// that retires the dead consumer rebuilds the queues from the ledger.
-fn push_index(queue: &Mpmc<'_>, index: u32) -> Result<(), Corrupt> {
+fn push_index(queue: &Mpmc<'_>, index: u32) -> Result<(), PushFailed> {
     for i in 0..PUSH_STALL_RETRIES {
         match queue.push(index) {
             Ok(()) => return Ok(()),
@@ -386,13 +433,46 @@ fn push_index(queue: &Mpmc<'_>, index: u32) -> Result<(), Corrupt> {
                     std::thread::yield_now();
                 }
             }
-            Err(MpmcPushError::Full) => return Err(Corrupt("task queue full beyond its entries")),
-            Err(MpmcPushError::Corrupt(c)) => return Err(c),
+            Err(MpmcPushError::Full) => {
+                return Err(PushFailed::Corrupt(Corrupt(
+                    "task queue full beyond its entries",
+                )))
+            }
+            Err(MpmcPushError::Corrupt(c)) => return Err(PushFailed::Corrupt(c)),
         }
     }
-    Err(Corrupt(
-        "task queue stalled: a consumer stopped between taking a slot and releasing it",
-    ))
+    Err(PushFailed::Stalled)
+}
+
+/// Why [`push_index`] failed.
+#[derive(Debug)]
+enum PushFailed {
+    /// Still stalled after [`PUSH_STALL_RETRIES`]: a consumer stopped
+    /// between taking a slot and releasing it (dead: the next reclaim pass
+    /// rebuilds the queue; stopped: it resumes).
+    Stalled,
+    /// The queue's words are corrupt.
+    Corrupt(Corrupt),
+}
+
+impl From<PushFailed> for Corrupt {
+    fn from(e: PushFailed) -> Corrupt {
+        match e {
+            PushFailed::Stalled => Corrupt(
+                "task queue stalled: a consumer stopped between taking a slot and releasing it",
+            ),
+            PushFailed::Corrupt(c) => c,
+        }
+    }
+}
+
+/// A task entry parked by [`ExchangeInner::push_committed`].
+#[derive(Debug)]
+pub(crate) struct Parked {
+    queue: usize,
+    index: u32,
+    /// The task header's `rebuilds` when it was parked.
+    rebuilds: u64,
 }
 
 impl Exchange {
@@ -600,11 +680,8 @@ impl Submitter {
         entry
             .publish(reserved, priority)
             .map_err(|_| corrupt("a reserved task entry moved"))?;
-        push_index(
-            &ex.task_queue(READY_QUEUE + usize::from(priority))
-                .ok_or(corrupt("no task region"))?,
-            index,
-        )?;
+        // Published: from here the task is submitted, whatever the push.
+        ex.push_committed(READY_QUEUE + usize::from(priority), index)?;
         h.submitted.fetch_add(1, Ordering::Relaxed);
         let mut workers = self.workers.borrow_mut();
         workers.refresh(ex, Role::Worker);
@@ -890,10 +967,7 @@ impl Worker {
             if entry.release_dead_letter(word.generation).is_err() {
                 continue;
             }
-            push_index(
-                &ex.task_queue(FREE_QUEUE).ok_or(Corrupt("no task region"))?,
-                index,
-            )?;
+            ex.push_committed(FREE_QUEUE, index)?;
             // The ledger's reference passes to the dead letter.
             ex.hold(self.core.index, body.chunk);
             ex.payload_ptr(body.chunk, body.len as usize)?;
@@ -1266,5 +1340,52 @@ mod tests {
         assert!(push_index(&queue, 9).is_err());
         // Nothing was pushed.
         assert_eq!(control.tail.load(Ordering::Relaxed), 2);
+    }
+
+    /// Found by `shmex soak`: an ack whose free-queue push stalled behind a
+    /// submitter stopped in the middle of its pop reported `Corrupt`,
+    /// although the ack had committed in the ledger (the soak counted the
+    /// task lost), and the entry left the free queue for good. The ack is
+    /// `Ok`; the entry is parked and pushed by a later operation.
+    #[test]
+    fn an_ack_behind_a_stalled_free_queue_is_ok_and_its_entry_comes_back() {
+        use crate::{Limits, Node, Pattern};
+        let ns = format!("unit-ackstall-{}", std::process::id());
+        let node = Node::builder("t").namespace(&ns).create().expect("node");
+        let limits = Limits {
+            chunk_size: 64,
+            chunk_count: 8,
+            queue_depth: 2,
+            max_ports: 2,
+            ..Limits::default()
+        };
+        let ex = node
+            .create_exchange("x", Pattern::Tasks, limits)
+            .expect("create");
+        let submitter = ex.submitter().expect("submitter");
+        let worker = ex.worker(1).expect("worker");
+        submitter.submit(0, 1, b"a").expect("submit");
+        let id = worker.try_take().expect("take").expect("a task").id();
+        // The free queue's slot 0 (first of the task slots): the submit popped
+        // position 0; make it look as if that consumer stopped before
+        // releasing the slot (sequence 1: published, not yet read).
+        let inner = &ex.inner;
+        let seq: &shmex_core::mpmc::MpmcSlot =
+            inner.seg.get(inner.layout.task_slots).expect("slot 0");
+        let seq: &std::sync::atomic::AtomicU32 =
+            // SAFETY: `MpmcSlot` is `repr(C)` and starts with its sequence word.
+            unsafe { &*(seq as *const shmex_core::mpmc::MpmcSlot).cast() };
+        seq.store(1, Ordering::Relaxed);
+        assert!(worker.ack(id).is_ok(), "the ack committed");
+        // The stopped consumer resumes and releases its slot.
+        seq.store(2, Ordering::Relaxed);
+        // Both entries serve again: the parked one was pushed back.
+        submitter.submit(0, 2, b"b").expect("second submit");
+        submitter
+            .submit(0, 3, b"c")
+            .expect("third submit: the acked entry is back");
+        drop((submitter, worker, ex, node));
+        let left = crate::Namespace::new(crate::DEFAULT_ROOT, ns).segment_files();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
