@@ -44,6 +44,7 @@ pub const FENCED: u32 = 2;
 
 /// True when the word says [`ASYMMETRIC`]. Acquire: pairs with the word's
 /// initialisation and with [`FENCED`]'s release.
+#[inline]
 pub fn says_asymmetric(mode: &AtomicU32) -> bool {
     mode.load(Ordering::Acquire) == ASYMMETRIC
 }
@@ -61,6 +62,7 @@ pub fn fall_back(mode: &AtomicU32) {
 /// (and can issue its own). An unregistered process always fences, and
 /// restarts the switch when the word says [`ASYMMETRIC`] (overwritten, or
 /// read before it joined), so that heavy sides keep covering it.
+#[inline]
 pub fn light_side(mode: &AtomicU32, registered: bool) -> bool {
     if registered {
         return says_asymmetric(mode);

@@ -114,6 +114,7 @@ pub enum Enter {
 /// `asymmetric`: every pauser issues a heavy barrier (Linux `membarrier`)
 /// after [`pause`] / [`grace_fence`], which stands in for this side's fence;
 /// only a compiler fence is kept here. Pass `false` unless that holds.
+#[inline]
 pub fn enter(busy: &AtomicU32, state: &AtomicU32, asymmetric: bool) -> Enter {
     enter_with(busy, state, || asymmetric)
 }
@@ -161,6 +162,7 @@ pub fn enter_with(busy: &AtomicU32, state: &AtomicU32, asymmetric: impl FnOnce()
 }
 
 /// True when `state` holds bits outside [`KNOWN`] (see [`Enter::Corrupt`]).
+#[inline]
 pub fn is_corrupt(state: &AtomicU32) -> bool {
     state.load(Ordering::Acquire) & !KNOWN != 0
 }
@@ -174,6 +176,7 @@ pub fn is_corrupt(state: &AtomicU32) -> bool {
 /// way (`(b | 1) + 1`, branch-free), so the port never looks busy forever
 /// after a stray write. (This used to be a `debug_assert!`, which a release
 /// build skips.)
+#[inline]
 pub fn exit(busy: &AtomicU32) {
     let b = busy.load(Ordering::Relaxed);
     // Release: a pauser or grace-period waiter that reads this value sees
@@ -183,6 +186,7 @@ pub fn exit(busy: &AtomicU32) {
 
 /// True while the port's owner is inside an operation. For the owner itself
 /// (to check it is not nested); others use [`is_idle`] or [`op_in_progress`].
+#[inline]
 pub fn is_busy(busy: &AtomicU32) -> bool {
     busy.load(Ordering::Relaxed) & 1 == 1
 }
@@ -201,6 +205,7 @@ pub fn pause(state: &AtomicU32) {
 /// True when the port is between operations. Acquire: once it returns `true`
 /// the caller sees everything the port wrote in its finished operations, and
 /// after a [`pause`] the port stays idle until [`resume`].
+#[inline]
 pub fn is_idle(busy: &AtomicU32) -> bool {
     busy.load(Ordering::Acquire) & 1 == 0
 }
@@ -222,11 +227,13 @@ pub fn take_down(state: &AtomicU32) {
 
 /// True while a pauser holds the exchange (whether or not it is also down).
 /// Acquire: pairs with [`resume`].
+#[inline]
 pub fn is_paused(state: &AtomicU32) -> bool {
     state.load(Ordering::Acquire) & PAUSED != 0
 }
 
 /// True once the exchange went down. Acquire: pairs with [`take_down`].
+#[inline]
 pub fn is_down(state: &AtomicU32) -> bool {
     state.load(Ordering::Acquire) & DOWN != 0
 }

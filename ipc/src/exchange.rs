@@ -995,13 +995,6 @@ impl ExchangeInner {
             return Ok(OpGuard { busy: None });
         }
         let busy = &slot.spare.busy;
-        if gate::is_busy(busy) {
-            // Not ours: another process wrote it. Release, as `gate::exit`.
-            busy.store(
-                busy.load(Ordering::Relaxed).wrapping_add(1),
-                Ordering::Release,
-            );
-        }
         for _ in 0..MAX_PAUSED_ROUNDS {
             // The Dekker handshake with reclaim's pause (see `gate`): with
             // `membarrier` on the reclaimer's side, a compiler fence here.
@@ -1016,9 +1009,13 @@ impl ExchangeInner {
                     }
                     return Ok(guard);
                 }
-                // Only when another process forged an odd value just now:
-                // joined without a record, the next operation repairs it.
-                gate::Enter::Nested => return Ok(OpGuard { busy: None }),
+                // Odd, but not ours (`in_op` says no operation runs here):
+                // another process wrote it. Back to even (release, as
+                // `gate::exit`), then enter again.
+                gate::Enter::Nested => busy.store(
+                    busy.load(Ordering::Relaxed).wrapping_add(1),
+                    Ordering::Release,
+                ),
                 gate::Enter::Down => return Err(Down::Down),
                 gate::Enter::Corrupt => {
                     return Err(self.corrupt_state("exchange state word holds unknown bits"))

@@ -221,6 +221,7 @@ impl ExchangeInner {
     /// does not wait for the stopped consumer (see
     /// [`push_committed`](Self::push_committed)); those a rebuild placed
     /// since are dropped, those still stalled stay. Inside an operation.
+    #[cold]
     pub(crate) fn retry_parked(&self) {
         let Ok(mut parked) = self.parked.lock() else {
             return;
