@@ -9,8 +9,10 @@
  *   shmex_last_error_message() has the full text of this thread's last
  *   failure. Results come back through out-parameters.
  * - Handles (shmex_node *, shmex_client *, ...) are opaque and never
- *   dereferenced by the library: a released, stale or mistyped handle is
- *   SHMEX_E_STALE_HANDLE, NULL is SHMEX_E_NULL, never a crash.
+ *   dereferenced by the library: a released, forged or mistyped handle
+ *   (of another kind, or a sample of another port) is SHMEX_E_STALE_HANDLE,
+ *   NULL is SHMEX_E_NULL, never a crash; out-parameters are left untouched
+ *   then.
  * - Timeouts are in milliseconds; SHMEX_FOREVER (-1) waits without limit.
  * - A pointer argument must be NULL (SHMEX_E_NULL where it is required) or
  *   valid for what the function reads or writes; strings are NUL-terminated
@@ -24,6 +26,10 @@
  *   shared memory and stay valid until the object is released, answered,
  *   sent, acked or nacked, whichever comes first; those calls consume the
  *   handle.
+ * - A live loan passed to a function that sends, answers, submits or
+ *   responds with it is consumed whatever the outcome (its chunk goes back
+ *   to the pool on error), even when another argument is bad; a loan of
+ *   another port is SHMEX_E_INVALID_ARGUMENT, and consumed too.
  * - Freeing a port that still has such objects, or that belongs to a wait
  *   set, is SHMEX_E_BUSY: release them (or free the wait set) first.
  * - Node and exchange handles may be freed before the ports made from them;
@@ -1047,8 +1053,9 @@ int shmex_request_respond(struct shmex_request *request,
                           size_t len);
 
 /**
- * Answers with a loaned chunk (zero-copy, loaned from the same server);
- * consumes the request and the loan.
+ * Answers with a loaned chunk (zero-copy, loaned from the same server).
+ * Consumes the loan whatever the outcome, and the request once the
+ * arguments are valid.
  */
 int shmex_request_respond_loan(struct shmex_request *request,
                                struct shmex_loan *loan);
@@ -1063,8 +1070,8 @@ int shmex_request_ask(struct shmex_request *request,
                       size_t len);
 
 /**
- * `shmex_request_ask` with a loaned chunk (zero-copy); consumes the request
- * and the loan.
+ * `shmex_request_ask` with a loaned chunk (zero-copy). Consumes the loan
+ * whatever the outcome, and the request once the arguments are valid.
  */
 int shmex_request_ask_loan(struct shmex_request *request,
                            struct shmex_loan *loan);
@@ -1098,7 +1105,8 @@ int shmex_stream_loan(struct shmex_stream *stream,
 /**
  * Sends a loaned chunk (of this stream or its server) as the next part,
  * waiting at most `timeout_ms` (`SHMEX_FOREVER`: no limit) while the
- * window is full; the loan is consumed. `SHMEX_E_TIMEOUT` leaves the
+ * window is full; the loan is consumed whatever the outcome.
+ * `SHMEX_E_TIMEOUT` leaves the
  * stream usable; `SHMEX_E_CANCELLED` (the client cancelled) and
  * `SHMEX_E_CLIENT_GONE` end it (abort it then).
  */
@@ -1169,7 +1177,7 @@ int shmex_publisher_publish(struct shmex_publisher *publisher,
 /**
  * Publishes a loaned chunk under routing `key` (zero-copy: every matching
  * subscriber reads the same chunk). The loan is consumed whatever the
- * outcome, once the key is a valid string.
+ * outcome.
  */
 int shmex_publisher_publish_loan(struct shmex_publisher *publisher,
                                  const char *key,
@@ -1243,7 +1251,8 @@ int shmex_producer_send(struct shmex_producer *producer,
                         size_t len);
 
 /**
- * Sends a loaned chunk with `tag` (zero-copy); the loan is consumed.
+ * Sends a loaned chunk with `tag` (zero-copy); the loan is consumed
+ * whatever the outcome.
  */
 int shmex_producer_send_loan(struct shmex_producer *producer,
                              uint64_t tag,
@@ -1312,7 +1321,8 @@ int shmex_submitter_submit(struct shmex_submitter *submitter,
                            int64_t timeout_ms);
 
 /**
- * Submits a loaned chunk (zero-copy); the loan is consumed.
+ * Submits a loaned chunk (zero-copy); the loan is consumed whatever the
+ * outcome.
  * `SHMEX_E_QUEUE_FULL` at once when the queue is full.
  */
 int shmex_submitter_submit_loan(struct shmex_submitter *submitter,
@@ -1468,7 +1478,9 @@ int shmex_waitset_create(struct shmex_waitset **waitset);
  * consumer, worker or watch (ports that only send have nothing to wait
  * for). `*index` (may be NULL) is its index in the set, as
  * `shmex_waitset_wait` reports it; adding a member again gives its index.
- * `SHMEX_E_FOREIGN_PORT` when it belongs to another node than the others.
+ * `SHMEX_E_FOREIGN_PORT` when it belongs to another node than the others;
+ * any other handle (a publisher, an exchange, a sample, ...) is
+ * `SHMEX_E_STALE_HANDLE` like a released one.
  */
 int shmex_waitset_add(struct shmex_waitset *waitset,
                       const void *port,

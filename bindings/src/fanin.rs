@@ -98,7 +98,8 @@ pub unsafe extern "C" fn shmex_producer_send(
     })
 }
 
-/// Sends a loaned chunk with `tag` (zero-copy); the loan is consumed.
+/// Sends a loaned chunk with `tag` (zero-copy); the loan is consumed
+/// whatever the outcome.
 #[no_mangle]
 pub extern "C" fn shmex_producer_send_loan(
     producer: *mut shmex_producer,
@@ -106,9 +107,11 @@ pub extern "C" fn shmex_producer_send_loan(
     loan: *mut shmex_loan,
 ) -> c_int {
     ffi(|| {
-        handles::with_port(handles::of(producer), Kind::Producer, |locked| {
-            let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
-            Ok(producer_of(locked).send_loan(tag, l)?)
+        handles::consuming_loan(handles::of(loan), || {
+            handles::with_port(handles::of(producer), Kind::Producer, |locked| {
+                let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
+                Ok(producer_of(locked).send_loan(tag, l)?)
+            })
         })
     })
 }

@@ -383,10 +383,7 @@ fn stale_any(kind: Option<Kind>) -> Error {
 /// The kind of a live object handle (for functions that take several
 /// kinds).
 pub(crate) fn kind_of(handle: usize) -> Result<Kind> {
-    if handle & CHILD != 0 && handle != 0 {
-        // A live child's kind is not needed anywhere: callers want objects.
-        return Err(Error::invalid("a sample, loan or request is not a port"));
-    }
+    // A child (live or not) is never what callers want: they want objects.
     lock_object(handle, None).map(|(_, s)| s.kind)
 }
 
@@ -475,10 +472,12 @@ impl Locked {
             return Err(stale(kind));
         };
         if index != self.index {
-            return Err(Error::invalid(format!(
-                "the {} belongs to another port",
-                kind.c_name()
-            )));
+            // Another port's child, or no child at all: only a loan may
+            // come from elsewhere (see `consuming_loan`, which checked it).
+            return Err(match kind {
+                Kind::Loan => Error::invalid("the shmex_loan belongs to another port"),
+                _ => stale(kind),
+            });
         }
         match self.family().children.get(i) {
             Some(Some((s, c))) if *s == stamp && c.kind() == kind => Ok(i),
@@ -492,8 +491,9 @@ impl Locked {
     }
 
     /// Consumes child `handle` of this family (e.g. a loan being sent): its
-    /// handle goes stale and the child comes out. A child of another port
-    /// is `SHMEX_E_INVALID_ARGUMENT`, and stays as it was.
+    /// handle goes stale and the child comes out. A loan of another port is
+    /// `SHMEX_E_INVALID_ARGUMENT` and stays as it was (`consuming_loan`
+    /// releases it); any other child of another port is stale here.
     pub(crate) fn claim(&mut self, handle: usize, kind: Kind) -> Result<Child> {
         let i = self.find(handle, kind)?;
         let f = self.family();
@@ -576,6 +576,21 @@ pub(crate) fn consume<const N: usize, R>(
     }
     let children = handles.map(|(h, kind)| locked.claim(h, kind).expect("checked above"));
     f(children, &mut locked)
+}
+
+/// Runs `send`, which claims loan `loan` ([`Locked::claim`]), so that a
+/// loan passed to a send is consumed whatever the outcome: a handle that is
+/// no live loan fails first (`SHMEX_E_NULL`, `SHMEX_E_STALE_HANDLE`), and a
+/// loan that `send` did not claim (a bad port handle or argument, a loan of
+/// another port) is released when it fails.
+pub(crate) fn consuming_loan(loan: usize, send: impl FnOnce() -> Result<()>) -> Result<()> {
+    with_child(loan, Kind::Loan, |_, _| Ok(()))?;
+    let result = send();
+    if result.is_err() {
+        // Stale already when `send` claimed it: nothing happens then.
+        let _ = release_child(loan, Kind::Loan);
+    }
+    result
 }
 
 /// Releases child `handle`: drops it under its port's lock.

@@ -129,7 +129,7 @@ pub unsafe extern "C" fn shmex_publisher_publish(
 
 /// Publishes a loaned chunk under routing `key` (zero-copy: every matching
 /// subscriber reads the same chunk). The loan is consumed whatever the
-/// outcome, once the key is a valid string.
+/// outcome.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_publisher_publish_loan(
     publisher: *mut shmex_publisher,
@@ -138,14 +138,16 @@ pub unsafe extern "C" fn shmex_publisher_publish_loan(
     report: *mut shmex_published,
 ) -> c_int {
     ffi(|| {
-        // SAFETY (all blocks): NULL or valid, by the header's contract.
-        let key = unsafe { args::string(key, "key") }?;
-        let report = unsafe { Out::optional(report) };
-        handles::with_port(handles::of(publisher), Kind::Publisher, |locked| {
-            let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
-            let p = publisher_of(locked).publish_loan(key, l)?;
-            set_opt(report, p.into());
-            Ok(())
+        handles::consuming_loan(handles::of(loan), || {
+            // SAFETY (all blocks): NULL or valid, by the header's contract.
+            let key = unsafe { args::string(key, "key") }?;
+            let report = unsafe { Out::optional(report) };
+            handles::with_port(handles::of(publisher), Kind::Publisher, |locked| {
+                let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
+                let p = publisher_of(locked).publish_loan(key, l)?;
+                set_opt(report, p.into());
+                Ok(())
+            })
         })
     })
 }

@@ -127,9 +127,11 @@ pub extern "C" fn shmex_client_send_request(
     loan: *mut shmex_loan,
 ) -> c_int {
     ffi(|| {
-        handles::with_port(handles::of(client), Kind::Client, |locked| {
-            let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
-            Ok(client_of(locked).send_request(tag, l)?)
+        handles::consuming_loan(handles::of(loan), || {
+            handles::with_port(handles::of(client), Kind::Client, |locked| {
+                let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
+                Ok(client_of(locked).send_request(tag, l)?)
+            })
         })
     })
 }
@@ -205,9 +207,11 @@ pub extern "C" fn shmex_client_answer_loan(
     loan: *mut shmex_loan,
 ) -> c_int {
     ffi(|| {
-        answer(client, question, |c, q, locked| {
-            let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
-            Ok(c.answer_loan(q, l)?)
+        handles::consuming_loan(handles::of(loan), || {
+            answer(client, question, |c, q, locked| {
+                let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
+                Ok(c.answer_loan(q, l)?)
+            })
         })
     })
 }
@@ -488,21 +492,24 @@ pub unsafe extern "C" fn shmex_request_respond(
     })
 }
 
-/// Answers with a loaned chunk (zero-copy, loaned from the same server);
-/// consumes the request and the loan.
+/// Answers with a loaned chunk (zero-copy, loaned from the same server).
+/// Consumes the loan whatever the outcome, and the request once the
+/// arguments are valid.
 #[no_mangle]
 pub extern "C" fn shmex_request_respond_loan(
     request: *mut shmex_request,
     loan: *mut shmex_loan,
 ) -> c_int {
     ffi(|| {
-        handles::consume(
-            [
-                (handles::of(request), Kind::Request),
-                (handles::of(loan), Kind::Loan),
-            ],
-            |[r, l], _| Ok(expect_request(r).respond_loan(expect_loan(l))?),
-        )
+        handles::consuming_loan(handles::of(loan), || {
+            handles::consume(
+                [
+                    (handles::of(request), Kind::Request),
+                    (handles::of(loan), Kind::Loan),
+                ],
+                |[r, l], _| Ok(expect_request(r).respond_loan(expect_loan(l))?),
+            )
+        })
     })
 }
 
@@ -524,21 +531,23 @@ pub unsafe extern "C" fn shmex_request_ask(
     })
 }
 
-/// `shmex_request_ask` with a loaned chunk (zero-copy); consumes the request
-/// and the loan.
+/// `shmex_request_ask` with a loaned chunk (zero-copy). Consumes the loan
+/// whatever the outcome, and the request once the arguments are valid.
 #[no_mangle]
 pub extern "C" fn shmex_request_ask_loan(
     request: *mut shmex_request,
     loan: *mut shmex_loan,
 ) -> c_int {
     ffi(|| {
-        handles::consume(
-            [
-                (handles::of(request), Kind::Request),
-                (handles::of(loan), Kind::Loan),
-            ],
-            |[r, l], _| Ok(expect_request(r).ask_loan(expect_loan(l))?),
-        )
+        handles::consuming_loan(handles::of(loan), || {
+            handles::consume(
+                [
+                    (handles::of(request), Kind::Request),
+                    (handles::of(loan), Kind::Loan),
+                ],
+                |[r, l], _| Ok(expect_request(r).ask_loan(expect_loan(l))?),
+            )
+        })
     })
 }
 

@@ -49,7 +49,8 @@ pub unsafe extern "C" fn shmex_stream_loan(
 
 /// Sends a loaned chunk (of this stream or its server) as the next part,
 /// waiting at most `timeout_ms` (`SHMEX_FOREVER`: no limit) while the
-/// window is full; the loan is consumed. `SHMEX_E_TIMEOUT` leaves the
+/// window is full; the loan is consumed whatever the outcome.
+/// `SHMEX_E_TIMEOUT` leaves the
 /// stream usable; `SHMEX_E_CANCELLED` (the client cancelled) and
 /// `SHMEX_E_CLIENT_GONE` end it (abort it then).
 #[no_mangle]
@@ -59,12 +60,14 @@ pub extern "C" fn shmex_stream_send(
     timeout_ms: i64,
 ) -> c_int {
     ffi(|| {
-        with_stream(stream, |s, locked| {
-            let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
-            match args::timeout(timeout_ms) {
-                Some(t) => Ok(s.send_timeout(l, t)?),
-                None => Ok(s.send(l)?),
-            }
+        handles::consuming_loan(handles::of(loan), || {
+            with_stream(stream, |s, locked| {
+                let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
+                match args::timeout(timeout_ms) {
+                    Some(t) => Ok(s.send_timeout(l, t)?),
+                    None => Ok(s.send(l)?),
+                }
+            })
         })
     })
 }

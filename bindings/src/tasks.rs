@@ -126,7 +126,8 @@ pub unsafe extern "C" fn shmex_submitter_submit(
     })
 }
 
-/// Submits a loaned chunk (zero-copy); the loan is consumed.
+/// Submits a loaned chunk (zero-copy); the loan is consumed whatever the
+/// outcome.
 /// `SHMEX_E_QUEUE_FULL` at once when the queue is full.
 #[no_mangle]
 pub extern "C" fn shmex_submitter_submit_loan(
@@ -136,9 +137,11 @@ pub extern "C" fn shmex_submitter_submit_loan(
     loan: *mut shmex_loan,
 ) -> c_int {
     ffi(|| {
-        handles::with_port(handles::of(submitter), Kind::Submitter, |locked| {
-            let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
-            Ok(submitter_of(locked).submit_loan(priority, tag, l)?)
+        handles::consuming_loan(handles::of(loan), || {
+            handles::with_port(handles::of(submitter), Kind::Submitter, |locked| {
+                let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
+                Ok(submitter_of(locked).submit_loan(priority, tag, l)?)
+            })
         })
     })
 }

@@ -7,7 +7,7 @@
 //! (`SHMEX_E_BUSY`) until the wait set is.
 
 use crate::args::{self, Out};
-use crate::error::{ffi, Error, Result, SHMEX_E_FOREIGN_PORT};
+use crate::error::{ffi, Error, Result, SHMEX_E_FOREIGN_PORT, SHMEX_E_STALE_HANDLE};
 use crate::handles::{self, Kind, Member, Object};
 use shmex_rs::WaitSet;
 use std::ffi::{c_int, c_void};
@@ -34,7 +34,9 @@ pub unsafe extern "C" fn shmex_waitset_create(waitset: *mut *mut shmex_waitset) 
 /// consumer, worker or watch (ports that only send have nothing to wait
 /// for). `*index` (may be NULL) is its index in the set, as
 /// `shmex_waitset_wait` reports it; adding a member again gives its index.
-/// `SHMEX_E_FOREIGN_PORT` when it belongs to another node than the others.
+/// `SHMEX_E_FOREIGN_PORT` when it belongs to another node than the others;
+/// any other handle (a publisher, an exchange, a sample, ...) is
+/// `SHMEX_E_STALE_HANDLE` like a released one.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_waitset_add(
     waitset: *mut shmex_waitset,
@@ -55,10 +57,14 @@ pub unsafe extern "C" fn shmex_waitset_add(
                 | Kind::Worker
                 | Kind::Watch
         ) {
-            return Err(Error::invalid(format!(
-                "a {} cannot join a wait set: it has nothing to receive",
-                kind.c_name()
-            )));
+            return Err(Error::new(
+                SHMEX_E_STALE_HANDLE,
+                format!(
+                    "a {} cannot join a wait set: only clients, servers, subscribers, \
+                     consumers, workers and watches have something to receive",
+                    kind.c_name()
+                ),
+            ));
         }
         let new = handles::member(h, kind)?;
         let i = handles::with_waitset(handles::of(waitset), |members| {
