@@ -742,6 +742,7 @@ mod tests {
             CHILD | 5,
         ] {
             assert_eq!(code(with_waitset(forged, |_| Ok(()))), SHMEX_E_STALE_HANDLE);
+            assert_eq!(code(kind_of(forged)), SHMEX_E_STALE_HANDLE);
             assert_eq!(
                 code(with_child(forged, Kind::Sample, |_, _| Ok(()))),
                 SHMEX_E_STALE_HANDLE
