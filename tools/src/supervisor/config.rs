@@ -210,6 +210,20 @@ mod tests {
         assert_eq!(c.exchanges[0].pattern, Pattern::FanIn);
     }
 
+    /// The config takes each pattern's one spelling (`Pattern::as_str`, as
+    /// `shmex ls` prints it) and the missing-pattern error lists them all.
+    #[test]
+    fn pattern_spelling_is_as_str() {
+        for p in Pattern::ALL {
+            let text = format!("[[exchange]]\nname = \"a\"\npattern = \"{p}\"\n");
+            assert_eq!(Config::parse(&text).unwrap().exchanges[0].pattern, p);
+        }
+        let e = error("[[exchange]]\nname = \"a\"\n");
+        for p in Pattern::ALL {
+            assert!(e.contains(p.as_str()), "{e}");
+        }
+    }
+
     #[track_caller]
     fn error(text: &str) -> String {
         Config::parse(text).expect_err(text)

@@ -47,7 +47,7 @@ Options:
   --config FILE       static exchanges to create at start and keep up (TOML):
                         [[exchange]]
                         name = \"orders\"
-                        pattern = \"request-response\"  # publish-subscribe, fan-in
+                        pattern = \"request-response\"  # publish-subscribe, fan-in, tasks
                         chunk_size = 4096     # these four are optional:
                         chunk_count = 256     # defaults as shown
                         queue_depth = 64
