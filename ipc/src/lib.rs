@@ -213,7 +213,7 @@ pub use node::{
 pub use owned::{OwnedLoan, OwnedSample};
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER_CHECK_INTERVAL};
-pub use sample::{Loan, Sample};
+pub use sample::{Loan, Sample, SenderId};
 pub use tasks::{
     DeadLetter, Delivery, OwnedDelivery, Submitter, TaskId, TaskStats, Worker, WorkerStats,
     PASS_OVER, PRIORITIES,
