@@ -76,7 +76,8 @@ static int consume(const char *ns) {
             return 1;
         }
         next[id]++;
-        printf("[port %u] %.*s\n", info.sender, (int)info.len, (const char *)info.data);
+        printf("[sender %u.%u] %.*s\n", (unsigned)(info.sender & 0xffffffffu),
+               (unsigned)(info.sender >> 32), (int)info.len, (const char *)info.data);
         CHECK(shmex_sample_release(sample));
     }
     CHECK(shmex_consumer_free(consumer));

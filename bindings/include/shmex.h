@@ -299,6 +299,12 @@
 #define SHMEX_PATTERN_TASKS 4
 
 /**
+ * `shmex_sample_info.sender` of a sample that names no sender (responses,
+ * stream chunks and end markers: they come from the server asked).
+ */
+#define SHMEX_NO_SENDER UINT64_MAX
+
+/**
  * A plain message: a response, publication, fan-in message.
  */
 #define SHMEX_SAMPLE_MESSAGE 0
@@ -582,9 +588,12 @@ typedef struct shmex_sample_info {
    */
   uint64_t tag;
   /**
-   * Port index of the sender (publisher, producer or client).
+   * Who sent it (publisher, producer, or a dialogue's server): port slot
+   * in the low 32 bits, the slot's attach generation in the high 32, so a
+   * later port in the same slot has another value. `SHMEX_NO_SENDER` for
+   * responses.
    */
-  uint32_t sender;
+  uint64_t sender;
   /**
    * `SHMEX_SAMPLE_*`.
    */
@@ -624,9 +633,10 @@ typedef struct shmex_request_info {
    */
   uint64_t tag;
   /**
-   * Port index of the client.
+   * The client's id: port slot in the low 32 bits, the slot's attach
+   * generation in the high 32 (as `shmex_sample_info.sender`).
    */
-  uint32_t sender;
+  uint64_t sender;
   /**
    * 1 when this is a client's answer to this server's question.
    */
@@ -1272,7 +1282,7 @@ int shmex_consumer_free(struct shmex_consumer *consumer);
 
 /**
  * Returns the next message if one is there (never blocks): `*sample`, or
- * NULL. `info.sender` is the producer's port index, `info.tag` its tag.
+ * NULL. `info.sender` is the producer's id, `info.tag` its tag.
  */
 int shmex_consumer_try_receive(struct shmex_consumer *consumer,
                                struct shmex_sample **sample,

@@ -161,7 +161,7 @@ fn receive(
 }
 
 /// Returns the next message if one is there (never blocks): `*sample`, or
-/// NULL. `info.sender` is the producer's port index, `info.tag` its tag.
+/// NULL. `info.sender` is the producer's id, `info.tag` its tag.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_consumer_try_receive(
     consumer: *mut shmex_consumer,

@@ -422,3 +422,20 @@ pub unsafe extern "C" fn shmex_exchange_task_stats(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SHMEX_PATTERN_*` values are the positions in `Pattern::ALL` plus one
+    /// (their names, `Pattern::as_str` upper-cased, are checked against the
+    /// header by the tools' `pattern_names_agree` test).
+    #[test]
+    fn codes_follow_pattern_all() {
+        for (i, p) in Pattern::ALL.into_iter().enumerate() {
+            let code = u32::try_from(i + 1).unwrap();
+            assert_eq!(pattern_code(p), code);
+            assert_eq!(pattern(code).ok(), Some(p));
+        }
+    }
+}

@@ -363,8 +363,9 @@ pub struct shmex_request_info {
     pub len: usize,
     /// The client's tag.
     pub tag: u64,
-    /// Port index of the client.
-    pub sender: u32,
+    /// The client's id: port slot in the low 32 bits, the slot's attach
+    /// generation in the high 32 (as `shmex_sample_info.sender`).
+    pub sender: u64,
     /// 1 when this is a client's answer to this server's question.
     pub is_answer: u32,
     /// The chunked-response window the client asked for; 0 for a plain
@@ -377,7 +378,7 @@ fn request_info(r: &Request<'_>) -> shmex_request_info {
         data: data_ptr(r.payload()),
         len: r.len(),
         tag: r.tag(),
-        sender: r.sender(),
+        sender: crate::sample::sender_code(r.sender()),
         is_answer: u32::from(r.is_answer()),
         stream_window: r.stream_window(),
     }

@@ -7,7 +7,7 @@
 use crate::args::{set_opt, Out};
 use crate::error::{ffi, Result};
 use crate::handles::{self, Child, Kind, Locked};
-use shmex_rs::{Loan, Sample};
+use shmex_rs::{Loan, Sample, SenderId};
 use std::ffi::{c_char, c_int, c_void, CString};
 
 /// A received payload, read in place in shared memory. Release it with
@@ -20,6 +20,19 @@ pub struct shmex_sample {
 /// release it with `shmex_loan_release`.
 pub struct shmex_loan {
     _private: [u8; 0],
+}
+
+/// `shmex_sample_info.sender` of a sample that names no sender (responses,
+/// stream chunks and end markers: they come from the server asked).
+pub const SHMEX_NO_SENDER: u64 = u64::MAX;
+
+/// The C form of a sender id: its port slot in the low 32 bits, the slot's
+/// attach generation in the high 32; `SHMEX_NO_SENDER` for none (a port
+/// slot is below 2^16, so no id equals it).
+pub(crate) fn sender_code(id: Option<SenderId>) -> u64 {
+    id.map_or(SHMEX_NO_SENDER, |id| {
+        u64::from(id.port()) | u64::from(id.generation()) << 32
+    })
 }
 
 /// A plain message: a response, publication, fan-in message.
@@ -43,8 +56,11 @@ pub struct shmex_sample_info {
     /// The request's tag (responses), the subscription's tag (publications),
     /// the producer's tag (fan-in).
     pub tag: u64,
-    /// Port index of the sender (publisher, producer or client).
-    pub sender: u32,
+    /// Who sent it (publisher, producer, or a dialogue's server): port slot
+    /// in the low 32 bits, the slot's attach generation in the high 32, so a
+    /// later port in the same slot has another value. `SHMEX_NO_SENDER` for
+    /// responses.
+    pub sender: u64,
     /// `SHMEX_SAMPLE_*`.
     pub kind: u32,
 }
@@ -72,7 +88,7 @@ fn info(s: &Sample<'_>) -> shmex_sample_info {
         data: data_ptr(s.payload()),
         len: s.len(),
         tag: s.tag(),
-        sender: s.sender(),
+        sender: sender_code(s.sender()),
         kind,
     }
 }

@@ -43,6 +43,15 @@ pub enum Pattern {
 }
 
 impl Pattern {
+    /// Every pattern, in the order of their codes (the C binding's
+    /// `SHMEX_PATTERN_*` values 1, 2, 3, 4).
+    pub const ALL: [Pattern; 4] = [
+        Pattern::RequestResponse,
+        Pattern::PublishSubscribe,
+        Pattern::FanIn,
+        Pattern::Tasks,
+    ];
+
     pub(crate) fn code(self) -> u32 {
         match self {
             Pattern::RequestResponse => 1,
@@ -62,12 +71,15 @@ impl Pattern {
         }
     }
 
-    /// Short name used by the tools: `request-response`, `pubsub`, `fan-in`,
-    /// `tasks`.
+    /// The pattern's one spelling: `request-response`, `publish-subscribe`,
+    /// `fan-in`, `tasks`. The CLI (`shmex ls`, the supervisor's config and
+    /// log), the docs and the C header's `SHMEX_PATTERN_*` names (upper case,
+    /// `_` for `-`) use it; [`FromStr`](std::str::FromStr) parses it back
+    /// (and also the older `pubsub`, `rpc`, `fanin`, `task-distribution`).
     pub fn as_str(self) -> &'static str {
         match self {
             Pattern::RequestResponse => "request-response",
-            Pattern::PublishSubscribe => "pubsub",
+            Pattern::PublishSubscribe => "publish-subscribe",
             Pattern::FanIn => "fan-in",
             Pattern::Tasks => "tasks",
         }
@@ -85,11 +97,11 @@ impl std::str::FromStr for Pattern {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "request-response" | "rpc" => Ok(Pattern::RequestResponse),
-            "pubsub" | "publish-subscribe" => Ok(Pattern::PublishSubscribe),
+            "publish-subscribe" | "pubsub" => Ok(Pattern::PublishSubscribe),
             "fan-in" | "fanin" => Ok(Pattern::FanIn),
             "tasks" | "task-distribution" => Ok(Pattern::Tasks),
             _ => Err(format!(
-                "unknown pattern {s:?} (request-response, pubsub, fan-in, tasks)"
+                "unknown pattern {s:?} (request-response, publish-subscribe, fan-in, tasks)"
             )),
         }
     }

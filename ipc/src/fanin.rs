@@ -7,7 +7,7 @@
 
 use crate::error::{PortError, RecvError, SendError};
 use crate::exchange::{Exchange, PortCore, Role, Targets, FLAG_FANIN, FLAG_SOLE};
-use crate::sample::{Loan, Sample};
+use crate::sample::{Loan, Sample, SenderId};
 use crate::waitset::{blocking, waitable};
 use crate::waitset::{WaitNode, Waitable};
 use shmex_core::ring::{Descriptor, PushError};
@@ -47,8 +47,8 @@ pub struct Producer {
 
 impl Producer {
     /// This producer's id, as [`Sample::sender`] reports it to the consumer.
-    pub fn id(&self) -> u32 {
-        self.core.index
+    pub fn id(&self) -> SenderId {
+        SenderId::new(self.core.index, self.core.generation)
     }
 
     /// Loans a chunk for a message of `len` bytes, to write in place.
@@ -81,7 +81,7 @@ impl Producer {
             len,
             flags: FLAG_FANIN | FLAG_SOLE | owner,
             tag,
-            meta: u64::from(self.core.index),
+            meta: self.core.address(),
         };
         match ex.deliver_to(t, &d) {
             Ok(()) => {

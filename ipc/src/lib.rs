@@ -6,11 +6,6 @@
 //! and sends a small descriptor; receivers read the payload in place
 //! ([`Sample`]) and the chunk returns to the pool when the last one drops it.
 //!
-//! Patterns ([`Pattern`]):
-//! - request-response: [`Client`] / [`Server`] / [`Request`];
-//! - publish-subscribe with AMQP topic routing: [`Publisher`] / [`Subscriber`];
-//! - fan-in, many producers and one consumer: [`Producer`] / [`Consumer`].
-//!
 //! Every port offers `try_receive` (never blocks), `receive` (blocks) and
 //! `receive_timeout`; a [`WaitSet`] blocks one thread on many ports.
 //!
@@ -19,9 +14,96 @@
 //! may drop, also after the port is gone: [`OwnedSample`], [`OwnedLoan`],
 //! [`OwnedDelivery`].
 //!
-//! ```no_run
+//! # Patterns
+//!
+//! An exchange serves one [`Pattern`]. The examples below run both ends in
+//! one process for brevity; in practice they are different processes that
+//! join the same namespace and open the exchange by name
+//! ([`Node::open_exchange`]).
+//!
+//! ## Request-response
+//!
+//! [`Client`]s send tagged requests, a [`Server`] answers each [`Request`]
+//! once; the response carries the request's tag.
+//!
+//! ```
 //! use shmex::{Limits, Node, Pattern};
-//! let node = Node::builder("example").namespace("docs").create()?;
+//! let node = Node::builder("example").namespace(format!("doc-rr-{}", std::process::id())).create()?;
+//! let ex = node.create_exchange("time", Pattern::RequestResponse, Limits::default())?;
+//! let server = ex.server()?;
+//! let client = ex.client()?;
+//! client.request(7, b"what time is it?")?;
+//! let request = server.receive()?;
+//! assert_eq!(&request[..], b"what time is it?");
+//! request.respond(b"noon")?;
+//! let response = client.receive()?;
+//! assert_eq!((response.tag(), &response[..]), (7, &b"noon"[..]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Chunked response streams
+//!
+//! On a request-response exchange, [`Client::request_stream`] asks for a
+//! response in many chunks, at most `window` of them in flight; the server
+//! answers with a [`ResponseStream`] and ends it.
+//!
+//! ```
+//! use shmex::{Limits, Node, Pattern};
+//! let node = Node::builder("example").namespace(format!("doc-stream-{}", std::process::id())).create()?;
+//! let ex = node.create_exchange("files", Pattern::RequestResponse, Limits::default())?;
+//! let server = ex.server()?;
+//! let client = ex.client()?;
+//! client.request_stream(1, b"get", 4)?;
+//! let mut stream = server.receive()?.respond_stream()?;
+//! for part in [&b"first "[..], b"second"] {
+//!     stream.send_copy(part)?;
+//! }
+//! stream.end()?;
+//! let mut whole = Vec::new();
+//! loop {
+//!     let chunk = client.receive()?;
+//!     if chunk.is_stream_end() {
+//!         break;
+//!     }
+//!     whole.extend_from_slice(&chunk);
+//! }
+//! assert_eq!(whole, b"first second");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Dialogue
+//!
+//! A server may answer a request with a question ([`Request::ask`]); the
+//! client answers it ([`Client::answer`]) and the server then responds as
+//! usual.
+//!
+//! ```
+//! use shmex::{Limits, Node, Pattern};
+//! let node = Node::builder("example").namespace(format!("doc-dialogue-{}", std::process::id())).create()?;
+//! let ex = node.create_exchange("shop", Pattern::RequestResponse, Limits::default())?;
+//! let server = ex.server()?;
+//! let client = ex.client()?;
+//! client.request(3, b"buy tea")?;
+//! server.receive()?.ask(b"how many?")?;
+//! let question = client.receive()?;
+//! assert!(question.is_question());
+//! client.answer(&question, b"2")?;
+//! let answer = server.receive()?;
+//! assert!(answer.is_answer());
+//! assert_eq!(&answer[..], b"2");
+//! answer.respond(b"2 teas")?;
+//! assert_eq!(&client.receive()?[..], b"2 teas");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Publish-subscribe
+//!
+//! [`Publisher`]s publish under AMQP routing keys; each [`Subscriber`]
+//! receives what its topic pattern matches (`*` one word, `#` any number).
+//!
+//! ```
+//! use shmex::{Limits, Node, Pattern};
+//! let node = Node::builder("example").namespace(format!("doc-pubsub-{}", std::process::id())).create()?;
 //! let ex = node.create_exchange("greetings", Pattern::PublishSubscribe, Limits::default())?;
 //! let sub = ex.subscriber("hello.#", 1)?;
 //! let publisher = ex.publisher()?;
@@ -29,6 +111,45 @@
 //! let sample = sub.receive()?;
 //! assert_eq!(&sample[..], b"hi");
 //! assert_eq!(sample.key(), Some("hello.world"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Fan-in
+//!
+//! Many [`Producer`]s, one [`Consumer`]; [`Sample::sender`] tells the
+//! producers apart.
+//!
+//! ```
+//! use shmex::{Limits, Node, Pattern};
+//! let node = Node::builder("example").namespace(format!("doc-fanin-{}", std::process::id())).create()?;
+//! let ex = node.create_exchange("logs", Pattern::FanIn, Limits::default())?;
+//! let consumer = ex.consumer()?;
+//! let (a, b) = (ex.producer()?, ex.producer()?);
+//! a.send(1, b"from a")?;
+//! b.send(2, b"from b")?;
+//! let (first, second) = (consumer.receive()?, consumer.receive()?);
+//! assert_eq!((&first[..], &second[..]), (&b"from a"[..], &b"from b"[..]));
+//! assert_ne!(first.sender(), second.sender());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Task distribution
+//!
+//! [`Submitter`]s queue prioritised tasks; [`Worker`]s take them (at most
+//! their prefetch limit at once) and ack or nack each. A task not acked
+//! within the exchange's `ack_timeout`, or whose worker died, is delivered
+//! again, up to `max_deliveries` times, then dead-lettered.
+//!
+//! ```
+//! use shmex::{Limits, Node, Pattern};
+//! let node = Node::builder("example").namespace(format!("doc-tasks-{}", std::process::id())).create()?;
+//! let ex = node.create_exchange("jobs", Pattern::Tasks, Limits::default())?;
+//! let submitter = ex.submitter()?;
+//! let worker = ex.worker(1)?;
+//! submitter.submit(0, 10, b"resize a.png")?;
+//! let task = worker.take()?;
+//! assert_eq!((task.tag(), task.payload()), (10, &b"resize a.png"[..]));
+//! task.ack()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -92,7 +213,7 @@ pub use node::{
 pub use owned::{OwnedLoan, OwnedSample};
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER_CHECK_INTERVAL};
-pub use sample::{Loan, Sample};
+pub use sample::{Loan, Sample, SenderId};
 pub use tasks::{
     DeadLetter, Delivery, OwnedDelivery, Submitter, TaskId, TaskStats, Worker, WorkerStats,
     PASS_OVER, PRIORITIES,

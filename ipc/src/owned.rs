@@ -39,7 +39,7 @@
 
 use crate::error::{PodError, SendError};
 use crate::exchange::{Detach, ExchangeInner, PortCore};
-use crate::sample::{release_loan, release_sample, Loan};
+use crate::sample::{release_loan, release_sample, Loan, SenderId};
 use crate::tasks::TaskId;
 use shmex_core::ring::Descriptor;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -244,7 +244,7 @@ pub(crate) struct SampleParts {
     pub flags: u32,
     pub stream: Option<(u32, u32)>,
     pub key: Option<Box<str>>,
-    pub sender: u32,
+    pub sender: Option<SenderId>,
 }
 
 /// A received payload that is `Send + Sync` and `'static`: made by
@@ -294,8 +294,8 @@ impl OwnedSample {
         self.parts.key.as_deref()
     }
 
-    /// Port index of the sender (publisher, producer or client).
-    pub fn sender(&self) -> u32 {
+    /// Who sent it (as [`Sample::sender`](crate::Sample::sender)).
+    pub fn sender(&self) -> Option<SenderId> {
         self.parts.sender
     }
 

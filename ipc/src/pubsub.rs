@@ -145,7 +145,7 @@ impl Publisher {
                 len,
                 flags,
                 tag: t.tag,
-                meta: u64::from(self.core.index),
+                meta: self.core.address(),
             };
             match ex.deliver_to(t, &d) {
                 Ok(()) => report.delivered += 1,
@@ -305,7 +305,7 @@ mod tests {
             len,
             flags: crate::exchange::FLAG_PUBLISH | FLAG_SOLE | owner,
             tag: 1,
-            meta: u64::from(p.core.index),
+            meta: p.core.address(),
         };
         let t = &mut targets.list[targets.matched[0]];
         if inner.deliver_to(t, &d).is_err() {

@@ -316,7 +316,8 @@ impl Client {
                 let reason = FailReason::from_code(d.len);
                 return Err(RecvError::RequestFailed { tag: d.tag, reason });
             }
-            let sample = Sample::from_descriptor(&self.core, &d)?;
+            let mut sample = Sample::from_descriptor(&self.core, &d)?;
+            sample.sender = None;
             if !known {
                 // Its request was reported failed already (its server was
                 // found gone): one outcome per request. Released unread.
@@ -347,6 +348,7 @@ impl Client {
         if d.flags & (FLAG_END | FLAG_FAILED) == 0 {
             let mut s = Sample::from_descriptor(&self.core, d)?;
             s.kind = crate::sample::Kind::StreamChunk;
+            s.sender = None;
             s.stream = Some((slot_index, generation));
             if cancelled {
                 return Ok(None); // dropped here: released unread

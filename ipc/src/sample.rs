@@ -2,9 +2,53 @@
 //! and [`Sample`] (a received chunk, read in place).
 
 use crate::error::{PodError, SendError};
-use crate::exchange::{flags_owner, owner_flags, ExchangeInner, PortCore, FLAG_SOLE};
+use crate::exchange::{
+    address_generation, address_port, flags_owner, owner_flags, ExchangeInner, PortCore, FLAG_SOLE,
+};
 use crate::owned::{OwnedLoan, OwnedSample};
 use shmex_core::ring::Descriptor;
+
+/// Who sent a sample ([`Sample::sender`]): the sender's port slot and the
+/// slot's attach generation, which moves each time a port attaches there.
+/// A port that leaves (or dies) and a later port in the same slot get
+/// different ids, so an id never names a different sender later (until one
+/// slot has seen 2^32 attaches). Unique within one exchange; it says nothing
+/// about ports of other exchanges.
+///
+/// Displayed as `PORT.GENERATION`, e.g. `3.7`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SenderId {
+    port: u32,
+    generation: u32,
+}
+
+impl SenderId {
+    pub(crate) fn new(port: u32, generation: u32) -> SenderId {
+        SenderId { port, generation }
+    }
+
+    /// The id carried in a descriptor's address word (a request's reply
+    /// address also carries its stream window, which is not part of it).
+    pub(crate) fn from_address(address: u64) -> SenderId {
+        SenderId::new(address_port(address), address_generation(address))
+    }
+
+    /// The sender's port slot index (reused by later ports).
+    pub fn port(self) -> u32 {
+        self.port
+    }
+
+    /// The slot's attach generation when the sender attached.
+    pub fn generation(self) -> u32 {
+        self.generation
+    }
+}
+
+impl std::fmt::Display for SenderId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.port, self.generation)
+    }
+}
 
 /// A chunk loaned from an exchange's pool, written in place, then sent. Dropping
 /// an unsent loan returns the chunk to the pool. It borrows the port (or
@@ -187,7 +231,7 @@ pub struct Sample<'a> {
     /// Set for publications: `key()` then reads the routing key.
     pub(crate) publication: bool,
     key: std::cell::OnceCell<Option<Box<str>>>,
-    pub(crate) sender: u32,
+    pub(crate) sender: Option<SenderId>,
     /// What kind of response it is (client side).
     pub(crate) kind: Kind,
     /// A stream chunk's stream slot and its generation: releasing the chunk
@@ -227,7 +271,7 @@ impl<'a> Sample<'a> {
             flags: d.flags,
             publication: false,
             key: std::cell::OnceCell::new(),
-            sender: d.meta as u32,
+            sender: Some(SenderId::from_address(d.meta)),
             kind: Kind::Plain,
             stream: None,
             reply_to: 0,
@@ -251,7 +295,7 @@ impl<'a> Sample<'a> {
             flags: 0,
             publication: false,
             key: std::cell::OnceCell::new(),
-            sender: 0,
+            sender: None,
             kind: Kind::StreamEnd,
             stream: None,
             reply_to: 0,
@@ -335,8 +379,11 @@ impl<'a> Sample<'a> {
         )
     }
 
-    /// Port index of the sender (publisher, producer or client).
-    pub fn sender(&self) -> u32 {
+    /// Who sent it: the publisher, producer, client (a request, on the
+    /// server side) or server (a question). `None` for responses and their
+    /// stream chunks and end markers, which come from the server the request
+    /// went to.
+    pub fn sender(&self) -> Option<SenderId> {
         self.sender
     }
 

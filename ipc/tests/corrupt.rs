@@ -169,7 +169,11 @@ fn corrupted_headers_are_refused_with_both_sides_named() {
 
     let path = |name: &str| ns.exchange_path(name).display().to_string();
     let goods: Vec<String> = report.all("ok good");
-    assert_eq!(goods, ["pubsub", "pubsub"], "the intact segment opens");
+    assert_eq!(
+        goods,
+        ["publish-subscribe", "publish-subscribe"],
+        "the intact segment opens"
+    );
     let live_refusal = report
         .all("display good")
         .into_iter()

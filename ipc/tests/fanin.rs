@@ -72,14 +72,11 @@ fn fanin_four_producers_one_consumer() {
             ChildProc::spawn(&ns, "producer", &env)
         })
         .collect();
-    let ports: Vec<u64> = producers
-        .iter_mut()
-        .map(|p| p.wait_for("port").parse().unwrap())
-        .collect();
+    let ports: Vec<String> = producers.iter_mut().map(|p| p.wait_for("port")).collect();
 
     // next[id]: the sequence number expected next from producer id.
     let mut next = [0u64; PRODUCERS as usize];
-    let mut sender_of: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut sender_of: BTreeMap<u64, Option<shmex::SenderId>> = BTreeMap::new();
     for _ in 0..PRODUCERS * MESSAGES {
         let s = consumer
             .receive_timeout(TIMEOUT)
@@ -103,8 +100,8 @@ fn fanin_four_producers_one_consumer() {
         let r = p.finish();
         assert_eq!(r.num("sent"), MESSAGES);
         assert_eq!(
-            u64::from(sender_of[&(id as u64)]),
-            ports[id],
+            sender_of[&(id as u64)].map(|s| s.to_string()).as_ref(),
+            Some(&ports[id]),
             "Sample::sender vs Producer::id"
         );
     }

@@ -62,7 +62,7 @@ fn creating_a_live_exchange_again_is_refused() {
         ),
         (
             "open_or_create_other_pattern",
-            r#"Err(Mismatch { name: "svc", what: "pattern", ours: "pubsub", theirs: "fan-in" })"#
+            r#"Err(Mismatch { name: "svc", what: "pattern", ours: "publish-subscribe", theirs: "fan-in" })"#
                 .to_string(),
         ),
     ];

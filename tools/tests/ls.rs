@@ -115,7 +115,7 @@ fn json_lists_node_and_exchanges() {
             small.segment_size(Pattern::RequestResponse).unwrap() as f64
         );
         let e = named(exchanges, "events.v1");
-        assert_eq!(e.get("pattern").str(), "pubsub");
+        assert_eq!(e.get("pattern").str(), "publish-subscribe");
         assert_eq!(e.get("ports").num(), 2.0);
         assert_eq!(e.get("chunks_total").num(), 256.0);
         assert_eq!(e.get("chunks_free").num(), 253.0);
@@ -136,11 +136,67 @@ fn json_lists_node_and_exchanges() {
             "orders",
             "events.v1",
             "request-response",
-            "pubsub",
+            "publish-subscribe",
             "32/32",
             "253/256",
         ] {
             assert!(table.contains(want), "{want:?} missing from:\n{table}");
+        }
+    }
+    assert_eq!(shm.segment_files(), Vec::<PathBuf>::new());
+}
+
+/// One spelling per pattern: `Pattern::as_str`, `FromStr` (which also keeps
+/// the old `pubsub`), `shmex ls --json` and its table, and the C header's
+/// `SHMEX_PATTERN_*` names (upper case, `_` for `-`, valued by position in
+/// `Pattern::ALL`) agree for every pattern. (The supervisor's config, which is
+/// what CLI users type, is checked by its own unit tests.)
+#[test]
+fn pattern_names_agree() {
+    let header = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../bindings/include/shmex.h"
+    ))
+    .expect("read the C header");
+    for (i, p) in Pattern::ALL.into_iter().enumerate() {
+        assert_eq!(p.as_str().parse::<Pattern>(), Ok(p));
+        assert_eq!(p.to_string(), p.as_str());
+        let define = format!(
+            "#define SHMEX_PATTERN_{} {}\n",
+            p.as_str().to_uppercase().replace('-', "_"),
+            i + 1
+        );
+        assert!(header.contains(&define), "{define:?} missing from shmex.h");
+    }
+    assert_eq!("pubsub".parse::<Pattern>(), Ok(Pattern::PublishSubscribe));
+
+    let ns = unique_namespace("names");
+    let shm = namespace(&ns, Path::new("/dev/shm"));
+    {
+        let node = Node::builder("ls-names")
+            .namespace(&ns)
+            .root("/dev/shm")
+            .create()
+            .unwrap();
+        let _exchanges: Vec<_> = Pattern::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                node.create_exchange(&format!("x{i}"), p, Limits::default())
+                    .unwrap()
+            })
+            .collect();
+        let v = ls_json(&shmex(&["ls", "--json"], &ns));
+        let table = stdout(&shmex(&["ls"], &ns));
+        for (i, p) in Pattern::ALL.into_iter().enumerate() {
+            let name = format!("x{i}");
+            let listed = named(v.get("exchanges"), &name).get("pattern").str();
+            assert_eq!(listed, p.as_str(), "{v:?}");
+            let row = table
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(&name))
+                .unwrap_or_else(|| panic!("no {name} row in:\n{table}"));
+            assert_eq!(row.split_whitespace().nth(1), Some(p.as_str()), "{table}");
         }
     }
     assert_eq!(shm.segment_files(), Vec::<PathBuf>::new());

@@ -494,7 +494,7 @@ fn static_exchanges_come_up_and_stay_up() {
     assert_eq!(orders.get("chunk_size").num(), 512.0);
     assert_eq!(orders.get("chunks_total").num(), 32.0);
     let events = find(exchanges, "name", "events").expect("events listed");
-    assert_eq!(events.get("pattern").str(), "pubsub");
+    assert_eq!(events.get("pattern").str(), "publish-subscribe");
     let mode = std::fs::metadata(ns.namespace().exchange_path("events"))
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
         .unwrap();

@@ -152,8 +152,8 @@ struct Driver {
     seq: u64,
     /// Streamed responses: tag of the last request.
     tag: u64,
-    /// Per producer port index: next sequence number expected.
-    expected: Vec<(u32, u64)>,
+    /// Per producer: next sequence number expected.
+    expected: Vec<(Option<shmex::SenderId>, u64)>,
     _node: Node,
 }
 

@@ -19,7 +19,8 @@ use super::{
     RPC, SENSORS, SUBSCRIPTIONS, TASKS,
 };
 use shmex::{
-    Delivery, Exchange, Node, Producer, RecvError, SendError, TaskError, WaitError, WaitSet,
+    Delivery, Exchange, Node, Producer, RecvError, SendError, SenderId, TaskError, WaitError,
+    WaitSet,
 };
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -356,7 +357,7 @@ impl Ctx {
         let node = self.node("consumer")?;
         let consumer = node.open_exchange(LOGS)?.consumer()?;
         say!(self, "consuming {LOGS}");
-        let mut streams: BTreeMap<u32, Stream> = BTreeMap::new();
+        let mut streams: BTreeMap<SenderId, Stream> = BTreeMap::new();
         let mut done = 0;
         let mut first = None;
         while done < PRODUCERS {
@@ -365,14 +366,16 @@ impl Ctx {
                 .context(|| format!("waiting for messages ({done} producers done)"))?;
             first.get_or_insert_with(Instant::now);
             let name = text(&sample);
-            let port = sample.sender();
+            let Some(port) = sample.sender() else {
+                return fail(format!("message without a sender: {sample:?}"));
+            };
             let s = streams.entry(port).or_insert_with(|| Stream {
                 name: name.clone(),
                 next: 0,
                 done: false,
             });
             if name != s.name || s.done {
-                return fail(format!("port {port}: unexpected message {sample:?}"));
+                return fail(format!("sender {port}: unexpected message {sample:?}"));
             }
             if sample.tag() == DONE {
                 say!(self, "{name} is done");
@@ -388,7 +391,7 @@ impl Ctx {
                 ));
             }
             if s.next < 2 {
-                say!(self, "got message {} from {name} (port {port})", s.next);
+                say!(self, "got message {} from {name} (sender {port})", s.next);
             }
             s.next += 1;
         }
@@ -423,7 +426,7 @@ impl Ctx {
         let go = node.open_exchange(GO)?.subscriber("go", 0)?;
         let logs: Exchange = node.open_exchange(LOGS)?;
         let producer = logs.producer()?;
-        say!(self, "attached as port {}, waiting for go", producer.id());
+        say!(self, "attached as sender {}, waiting for go", producer.id());
         go.receive_timeout(self.timeout())
             .context(|| "waiting for go".into())?;
         let deadline = Instant::now() + self.timeout();

@@ -733,7 +733,7 @@ fn soak(opts: &Options) -> Result<Report, String> {
     let (t, published) = publisher.join().map_err(|_| "publisher panicked")?;
     tally.add(&t);
     tally.add(&client.join().map_err(|_| "client panicked")?);
-    let (t, _, fanin_sent) = producer.join().map_err(|_| "producer panicked")?;
+    let (t, fanin_sent) = producer.join().map_err(|_| "producer panicked")?;
     tally.add(&t);
     tally.add(&submitter.join().map_err(|_| "submitter panicked")?);
     // The worker drains the task exchange before it returns.

@@ -10,7 +10,7 @@
 //! or failed.
 
 use super::{tick, tick_bytes, Tasks, Who, STREAM_WINDOW};
-use shmex::{Exchange, RecvError, SendError, StreamError, TaskError};
+use shmex::{Exchange, RecvError, SendError, SenderId, StreamError, TaskError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -300,8 +300,8 @@ pub fn client(ex: Exchange, stop: Stop) -> Tally {
     t
 }
 
-/// Sends `[seq]` tagged `seq` until `stop`; returns (tally, port, sent).
-pub fn producer(ex: Exchange, stop: Stop, port: Arc<Mutex<Option<u32>>>) -> (Tally, u32, u64) {
+/// Sends `[seq]` tagged `seq` until `stop`; returns (tally, sent).
+pub fn producer(ex: Exchange, stop: Stop, port: Arc<Mutex<Option<SenderId>>>) -> (Tally, u64) {
     let mut t = Tally::default();
     let producer = match ex.producer() {
         Ok(p) => {
@@ -312,7 +312,7 @@ pub fn producer(ex: Exchange, stop: Stop, port: Arc<Mutex<Option<u32>>>) -> (Tal
         }
         Err(e) => {
             t.error(format!("producer: {e}"));
-            return (t, u32::MAX, 0);
+            return (t, 0);
         }
     };
     let mut seq = 0u64;
@@ -334,13 +334,13 @@ pub fn producer(ex: Exchange, stop: Stop, port: Arc<Mutex<Option<u32>>>) -> (Tal
         }
         t.timed(started, Duration::ZERO);
     }
-    (t, producer.id(), seq)
+    (t, seq)
 }
 
 /// Receives everything until `stop` and a quiet slice; checks the
 /// survivor producer's messages (from `port`, once known) arrive in order.
 /// Returns (tally, received from the survivor producer).
-pub fn consumer(ex: Exchange, stop: Stop, port: Arc<Mutex<Option<u32>>>) -> (Tally, u64) {
+pub fn consumer(ex: Exchange, stop: Stop, port: Arc<Mutex<Option<SenderId>>>) -> (Tally, u64) {
     let mut t = Tally::default();
     let consumer = match ex.consumer() {
         Ok(c) => c,
@@ -361,8 +361,8 @@ pub fn consumer(ex: Exchange, stop: Stop, port: Arc<Mutex<Option<u32>>>) -> (Tal
                     b"v" => {}
                     b"s" => {
                         let known = port.lock().ok().and_then(|p| *p);
-                        if known.is_some_and(|p| p != s.sender()) {
-                            t.error(format!("survivor message from port {}", s.sender()));
+                        if known.is_some() && known != s.sender() {
+                            t.error(format!("survivor message from sender {:?}", s.sender()));
                         } else if s.tag() != next {
                             t.error(format!("survivor message {} after {next}", s.tag()));
                             next = s.tag() + 1;

@@ -4,17 +4,13 @@
 //! ```toml
 //! [[exchange]]
 //! name = "orders"
-//! pattern = "request-response"     # or publish-subscribe, fan-in, tasks
-//! ack_timeout_ms = 30000            # tasks only (optional)
-//! max_deliveries = 5                # tasks only (optional)
-//! chunk_size = 4096                 # optional, defaults from Limits::default()
+//! pattern = "request-response"
 //! chunk_count = 256
-//! queue_depth = 64
-//! max_ports = 16
-//! mode = "persistent"               # or "transient" (default persistent)
-//! permissions = "0600"              # "0660" only in a namespace shared with
-//!                                   # a group (SHMEX_SHARE_GROUP)
 //! ```
+//!
+//! Every key, its default and meaning: the "Supervisor config keys" table
+//! of the repository's README.md, the one reference (the test
+//! `readme_table_lists_every_key` checks it against this parser).
 //!
 //! Unknown keys, a missing `name` or `pattern`, an unknown pattern, limits
 //! the library refuses ([`Limits::segment_size`]) and duplicate names are
@@ -208,6 +204,88 @@ mod tests {
     fn fan_in_pattern() {
         let c = Config::parse("[[exchange]]\nname = \"logs\"\npattern = \"fan-in\"\n").unwrap();
         assert_eq!(c.exchanges[0].pattern, Pattern::FanIn);
+    }
+
+    /// The config takes each pattern's one spelling (`Pattern::as_str`, as
+    /// `shmex ls` prints it) and the missing-pattern error lists them all.
+    #[test]
+    fn pattern_spelling_is_as_str() {
+        for p in Pattern::ALL {
+            let text = format!("[[exchange]]\nname = \"a\"\npattern = \"{p}\"\n");
+            assert_eq!(Config::parse(&text).unwrap().exchanges[0].pattern, p);
+        }
+        let e = error("[[exchange]]\nname = \"a\"\n");
+        for p in Pattern::ALL {
+            assert!(e.contains(p.as_str()), "{e}");
+        }
+    }
+
+    /// The keys of README.md's "Supervisor config keys" table, each with its
+    /// example value.
+    fn readme_keys() -> Vec<(String, String)> {
+        let readme = include_str!("../../../README.md");
+        let table = readme
+            .split("#### Supervisor config keys")
+            .nth(1)
+            .expect("README.md has a \"Supervisor config keys\" section");
+        table
+            .lines()
+            .skip_while(|l| !l.starts_with("| Key |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|row| {
+                let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                let unquote = |c: &str| c.trim_matches('`').to_string();
+                (unquote(cells[1]), unquote(cells[2]))
+            })
+            .collect()
+    }
+
+    /// The keys an `[[exchange]]` table takes, as the parser itself names
+    /// them when refusing an unknown one.
+    fn parser_keys() -> Vec<String> {
+        let e = error("[[exchange]]\nname = \"a\"\npattern = \"tasks\"\nzz_probe = 1\n");
+        let list = e
+            .split("expected one of ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no key list in {e}"));
+        let list = list.lines().next().unwrap_or_default();
+        list.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// README.md's table lists every key the parser takes, and nothing
+    /// else; each listed key, set to the table's example value, is accepted.
+    #[test]
+    fn readme_table_lists_every_key() {
+        let listed = readme_keys();
+        let mut listed_keys: Vec<String> = listed.iter().map(|(k, _)| k.clone()).collect();
+        let mut accepted = parser_keys();
+        assert!(accepted.len() >= 10, "{accepted:?}");
+        listed_keys.sort();
+        accepted.sort();
+        assert_eq!(listed_keys, accepted, "README.md table vs parser");
+        for key in &accepted {
+            assert!(
+                super::super::HELP.contains(key.as_str()),
+                "{key} not in --help"
+            );
+        }
+        for (key, example) in &listed {
+            let mut text = String::from("[[exchange]]\n");
+            for (k, v) in [("name", "\"t\""), ("pattern", "\"tasks\"")] {
+                if k != key {
+                    text.push_str(&format!("{k} = {v}\n"));
+                }
+            }
+            text.push_str(&format!("{key} = {example}\n"));
+            if let Err(e) = Config::parse(&text) {
+                panic!("README.md's `{key} = {example}` is refused: {e}");
+            }
+        }
     }
 
     #[track_caller]

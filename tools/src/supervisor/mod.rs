@@ -47,13 +47,13 @@ Options:
   --config FILE       static exchanges to create at start and keep up (TOML):
                         [[exchange]]
                         name = \"orders\"
-                        pattern = \"request-response\"  # publish-subscribe, fan-in
-                        chunk_size = 4096     # these four are optional:
-                        chunk_count = 256     # defaults as shown
-                        queue_depth = 64
-                        max_ports = 16
-                        mode = \"persistent\"   # or \"transient\" (default persistent)
-                        permissions = \"0600\"  # \"0660\" only with SHMEX_SHARE_GROUP
+                        pattern = \"request-response\"  # publish-subscribe, fan-in, tasks
+                        chunk_count = 256
+                      optional keys (defaults from shmex::Limits): chunk_size,
+                      chunk_count, queue_depth, max_ports, mode (\"persistent\"
+                      or \"transient\"), permissions (\"0600\" or \"0660\"),
+                      ack_timeout_ms, max_deliveries; README.md's \"Supervisor
+                      config keys\" table documents each
   --hung-after-ms MS  heartbeat age after which a node counts as hung
                       (default 1000)
   --kill-hung         send SIGKILL to a hung node's process (it is then
