@@ -70,6 +70,7 @@ mod segment;
 mod sys;
 mod tasks;
 pub mod topic;
+pub mod typed;
 mod waitset;
 mod watch;
 
@@ -81,7 +82,9 @@ pub use exchange::{
     check_exchange_name, list_exchanges, Exchange, ExchangeInfo, Limits, Pattern, MAX_SEGMENT_SIZE,
 };
 pub use fanin::{Consumer, Producer};
-pub use layout::{layout_hash, LAYOUT_VERSION, MAX_KEY_LEN, STREAM_SLOTS};
+pub use layout::{
+    layout_hash, LAYOUT_VERSION, MAX_KEY_LEN, MAX_PAYLOAD_ALIGN, MAX_TYPE_NAME, STREAM_SLOTS,
+};
 #[doc(hidden)]
 pub use layout::{word_offsets, WordOffsets, REGISTRY_FENCE_FLAG_OFFSET};
 pub use node::{
@@ -96,6 +99,10 @@ pub use sample::{Loan, Sample};
 pub use tasks::{
     DeadLetter, Delivery, OwnedDelivery, Submitter, TaskId, TaskStats, Worker, WorkerStats,
     PASS_OVER, PRIORITIES,
+};
+pub use typed::{
+    layout_hash_of, Payload, TypeInfo, TypedConsumer, TypedExchange, TypedLoan, TypedProducer,
+    TypedPublisher, TypedSample, TypedSubscriber,
 };
 pub use waitset::{WaitNode, WaitSet, Waitable};
 pub use watch::{ExchangeEvent, Watch};
