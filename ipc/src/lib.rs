@@ -11,6 +11,11 @@
 //! - publish-subscribe with AMQP topic routing: [`Publisher`] / [`Subscriber`];
 //! - fan-in, many producers and one consumer: [`Producer`] / [`Consumer`].
 //!
+//! An exchange may be created for one payload type ([`typed`]):
+//! [`Node::create_typed_exchange`] records the type in the exchange, a
+//! [`TypedExchange`]'s ports send and receive `T` in place, and a process
+//! asking for another type is refused ([`OpenError::TypeMismatch`]).
+//!
 //! Every port offers `try_receive` (never blocks), `receive` (blocks) and
 //! `receive_timeout`; a [`WaitSet`] blocks one thread on many ports.
 //!
