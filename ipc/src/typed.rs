@@ -31,8 +31,11 @@
 //! exchange for a type aligned to more fails. Typed ports are thin wrappers
 //! over the byte ports: a loan is written in place and a sample is read in
 //! place (cast with `bytemuck` over the chunk), no copy beyond the user's own
-//! writes. A received payload whose length is not `size_of::<T>()` (sent by
-//! an untyped port) is released and reported as [`RecvError::Corrupt`].
+//! writes. Variable-length arrays go as slices: `loan_slice_uninit(n)` on
+//! the sending side, `receive_slice` on the receiving one. A received
+//! payload whose length does not fit the view (not `size_of::<T>()`, or not
+//! a multiple of it for a slice; sent by an untyped port) is released and
+//! reported as [`RecvError::Corrupt`].
 
 use crate::error::{OpenError, RecvError, SendError};
 use crate::layout::{load_bytes, store_bytes, PayloadType, MAX_PAYLOAD_ALIGN, MAX_TYPE_NAME};
@@ -358,13 +361,13 @@ impl<T> TypedExchange<T> {
     }
 }
 
-/// A loaned chunk viewed as a `T` (or `MaybeUninit<T>` before it is
+/// A loaned chunk viewed as a `T` or a `[T]` (`MaybeUninit` before it is
 /// written), in place in shared memory. Dropping it unsent returns the chunk.
-pub struct TypedLoan<'a, T> {
+pub struct TypedLoan<'a, V: ?Sized> {
     loan: Loan<'a>,
-    /// The payload: checked in range, aligned and `size_of::<T>()` long when
+    /// The payload: checked in range, aligned and of the view's size when
     /// the loan was made; held by `loan` while it lives.
-    ptr: *mut T,
+    ptr: *mut V,
 }
 
 impl<'a, T: Payload> TypedLoan<'a, MaybeUninit<T>> {
@@ -396,84 +399,124 @@ impl<'a, T: Payload> TypedLoan<'a, MaybeUninit<T>> {
     }
 }
 
-impl<'a, T> TypedLoan<'a, T> {
+impl<'a, T: Payload> TypedLoan<'a, [MaybeUninit<T>]> {
+    fn slice(mut loan: Loan<'a>) -> Result<Self, SendError> {
+        let ptr = bytemuck::try_cast_slice_mut::<u8, T>(&mut loan)
+            .map_err(|_| SendError::Corrupt(shmex_core::Corrupt("loaned payload misplaced")))?
+            as *mut [T];
+        Ok(TypedLoan {
+            loan,
+            ptr: ptr as *mut [MaybeUninit<T>],
+        })
+    }
+
+    /// Takes the chunk's bytes as they are as `[T]`; safe for the reasons
+    /// given for a single value (write the elements first with
+    /// `MaybeUninit::write`).
+    pub fn assume_init(self) -> TypedLoan<'a, [T]> {
+        TypedLoan {
+            loan: self.loan,
+            ptr: self.ptr as *mut [T],
+        }
+    }
+}
+
+impl<'a, V: ?Sized> TypedLoan<'a, V> {
     /// The byte loan underneath.
     pub fn into_untyped(self) -> Loan<'a> {
         self.loan
     }
 }
 
-impl<T> std::ops::Deref for TypedLoan<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: `ptr` was checked in range and aligned for `T` over the
+impl<V: ?Sized> std::ops::Deref for TypedLoan<'_, V> {
+    type Target = V;
+    fn deref(&self) -> &V {
+        // SAFETY: `ptr` was checked in range and aligned for `V` over the
         // loan's payload, which the loan holds (refcount) and nobody else
-        // writes while it is unsent; `T` is `Pod` or `MaybeUninit` of one.
+        // writes while it is unsent; `V` is a `Pod` type, a slice of one, or
+        // `MaybeUninit` of those.
         unsafe { &*self.ptr }
     }
 }
 
-impl<T> std::ops::DerefMut for TypedLoan<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
+impl<V: ?Sized> std::ops::DerefMut for TypedLoan<'_, V> {
+    fn deref_mut(&mut self) -> &mut V {
         // SAFETY: as in Deref; `&mut self` makes the view exclusive.
         unsafe { &mut *self.ptr }
     }
 }
 
-impl<T: Payload> std::fmt::Debug for TypedLoan<'_, T> {
+impl<V: ?Sized> std::fmt::Debug for TypedLoan<'_, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TypedLoan")
-            .field("type", &T::TYPE_NAME)
+            .field("len", &self.loan.len())
             .finish()
     }
 }
 
-/// A received `T`, read in place in shared memory; dropping it releases the
-/// chunk. [`untyped`](Self::untyped) gives the tag, key and sender.
-pub struct TypedSample<'a, T> {
+/// A received `T` or `[T]`, read in place in shared memory; dropping it
+/// releases the chunk. [`untyped`](Self::untyped) gives the tag, key and
+/// sender.
+pub struct TypedSample<'a, V: ?Sized> {
     sample: Sample<'a>,
-    /// Checked in range, aligned and `size_of::<T>()` long on receipt; held
-    /// by `sample` while it lives.
-    ptr: *const T,
+    /// Checked in range, aligned and of the view's size on receipt; held by
+    /// `sample` while it lives.
+    ptr: *const V,
+}
+
+/// A payload of the wrong length for the exchange's type.
+fn wrong_size() -> RecvError {
+    RecvError::Corrupt(shmex_core::Corrupt(
+        "payload size does not fit the exchange's type",
+    ))
 }
 
 impl<'a, T: Payload> TypedSample<'a, T> {
     fn new(sample: Sample<'a>) -> Result<Self, RecvError> {
-        let ptr = bytemuck::try_from_bytes::<T>(sample.payload()).map_err(|_| {
-            RecvError::Corrupt(shmex_core::Corrupt(
-                "payload size differs from the exchange's type",
-            ))
-        })? as *const T;
+        let ptr =
+            bytemuck::try_from_bytes::<T>(sample.payload()).map_err(|_| wrong_size())? as *const T;
         Ok(TypedSample { sample, ptr })
     }
+}
 
+impl<'a, T: Payload> TypedSample<'a, [T]> {
+    fn slice(sample: Sample<'a>) -> Result<Self, RecvError> {
+        let ptr = bytemuck::try_cast_slice::<u8, T>(sample.payload()).map_err(|_| wrong_size())?
+            as *const [T];
+        Ok(TypedSample { sample, ptr })
+    }
+}
+
+impl<'a, V: ?Sized> TypedSample<'a, V> {
     /// The byte sample underneath (tag, routing key, sender).
     pub fn untyped(&self) -> &Sample<'a> {
         &self.sample
     }
 }
 
-impl<T> std::ops::Deref for TypedSample<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: `ptr` was checked in range and aligned for `T`, a `Pod`
-        // type valid for any bytes; the sample holds a reference on the
-        // chunk, so the pool does not hand it out while we read.
+impl<V: ?Sized> std::ops::Deref for TypedSample<'_, V> {
+    type Target = V;
+    fn deref(&self) -> &V {
+        // SAFETY: `ptr` was checked in range and aligned for `V`, a `Pod`
+        // type or a slice of one, valid for any bytes; the sample holds a
+        // reference on the chunk, so the pool does not hand it out while we
+        // read.
         unsafe { &*self.ptr }
     }
 }
 
-impl<T: Payload + std::fmt::Debug> std::fmt::Debug for TypedSample<'_, T> {
+impl<V: ?Sized + std::fmt::Debug> std::fmt::Debug for TypedSample<'_, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("TypedSample").field(&**self).finish()
+        f.debug_tuple("TypedSample").field(&&**self).finish()
     }
 }
 
-/// Receives `T` samples through `recv`.
-fn typed<'a, T: Payload>(
+/// Views a received sample with `view`.
+fn typed<'a, V: ?Sized>(
     r: Result<Option<Sample<'a>>, RecvError>,
-) -> Result<Option<TypedSample<'a, T>>, RecvError> {
-    r?.map(TypedSample::new).transpose()
+    view: fn(Sample<'a>) -> Result<TypedSample<'a, V>, RecvError>,
+) -> Result<Option<TypedSample<'a, V>>, RecvError> {
+    r?.map(view).transpose()
 }
 
 /// The sending side of a publish-subscribe exchange of `T`.
@@ -499,6 +542,25 @@ impl<T: Payload> TypedPublisher<T> {
         self.publish_loan(key, self.loan_uninit()?.write(*value))
     }
 
+    /// Loans a chunk for `n` values of `T` (a variable-length array), to
+    /// write in place; [`SendError::PayloadTooLarge`] beyond the chunk size.
+    pub fn loan_slice_uninit(
+        &self,
+        n: usize,
+    ) -> Result<TypedLoan<'_, [MaybeUninit<T>]>, SendError> {
+        TypedLoan::slice(self.inner.loan(n.saturating_mul(size_of::<T>()))?)
+    }
+
+    /// Publishes a slice loan under routing `key`: zero-copy. Receivers
+    /// take it with [`TypedSubscriber::receive_slice`].
+    pub fn publish_slice_loan(
+        &self,
+        key: &str,
+        loan: TypedLoan<'_, [T]>,
+    ) -> Result<Published, SendError> {
+        self.inner.publish_loan(key, loan.loan)
+    }
+
     /// The byte publisher underneath.
     pub fn untyped(&self) -> &Publisher {
         &self.inner
@@ -514,7 +576,7 @@ pub struct TypedSubscriber<T> {
 impl<T: Payload> TypedSubscriber<T> {
     /// Takes the next `T` if one is queued ([`Subscriber::try_receive`]).
     pub fn try_receive(&self) -> Result<Option<TypedSample<'_, T>>, RecvError> {
-        typed(self.inner.try_receive())
+        typed(self.inner.try_receive(), TypedSample::new)
     }
 
     /// Waits for the next `T` ([`Subscriber::receive`]).
@@ -525,6 +587,24 @@ impl<T: Payload> TypedSubscriber<T> {
     /// Waits at most `timeout` for the next `T`.
     pub fn receive_timeout(&self, timeout: Duration) -> Result<TypedSample<'_, T>, RecvError> {
         TypedSample::new(self.inner.receive_timeout(timeout)?)
+    }
+
+    /// Takes the next `[T]` if one is queued (sent with [`TypedPublisher::publish_slice_loan`]).
+    pub fn try_receive_slice(&self) -> Result<Option<TypedSample<'_, [T]>>, RecvError> {
+        typed(self.inner.try_receive(), TypedSample::slice)
+    }
+
+    /// Waits for the next `[T]`.
+    pub fn receive_slice(&self) -> Result<TypedSample<'_, [T]>, RecvError> {
+        TypedSample::slice(self.inner.receive()?)
+    }
+
+    /// Waits at most `timeout` for the next `[T]`.
+    pub fn receive_slice_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<TypedSample<'_, [T]>, RecvError> {
+        TypedSample::slice(self.inner.receive_timeout(timeout)?)
     }
 
     /// The byte subscriber underneath (pattern, tag, gaps, wait sets).
@@ -555,6 +635,21 @@ impl<T: Payload> TypedProducer<T> {
         self.send_loan(tag, self.loan_uninit()?.write(*value))
     }
 
+    /// Loans a chunk for `n` values of `T`, as
+    /// [`TypedPublisher::loan_slice_uninit`] does.
+    pub fn loan_slice_uninit(
+        &self,
+        n: usize,
+    ) -> Result<TypedLoan<'_, [MaybeUninit<T>]>, SendError> {
+        TypedLoan::slice(self.inner.loan(n.saturating_mul(size_of::<T>()))?)
+    }
+
+    /// Sends a slice loan with `tag`: zero-copy. The consumer takes it with
+    /// [`TypedConsumer::receive_slice`].
+    pub fn send_slice_loan(&self, tag: u64, loan: TypedLoan<'_, [T]>) -> Result<(), SendError> {
+        self.inner.send_loan(tag, loan.loan)
+    }
+
     /// The byte producer underneath.
     pub fn untyped(&self) -> &Producer {
         &self.inner
@@ -570,7 +665,7 @@ pub struct TypedConsumer<T> {
 impl<T: Payload> TypedConsumer<T> {
     /// Takes the next `T` if one is queued ([`Consumer::try_receive`]).
     pub fn try_receive(&self) -> Result<Option<TypedSample<'_, T>>, RecvError> {
-        typed(self.inner.try_receive())
+        typed(self.inner.try_receive(), TypedSample::new)
     }
 
     /// Waits for the next `T` ([`Consumer::receive`]).
@@ -581,6 +676,24 @@ impl<T: Payload> TypedConsumer<T> {
     /// Waits at most `timeout` for the next `T`.
     pub fn receive_timeout(&self, timeout: Duration) -> Result<TypedSample<'_, T>, RecvError> {
         TypedSample::new(self.inner.receive_timeout(timeout)?)
+    }
+
+    /// Takes the next `[T]` if one is queued (sent with [`TypedProducer::send_slice_loan`]).
+    pub fn try_receive_slice(&self) -> Result<Option<TypedSample<'_, [T]>>, RecvError> {
+        typed(self.inner.try_receive(), TypedSample::slice)
+    }
+
+    /// Waits for the next `[T]`.
+    pub fn receive_slice(&self) -> Result<TypedSample<'_, [T]>, RecvError> {
+        TypedSample::slice(self.inner.receive()?)
+    }
+
+    /// Waits at most `timeout` for the next `[T]`.
+    pub fn receive_slice_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<TypedSample<'_, [T]>, RecvError> {
+        TypedSample::slice(self.inner.receive_timeout(timeout)?)
     }
 
     /// The byte consumer underneath.

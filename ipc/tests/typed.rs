@@ -79,6 +79,28 @@ fn child_entry() {
             }
             report("sent");
         }
+        "slices" => {
+            let ex = node.open_typed_exchange::<Point>(&name).expect("open");
+            let producer = ex.producer().expect("producer");
+            for n in [0usize, 1, 5, 200] {
+                let mut loan = producer.loan_slice_uninit(n).expect("loan");
+                for (i, p) in loan.iter_mut().enumerate() {
+                    p.write(Point {
+                        x: i as f32,
+                        y: n as f32,
+                        seq: i as u64,
+                    });
+                }
+                producer
+                    .send_slice_loan(n as u64, loan.assume_init())
+                    .expect("send");
+            }
+            let too_many = producer.loan_slice_uninit(usize::MAX / 2);
+            report(format!(
+                "too_many {}",
+                matches!(too_many, Err(shmex::SendError::PayloadTooLarge { .. }))
+            ));
+        }
         "wrong" => match node.open_typed_exchange::<Pixel>(&name) {
             Err(e @ OpenError::TypeMismatch { .. }) => report(format!("refused {e}")),
             Err(e) => panic!("unexpected error {e}"),
@@ -181,6 +203,66 @@ fn typed_fanin_across_processes() {
         assert_eq!(p.untyped().tag(), 3);
     }
     child.finish().one("sent");
+    drop(consumer);
+    drop(ex);
+    drop(node);
+    ns.assert_clean();
+}
+
+/// Variable-length arrays of `Point` from a child, each read in place as a
+/// slice; a slice beyond the chunk size is refused.
+#[test]
+fn typed_slices_across_processes() {
+    let ns = TestNs::new("typed-slices");
+    let node = ns.node("parent");
+    let ex = node
+        .create_typed_exchange::<Point>("fan", Pattern::FanIn, Limits::default())
+        .expect("create");
+    let consumer = ex.consumer().expect("consumer");
+    let child = ChildProc::spawn(&ns, "slices", &[("EXCHANGE", "fan".into())]);
+    for n in [0usize, 1, 5, 200] {
+        let s = consumer
+            .receive_slice_timeout(common::TIMEOUT)
+            .expect("receive");
+        assert_eq!(s.untyped().tag(), n as u64);
+        assert_eq!(s.len(), n);
+        for (i, p) in s.iter().enumerate() {
+            assert_eq!((p.x, p.y, p.seq), (i as f32, n as f32, i as u64));
+        }
+    }
+    assert_eq!(child.finish().one("too_many"), "true");
+    drop(consumer);
+    drop(ex);
+    drop(node);
+    ns.assert_clean();
+}
+
+/// A payload of the wrong length (sent by an untyped port) is an error for a
+/// typed receiver, and its chunk goes back to the pool.
+#[test]
+fn wrong_length_payload_is_an_error_not_a_view() {
+    let ns = TestNs::new("typed-len");
+    let node = ns.node("parent");
+    let ex = node
+        .create_typed_exchange::<Point>("fan", Pattern::FanIn, Limits::default())
+        .expect("create");
+    let consumer = ex.consumer().expect("consumer");
+    let free = ex.untyped().chunks_free();
+    let bytes = ex.untyped().producer().expect("untyped producer");
+    bytes.send(0, b"abc").expect("send");
+    assert!(matches!(
+        consumer.try_receive(),
+        Err(shmex::RecvError::Corrupt(_))
+    ));
+    bytes.send(0, &[0u8; 24]).expect("send");
+    assert!(matches!(
+        consumer.try_receive_slice(),
+        Err(shmex::RecvError::Corrupt(_))
+    ));
+    bytes.send(0, &[0u8; 32]).expect("send");
+    assert_eq!(consumer.try_receive_slice().unwrap().unwrap().len(), 2);
+    drop(bytes);
+    assert_eq!(ex.untyped().chunks_free(), free);
     drop(consumer);
     drop(ex);
     drop(node);
