@@ -35,7 +35,8 @@ fn c_creates_typed_exchange_rust_joins() {
     let hash = point.hash.to_string();
     let mut c = CProc::spawn(&compile("tests/c/typed.c"), &[&ns.name, &hash]);
     c.wait_line("ready");
-    assert_eq!(c.seen[0], format!("type Point 16 8 {hash}"));
+    assert_eq!(c.seen[0], "refusals ok");
+    assert_eq!(c.seen[1], format!("type Point 16 8 {hash}"));
 
     let node = ns.node("rust-publisher");
     match node.open_typed_exchange::<Pixel>("points") {

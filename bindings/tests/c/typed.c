@@ -8,6 +8,7 @@
  * descriptor read back ("type NAME SIZE ALIGN HASH"), subscribes and prints
  * "ready"; receives one point (from Rust) in place and prints "got X Y SEQ";
  * then checks that an open as another type is refused ("refused MESSAGE")
+ * (and, before creating, that bad descriptors are: "refusals ok")
  * and an open as the same type works. Exits 0, or 1 naming the failed call.
  */
 #include "shmex.h"
@@ -58,6 +59,27 @@ int main(int argc, char **argv) {
     shmex_exchange *ex;
     shmex_subscriber *sub;
     CHECK(shmex_node_create("c-typed", ns, NULL, &node));
+    /* Refused descriptors: over-aligned, name without its NUL, NULL. */
+    shmex_payload_type wide = describe("Wide", 64, 64, 1);
+    int bad = shmex_exchange_create_typed(node, "wide", SHMEX_PATTERN_FAN_IN, NULL, &wide, &ex);
+    if (bad != SHMEX_E_INVALID_ARGUMENT || !strstr(shmex_last_error_message(), "alignment 64")) {
+        fprintf(stderr, "over-aligned type: %d %s\n", bad, shmex_last_error_message());
+        return 1;
+    }
+    shmex_payload_type unterminated = point_type;
+    memset(unterminated.name, 'a', SHMEX_TYPE_NAME_CAPACITY);
+    bad = shmex_exchange_create_typed(node, "bad", SHMEX_PATTERN_FAN_IN, NULL, &unterminated, &ex);
+    if (bad != SHMEX_E_INVALID_ARGUMENT) {
+        fprintf(stderr, "unterminated name: %d\n", bad);
+        return 1;
+    }
+    bad = shmex_exchange_create_typed(node, "bad", SHMEX_PATTERN_FAN_IN, NULL, NULL, &ex);
+    if (bad != SHMEX_E_NULL) {
+        fprintf(stderr, "NULL type: %d\n", bad);
+        return 1;
+    }
+    printf("refusals ok\n");
+
     CHECK(shmex_exchange_create_typed(node, "points", SHMEX_PATTERN_PUBLISH_SUBSCRIBE, NULL,
                                       &point_type, &ex));
     shmex_payload_type got;
