@@ -299,6 +299,12 @@
 #define SHMEX_PATTERN_TASKS 4
 
 /**
+ * Bytes of `shmex_payload_type.name`: a type name of at most 64 bytes and
+ * its terminating NUL.
+ */
+#define SHMEX_TYPE_NAME_CAPACITY 65
+
+/**
  * `shmex_sample_info.sender` of a sample that names no sender (responses,
  * stream chunks and end markers: they come from the server asked).
  */
@@ -568,6 +574,32 @@ typedef struct shmex_task_stats {
    */
   uint64_t dead_lettered;
 } shmex_task_stats;
+
+/**
+ * The payload type an exchange was created for. Untyped exchanges hold the
+ * name "bytes", size 0, align 1 and hash 0. Rust's `shmex::payload!(T)`
+ * computes `hash` with `shmex::layout_hash_of`; a C program states the
+ * same value to share the exchange with Rust.
+ */
+typedef struct shmex_payload_type {
+  /**
+   * The type's name, NUL-terminated (1–64 bytes of UTF-8).
+   */
+  char name[SHMEX_TYPE_NAME_CAPACITY];
+  /**
+   * `sizeof` the type (at most the exchange's chunk size).
+   */
+  uint64_t size;
+  /**
+   * Its alignment: a power of two, at most 16 (payloads are 16-byte
+   * aligned).
+   */
+  uint32_t align;
+  /**
+   * A hash of its layout, compared on open.
+   */
+  uint64_t hash;
+} shmex_payload_type;
 
 /**
  * What a sample holds. `data` points into shared memory and is valid until
@@ -847,6 +879,35 @@ int shmex_exchange_info(struct shmex_exchange *exchange,
  */
 int shmex_exchange_task_stats(struct shmex_exchange *exchange,
                               struct shmex_task_stats *stats);
+
+/**
+ * The payload type the exchange was created for, in `*payload`.
+ */
+int shmex_exchange_payload_type(struct shmex_exchange *exchange,
+                                struct shmex_payload_type *payload);
+
+/**
+ * As `shmex_exchange_create`, for payloads of type `*payload`:
+ * `SHMEX_E_INVALID_ARGUMENT` when its name is empty or too long, its
+ * alignment is not a power of two up to 16, or its size exceeds the chunk
+ * size.
+ */
+int shmex_exchange_create_typed(struct shmex_node *node,
+                                const char *name,
+                                uint32_t pattern_code,
+                                const struct shmex_limits *limits,
+                                const struct shmex_payload_type *payload,
+                                struct shmex_exchange **exchange);
+
+/**
+ * As `shmex_exchange_open`, only if the exchange was created for type
+ * `*payload` (same name, size, alignment and hash): `SHMEX_E_MISMATCH`
+ * otherwise, the message naming both types.
+ */
+int shmex_exchange_open_typed(struct shmex_node *node,
+                              const char *name,
+                              const struct shmex_payload_type *payload,
+                              struct shmex_exchange **exchange);
 
 /**
  * Fills `*info` with the sample's payload, tag, sender and kind.

@@ -214,7 +214,7 @@ map_errors! {
         OpenError::InvalidName { .. } | OpenError::InvalidLimits { .. } => SHMEX_E_INVALID_ARGUMENT,
         OpenError::NotFound { .. } => SHMEX_E_NOT_FOUND,
         OpenError::AlreadyExists { .. } => SHMEX_E_ALREADY_EXISTS,
-        OpenError::Mismatch { .. } => SHMEX_E_MISMATCH,
+        OpenError::Mismatch { .. } | OpenError::TypeMismatch { .. } => SHMEX_E_MISMATCH,
         OpenError::TooManyUsers { .. } => SHMEX_E_TOO_MANY_USERS,
         OpenError::Segment(s) => segment(s),
     };

@@ -20,7 +20,8 @@
 //! any of them is `SHMEX_E_BUSY`.
 //!
 //! One module per concept: [`error`] and `args` (the calling convention),
-//! `handles` (the table), [`node`] (nodes, exchanges, limits), [`sample`]
+//! `handles` (the table), [`node`] (nodes, exchanges, limits), [`typed`]
+//! (payload type descriptors), [`sample`]
 //! (received samples and loans), [`rpc`], [`stream`], [`pubsub`], [`fanin`],
 //! [`tasks`], [`watch`] and [`waitset`].
 //!
@@ -46,6 +47,8 @@ compile_error!("shmex-c packs a handle's index and generation into a 64-bit poin
 pub mod error;
 // Nodes, exchanges, limits.
 pub mod node;
+// Payload type descriptors of typed exchanges.
+pub mod typed;
 // Samples and loans, shared by every pattern.
 pub mod sample;
 // Request-response, then chunked responses.

@@ -32,7 +32,7 @@ pub const SHMEX_PATTERN_FAN_IN: u32 = 3;
 /// Pattern of an exchange: task distribution (submitters, workers).
 pub const SHMEX_PATTERN_TASKS: u32 = 4;
 
-fn pattern(code: u32) -> Result<Pattern> {
+pub(crate) fn pattern(code: u32) -> Result<Pattern> {
     match code {
         SHMEX_PATTERN_REQUEST_RESPONSE => Ok(Pattern::RequestResponse),
         SHMEX_PATTERN_PUBLISH_SUBSCRIBE => Ok(Pattern::PublishSubscribe),
@@ -219,7 +219,7 @@ impl From<Limits> for shmex_limits {
 ///
 /// # Safety
 /// `limits` is NULL or readable.
-unsafe fn limits_arg(limits: *const shmex_limits) -> Result<Limits> {
+pub(crate) unsafe fn limits_arg(limits: *const shmex_limits) -> Result<Limits> {
     // SAFETY: NULL or readable, by the caller's contract.
     let Some(l) = (unsafe { limits.as_ref() }) else {
         return Ok(Limits::default());
@@ -265,7 +265,7 @@ pub unsafe extern "C" fn shmex_limits_segment_size(
     })
 }
 
-fn new_exchange(out: Out<*mut shmex_exchange>, x: shmex_rs::Exchange) -> Result<()> {
+pub(crate) fn new_exchange(out: Out<*mut shmex_exchange>, x: shmex_rs::Exchange) -> Result<()> {
     out.set(handles::to_ptr(handles::insert(
         Kind::Exchange,
         Object::Exchange(x),

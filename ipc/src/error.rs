@@ -214,6 +214,17 @@ pub enum OpenError {
         /// What the exchange has.
         theirs: String,
     },
+    /// The exchange was created for another payload type than the one asked
+    /// for ([`Node::open_typed_exchange`](crate::Node::open_typed_exchange)).
+    #[error("exchange {exchange:?} carries {found}, asked for {expected}")]
+    TypeMismatch {
+        /// The exchange name.
+        exchange: String,
+        /// The type asked for.
+        expected: Box<crate::TypeInfo>,
+        /// The type it was created for.
+        found: Box<crate::TypeInfo>,
+    },
     /// The exchange's table of opening nodes is full.
     #[error("exchange {name:?} is open by too many handles ({max})")]
     TooManyUsers {

@@ -20,6 +20,7 @@ use crate::node::{check_name, Namespace, NodeInner};
 use crate::owned::Keeper;
 use crate::sample::Loan;
 use crate::segment::{Created, Segment};
+use crate::typed::TypeInfo;
 use shmex_core::pool::{ChunkMeta, MetaTable, Pool};
 use shmex_core::ring::{Descriptor, PushError, Ring, RingControl, Slot};
 use shmex_core::{gate, recycle, Corrupt};
@@ -461,11 +462,13 @@ impl Exchange {
         name: &str,
         pattern: Pattern,
         limits: Limits,
+        payload: &TypeInfo,
     ) -> Result<Exchange, OpenError> {
         check_exchange_name(name)?;
         let size = limits.segment_size(pattern)?;
+        payload.check(limits.chunk_size)?;
         let _guard = node.control()?;
-        Self::create_locked(node, name, pattern, limits, size)
+        Self::create_locked(node, name, pattern, limits, size, payload)
     }
 
     pub(crate) fn open(node: &Arc<NodeInner>, name: &str) -> Result<Exchange, OpenError> {
@@ -490,7 +493,7 @@ impl Exchange {
                 ex.check_matches(pattern, &limits)?;
                 Ok(ex)
             }
-            None => Self::create_locked(node, name, pattern, limits, size),
+            None => Self::create_locked(node, name, pattern, limits, size, &TypeInfo::bytes()),
         }
     }
 
@@ -542,6 +545,7 @@ impl Exchange {
         pattern: Pattern,
         limits: Limits,
         size: usize,
+        payload: &TypeInfo,
     ) -> Result<Exchange, OpenError> {
         if limits.mode == 0o660 && node.namespace.share_group.is_none() {
             return Err(OpenError::InvalidLimits {
@@ -585,7 +589,7 @@ impl Exchange {
                 return Err(e.into());
             }
         };
-        if let Err(e) = inner.initialise(name, pattern, &limits) {
+        if let Err(e) = inner.initialise(name, pattern, &limits, payload) {
             let _ = std::fs::remove_file(&path);
             return Err(e.into());
         }
@@ -701,6 +705,14 @@ impl Exchange {
     /// Ports currently attached (a snapshot).
     pub fn ports(&self) -> u32 {
         self.inner.active_ports()
+    }
+
+    /// The payload type it was created for ([`TypeInfo::bytes`] when
+    /// untyped).
+    pub fn payload_type(&self) -> TypeInfo {
+        self.inner
+            .header()
+            .map_or_else(TypeInfo::bytes, |h| TypeInfo::load(&h.payload))
     }
 }
 
@@ -823,6 +835,7 @@ impl ExchangeInner {
         name: &str,
         pattern: Pattern,
         limits: &Limits,
+        payload: &TypeInfo,
     ) -> Result<(), SegmentError> {
         let corrupt = || SegmentError::Corrupt {
             path: self.seg.path.clone(),
@@ -845,6 +858,7 @@ impl ExchangeInner {
         h.persistent
             .store(u32::from(limits.persistent), Ordering::Relaxed);
         h.incarnation.store(new_incarnation(), Ordering::Relaxed);
+        payload.store(&h.payload);
         for i in 0..self.limits.max_ports {
             self.ring(i).ok_or_else(corrupt)?.init();
             self.return_ring(i).ok_or_else(corrupt)?.init();
@@ -1340,6 +1354,8 @@ pub struct ExchangeInfo {
     pub queue_depth: u32,
     /// Segment size in bytes.
     pub size: u64,
+    /// The payload type it was created for.
+    pub payload: TypeInfo,
 }
 
 /// Reads the exchanges of a namespace without joining it or writing to them
@@ -1433,6 +1449,7 @@ fn inspect(
         chunk_size: raw.chunk_size,
         queue_depth: raw.queue_depth,
         size: seg.len() as u64,
+        payload: TypeInfo::load(&h.payload),
     }))
 }
 

@@ -31,6 +31,12 @@ pub const MAX_KEY_LEN: usize = 192;
 pub const MAX_NODE_NAME: usize = 32;
 /// Longest exchange name, in bytes.
 pub const MAX_EXCHANGE_NAME: usize = 64;
+/// Longest payload type name stored in an exchange header, in bytes.
+pub const MAX_TYPE_NAME: usize = 64;
+/// Largest payload alignment a typed exchange can honour: a chunk block
+/// starts on a 64-byte boundary and its payload follows the
+/// 16 bytes of chunk header, so every payload is aligned to 16.
+pub const MAX_PAYLOAD_ALIGN: usize = CHUNK_HEADER;
 
 /// Marker for types that may be viewed in shared memory: `#[repr(C)]`, made
 /// only of atomics and padding, valid for every bit pattern (including all
@@ -123,10 +129,23 @@ pub(crate) struct ExchangeHeader {
     /// slot (a sender that stalled past a detach's grace period): released,
     /// requests failed towards their clients.
     pub misaddressed: AtomicU64,
+    /// The payload type descriptor (`typed::TypeInfo`), written at creation.
+    pub payload: PayloadType,
     pub users: [UserSlot; MAX_USERS as usize],
     /// [`EX_PAUSED`] and [`EX_DOWN`], on a line of its own: every data-path
     /// operation reads it, only reclaim writes it.
     pub state: StateLine,
+}
+
+/// An exchange's payload type as stored in its header: untyped exchanges
+/// hold size 0, align 1, hash 0 and the name `bytes`.
+#[repr(C)]
+pub(crate) struct PayloadType {
+    pub size: AtomicU64,
+    pub hash: AtomicU64,
+    pub align: AtomicU32,
+    pub name_len: AtomicU32,
+    pub name: [AtomicU64; MAX_TYPE_NAME / 8],
 }
 
 /// The exchange's state word, padded to a cache line.
@@ -340,7 +359,9 @@ unsafe impl Shared for shmex_core::mpmc::MpmcSlot {}
 /// FNV-1a over the sizes and alignments of every shared structure: two builds
 /// with the same version but different layouts disagree here.
 pub fn layout_hash() -> u64 {
-    let facts: [usize; 28] = [
+    let facts: [usize; 30] = [
+        size_of::<PayloadType>(),
+        MAX_TYPE_NAME,
         size_of::<StreamSlot>(),
         STREAM_SLOTS as usize,
         size_of::<StateLine>(),

@@ -6,6 +6,11 @@
 //! and sends a small descriptor; receivers read the payload in place
 //! ([`Sample`]) and the chunk returns to the pool when the last one drops it.
 //!
+//! An exchange may be created for one payload type ([`typed`]):
+//! [`Node::create_typed_exchange`] records the type in the exchange, a
+//! [`TypedExchange`]'s ports send and receive `T` in place, and a process
+//! asking for another type is refused ([`OpenError::TypeMismatch`]).
+//!
 //! Every port offers `try_receive` (never blocks), `receive` (blocks) and
 //! `receive_timeout`; a [`WaitSet`] blocks one thread on many ports.
 //!
@@ -191,6 +196,7 @@ mod segment;
 mod sys;
 mod tasks;
 pub mod topic;
+pub mod typed;
 mod waitset;
 mod watch;
 
@@ -202,7 +208,9 @@ pub use exchange::{
     check_exchange_name, list_exchanges, Exchange, ExchangeInfo, Limits, Pattern, MAX_SEGMENT_SIZE,
 };
 pub use fanin::{Consumer, Producer};
-pub use layout::{layout_hash, LAYOUT_VERSION, MAX_KEY_LEN, STREAM_SLOTS};
+pub use layout::{
+    layout_hash, LAYOUT_VERSION, MAX_KEY_LEN, MAX_PAYLOAD_ALIGN, MAX_TYPE_NAME, STREAM_SLOTS,
+};
 #[doc(hidden)]
 pub use layout::{word_offsets, WordOffsets, REGISTRY_FENCE_FLAG_OFFSET};
 pub use node::{
@@ -217,6 +225,10 @@ pub use sample::{Loan, Sample, SenderId};
 pub use tasks::{
     DeadLetter, Delivery, OwnedDelivery, Submitter, TaskId, TaskStats, Worker, WorkerStats,
     PASS_OVER, PRIORITIES,
+};
+pub use typed::{
+    layout_hash_of, Payload, TypeInfo, TypedConsumer, TypedExchange, TypedLoan, TypedProducer,
+    TypedPublisher, TypedSample, TypedSubscriber,
 };
 pub use waitset::{WaitNode, WaitSet, Waitable};
 pub use watch::{ExchangeEvent, Watch};

@@ -877,7 +877,13 @@ impl Node {
         pattern: Pattern,
         limits: Limits,
     ) -> Result<Exchange, crate::OpenError> {
-        Exchange::create(&self.inner, name, pattern, limits)
+        Exchange::create(
+            &self.inner,
+            name,
+            pattern,
+            limits,
+            &crate::TypeInfo::bytes(),
+        )
     }
 
     /// Opens the live exchange `name`; [`OpenError::NotFound`](crate::OpenError::NotFound) otherwise.

@@ -76,6 +76,9 @@ static struct {
 
 #define OUT(i, type) ((type)(void *)c.out[i])
 
+/* A valid payload type for the typed create/open rows. */
+static const shmex_payload_type tbl_type = {.name = "u32", .size = 4, .align = 4, .hash = 7};
+
 /* A fresh loan of the live port of kind `k`, for a call that consumes it. */
 static shmex_loan *fresh(enum kind k) {
     shmex_loan *l = NULL;
@@ -121,6 +124,13 @@ struct row {
       shmex_exchange_info(h, OUT(0, shmex_limits *), OUT(1, uint32_t *)))                    \
     X(shmex_exchange_task_stats, EXCHANGE, 0, KINDS,                                          \
       shmex_exchange_task_stats(h, OUT(0, shmex_task_stats *)))                               \
+    X(shmex_exchange_payload_type, EXCHANGE, 0, KINDS,                                        \
+      shmex_exchange_payload_type(h, OUT(0, shmex_payload_type *)))                           \
+    X(shmex_exchange_create_typed, NODE, 0, KINDS,                                            \
+      shmex_exchange_create_typed(h, "tbl", SHMEX_PATTERN_FAN_IN, NULL, &tbl_type,            \
+                                  OUT(0, shmex_exchange **)))                                 \
+    X(shmex_exchange_open_typed, NODE, 0, KINDS,                                              \
+      shmex_exchange_open_typed(h, "rpc", &tbl_type, OUT(0, shmex_exchange **)))             \
     X(shmex_sample_get_info, SAMPLE, 0, KINDS, shmex_sample_get_info(h, OUT(0, shmex_sample_info *))) \
     X(shmex_sample_key, SAMPLE, 0, KINDS, shmex_sample_key(h, OUT(0, const char **)))        \
     X(shmex_sample_release, SAMPLE, 0, KINDS, shmex_sample_release(h))                       \
