@@ -201,8 +201,8 @@ mod waitset;
 mod watch;
 
 pub use error::{
-    Corrupt, FailReason, NodeError, OpenError, PodError, PortError, RecvError, RespondError,
-    SegmentError, SendError, StreamError, TaskError, WaitError,
+    Corrupt, Error, FailReason, NodeError, OpenError, PodError, PortError, RecvError, RespondError,
+    Result, SegmentError, SendError, StreamError, TaskError, WaitError,
 };
 pub use exchange::{
     check_exchange_name, list_exchanges, Exchange, ExchangeInfo, Limits, Pattern, MAX_SEGMENT_SIZE,
