@@ -256,6 +256,12 @@
 #define SHMEX_E_UNTRUSTED -46
 
 /**
+ * An error this version of the binding has no code of its own for (the
+ * Rust error enums are `#[non_exhaustive]`); the message says what it is.
+ */
+#define SHMEX_E_OTHER -99
+
+/**
  * Why a request failed (`shmex_failure.reason`): the server dropped it
  * without responding.
  */

@@ -101,6 +101,9 @@ pub const SHMEX_E_LOCK_TIMEOUT: c_int = -45;
 /// file with several links or holes, a directory with the wrong mode or
 /// group. Nothing was mapped; the message names the path.
 pub const SHMEX_E_UNTRUSTED: c_int = -46;
+/// An error this version of the binding has no code of its own for (the
+/// Rust error enums are `#[non_exhaustive]`); the message says what it is.
+pub const SHMEX_E_OTHER: c_int = -99;
 
 /// Why a request failed (`shmex_failure.reason`): the server dropped it
 /// without responding.
@@ -131,6 +134,9 @@ impl shmex_failure {
             FailReason::ServerGone => SHMEX_FAIL_SERVER_GONE,
             FailReason::Aborted => SHMEX_FAIL_ABORTED,
             FailReason::ClientGone => SHMEX_FAIL_CLIENT_GONE,
+            // A reason newer than this binding: the request is over all the
+            // same, as when its server left.
+            _ => SHMEX_FAIL_SERVER_GONE,
         };
         shmex_failure { tag, reason }
     }
@@ -185,6 +191,7 @@ fn segment(e: &SegmentError) -> c_int {
         SegmentError::NoSpace { .. } => SHMEX_E_NO_SPACE,
         SegmentError::LockTimeout { .. } => SHMEX_E_LOCK_TIMEOUT,
         SegmentError::Untrusted { .. } => SHMEX_E_UNTRUSTED,
+        _ => SHMEX_E_OTHER,
     }
 }
 
@@ -209,6 +216,7 @@ map_errors! {
         | NodeError::UnknownGroup { .. } => SHMEX_E_INVALID_ARGUMENT,
         NodeError::RegistryFull { .. } => SHMEX_E_REGISTRY_FULL,
         NodeError::Segment(s) => segment(s),
+        _ => SHMEX_E_OTHER,
     };
     OpenError => |e| match &e {
         OpenError::InvalidName { .. } | OpenError::InvalidLimits { .. } => SHMEX_E_INVALID_ARGUMENT,
@@ -217,6 +225,7 @@ map_errors! {
         OpenError::Mismatch { .. } | OpenError::TypeMismatch { .. } => SHMEX_E_MISMATCH,
         OpenError::TooManyUsers { .. } => SHMEX_E_TOO_MANY_USERS,
         OpenError::Segment(s) => segment(s),
+        _ => SHMEX_E_OTHER,
     };
     PortError => |e| match &e {
         PortError::WrongPattern { .. } => SHMEX_E_WRONG_PATTERN,
@@ -225,11 +234,13 @@ map_errors! {
         PortError::ConsumerExists { .. } => SHMEX_E_CONSUMER_EXISTS,
         PortError::InvalidTopic { .. } | PortError::InvalidPrefetch => SHMEX_E_INVALID_ARGUMENT,
         PortError::Segment(s) => segment(s),
+        _ => SHMEX_E_OTHER,
     };
     SendError => |e| send_code(&e);
     RespondError => |e| match &e {
         RespondError::ClientGone => SHMEX_E_CLIENT_GONE,
         RespondError::Send(s) => send_code(s),
+        _ => SHMEX_E_OTHER,
     };
     StreamError => |e| match &e {
         StreamError::Cancelled => SHMEX_E_CANCELLED,
@@ -238,15 +249,18 @@ map_errors! {
         StreamError::Timeout => SHMEX_E_TIMEOUT,
         StreamError::NotAStreamRequest => SHMEX_E_NOT_A_STREAM_REQUEST,
         StreamError::Send(s) => send_code(s),
+        _ => SHMEX_E_OTHER,
     };
     TaskError => |e| match &e {
         TaskError::NotHeld { .. } => SHMEX_E_NOT_HELD,
         TaskError::ExchangeDown => SHMEX_E_EXCHANGE_DOWN,
         TaskError::Corrupt(_) => SHMEX_E_CORRUPT,
+        _ => SHMEX_E_OTHER,
     };
     WaitError => |e| match &e {
         WaitError::Timeout => SHMEX_E_TIMEOUT,
         WaitError::ForeignPort => SHMEX_E_FOREIGN_PORT,
+        _ => SHMEX_E_OTHER,
     };
 }
 
@@ -263,6 +277,7 @@ fn send_code(e: &SendError) -> c_int {
         | SendError::InvalidPriority { .. } => SHMEX_E_INVALID_ARGUMENT,
         SendError::ExchangeDown => SHMEX_E_EXCHANGE_DOWN,
         SendError::Corrupt(_) => SHMEX_E_CORRUPT,
+        _ => SHMEX_E_OTHER,
     }
 }
 
@@ -278,6 +293,7 @@ impl From<RecvError> for Error {
                 error.failure = Some(shmex_failure::new(tag, reason));
             }
             RecvError::Corrupt(_) => {}
+            _ => error.code = SHMEX_E_OTHER,
         }
         error
     }
@@ -373,6 +389,7 @@ fn error_str(code: c_int) -> &'static CStr {
         SHMEX_E_IO => c"system call failed",
         SHMEX_E_LOCK_TIMEOUT => c"namespace control lock held too long",
         SHMEX_E_UNTRUSTED => c"file or directory refused as untrusted",
+        SHMEX_E_OTHER => c"error without a code of its own (see the message)",
         _ => c"unknown status code",
     }
 }
@@ -418,6 +435,9 @@ mod tests {
             SHMEX_E_NO_SPACE,
             SHMEX_E_PERMISSION,
             SHMEX_E_IO,
+            SHMEX_E_LOCK_TIMEOUT,
+            SHMEX_E_UNTRUSTED,
+            SHMEX_E_OTHER,
         ];
         let mut seen = std::collections::HashSet::new();
         for c in codes {

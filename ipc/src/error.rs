@@ -1,5 +1,7 @@
 //! Error types, one enum per operation family. Every variant names something a
 //! caller can act on: retry later, pick another name, fix a limit, give up.
+//! Each is `#[non_exhaustive]` (a `match` needs a wildcard arm), and each
+//! converts into the umbrella [`Error`] for `?` in application code.
 
 use std::path::PathBuf;
 
@@ -7,6 +9,7 @@ pub use shmex_core::Corrupt;
 
 /// A shared-memory object could not be created, opened or trusted.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SegmentError {
     /// A system call on the object failed.
     #[error("{path}: {source}")]
@@ -134,6 +137,7 @@ impl SegmentError {
 
 /// Joining a namespace failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NodeError {
     /// Namespace or node name not allowed.
     #[error("invalid {what} name {name:?}: {reason}")]
@@ -175,6 +179,7 @@ pub enum NodeError {
 
 /// Creating or opening an exchange failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenError {
     /// The exchange name is not allowed.
     #[error("invalid exchange name {name:?}: {reason}")]
@@ -240,6 +245,7 @@ pub enum OpenError {
 
 /// Attaching a port to an exchange failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PortError {
     /// The exchange's pattern has no such role.
     #[error("exchange {exchange:?} is {pattern}, which has no {role} role")]
@@ -290,6 +296,7 @@ pub enum PortError {
 /// Loaning or sending a payload failed. The payload was not delivered to
 /// anyone; nothing was dropped silently.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
     /// The payload does not fit in one chunk.
     #[error("payload of {len} bytes exceeds the chunk size of {max} bytes")]
@@ -352,6 +359,7 @@ pub enum SendError {
 
 /// Why a request got no response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailReason {
     /// The server dropped the request without responding.
     Unanswered,
@@ -402,6 +410,7 @@ impl std::fmt::Display for FailReason {
 
 /// Receiving failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecvError {
     /// Nothing arrived before the deadline.
     #[error("timed out")]
@@ -432,6 +441,7 @@ pub enum RecvError {
 
 /// Responding to a request failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RespondError {
     /// The requesting client's port is gone; the response was discarded.
     #[error("the requesting client is gone")]
@@ -443,6 +453,7 @@ pub enum RespondError {
 
 /// Waiting on a set of ports failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WaitError {
     /// Nothing arrived before the deadline.
     #[error("timed out")]
@@ -455,6 +466,7 @@ pub enum WaitError {
 /// A payload could not be viewed as the requested `Pod` type.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("a payload of {len} bytes cannot be viewed as {type_name}: {reason}")]
+#[non_exhaustive]
 pub struct PodError {
     /// Payload length.
     pub len: usize,
@@ -480,6 +492,7 @@ impl PodError {
 
 /// Acking or nacking a task failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TaskError {
     /// This worker does not hold that delivery: it was acked or nacked
     /// already, taken back after its ack timeout (and maybe redelivered), or
@@ -499,6 +512,7 @@ pub enum TaskError {
 
 /// Sending on a chunked response failed; the stream is over.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StreamError {
     /// The client cancelled the stream.
     #[error("the client cancelled the stream")]
