@@ -1584,6 +1584,22 @@ pub(crate) struct PortCore {
     _not_sync: std::marker::PhantomData<std::cell::Cell<()>>,
 }
 
+impl PortCore {
+    /// The start of a port's `Debug`: its type, exchange, slot and
+    /// generation.
+    pub fn debug_struct<'f, 'b>(
+        &self,
+        f: &'f mut std::fmt::Formatter<'b>,
+        name: &str,
+    ) -> std::fmt::DebugStruct<'f, 'b> {
+        let mut d = f.debug_struct(name);
+        d.field("exchange", &self.ex.name)
+            .field("port", &self.index)
+            .field("generation", &self.generation);
+        d
+    }
+}
+
 impl ExchangeInner {
     /// Claims a port slot for `role`.
     pub fn attach(

@@ -45,6 +45,12 @@ pub struct Producer {
     consumer: RefCell<Targets>,
 }
 
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.debug_struct(f, "Producer").finish()
+    }
+}
+
 impl Producer {
     /// This producer's id, as [`Sample::sender`] reports it to the consumer.
     pub fn id(&self) -> SenderId {
@@ -104,6 +110,12 @@ impl Producer {
 /// The single receiving side of a fan-in exchange.
 pub struct Consumer {
     core: PortCore,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.debug_struct(f, "Consumer").finish()
+    }
 }
 
 impl Consumer {

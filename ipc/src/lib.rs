@@ -180,7 +180,7 @@
 //!   copy the bytes out first (`sample.to_vec()`, `copy_from_slice`) and
 //!   validate the copy.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 
 mod error;
 mod exchange;

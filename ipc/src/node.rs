@@ -831,6 +831,16 @@ pub struct Node {
     pub(crate) inner: Arc<NodeInner>,
 }
 
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.inner.name)
+            .field("namespace", &self.inner.namespace)
+            .field("id", &self.inner.index)
+            .finish()
+    }
+}
+
 impl Node {
     /// Test support: whether this node uses `membarrier` (heavy side issues
     /// it, light side skips its fence) rather than symmetric fences.

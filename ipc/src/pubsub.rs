@@ -71,6 +71,12 @@ pub struct Publisher {
     subscribers: RefCell<Targets>,
 }
 
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.debug_struct(f, "Publisher").finish()
+    }
+}
+
 impl Publisher {
     /// Loans a chunk for a publication of `len` bytes, to write in place.
     pub fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
@@ -179,6 +185,16 @@ pub struct Subscriber {
     core: PortCore,
     pattern: String,
     tag: u64,
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core
+            .debug_struct(f, "Subscriber")
+            .field("pattern", &self.pattern)
+            .field("tag", &self.tag)
+            .finish()
+    }
 }
 
 impl Subscriber {

@@ -77,6 +77,15 @@ pub struct Client {
     pending: RefCell<Vec<Pending>>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core
+            .debug_struct(f, "Client")
+            .field("outstanding", &self.outstanding.get())
+            .finish()
+    }
+}
+
 /// A request in flight (or a conversation, or a stream being received).
 struct Pending {
     tag: u64,
@@ -471,6 +480,12 @@ pub struct Server {
     conversations: RefCell<Vec<Conversation>>,
 }
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.debug_struct(f, "Server").finish()
+    }
+}
+
 /// A question asked and not yet answered.
 struct Conversation {
     client: u64,
@@ -651,6 +666,15 @@ pub struct Request<'a> {
     answered: bool,
     answer: bool,
     server: &'a Server,
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("sample", &self.sample)
+            .field("answered", &self.answered)
+            .finish()
+    }
 }
 
 impl<'a> Request<'a> {
@@ -855,6 +879,17 @@ pub struct ResponseStream<'a> {
     window: u64,
     sent: u64,
     done: bool,
+}
+
+impl std::fmt::Debug for ResponseStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseStream")
+            .field("tag", &self.tag)
+            .field("window", &self.window)
+            .field("sent", &self.sent)
+            .field("done", &self.done)
+            .finish()
+    }
 }
 
 /// Why a stream cannot send now.

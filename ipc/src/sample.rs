@@ -83,6 +83,16 @@ pub struct Loan<'a> {
     pub(crate) _not_send: std::marker::PhantomData<*const ()>,
 }
 
+impl std::fmt::Debug for Loan<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loan")
+            .field("exchange", &self.ex.name)
+            .field("chunk", &self.chunk)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
 impl<'a> Loan<'a> {
     /// Wraps chunk `chunk`, just loaned by `core` (recorded in its holdings).
     pub(crate) fn new(core: &'a PortCore, chunk: u32, len: usize) -> Loan<'a> {

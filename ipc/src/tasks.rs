@@ -601,6 +601,12 @@ pub struct Submitter {
     workers: RefCell<Targets>,
 }
 
+impl std::fmt::Debug for Submitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.debug_struct(f, "Submitter").finish()
+    }
+}
+
 impl Submitter {
     /// Loans a chunk for a task of `len` bytes, to write in place.
     pub fn loan(&self, len: usize) -> Result<Loan<'_>, SendError> {
@@ -705,6 +711,15 @@ pub struct Worker {
     /// The deliveries alive in this process, and whether each owns the
     /// chunk's reference (acked through [`Worker::ack`] while it lived).
     live: RefCell<Vec<LiveDelivery>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core
+            .debug_struct(f, "Worker")
+            .field("prefetch", &self.prefetch)
+            .finish()
+    }
 }
 
 /// A [`Delivery`] not yet dropped.
@@ -1288,6 +1303,17 @@ pub struct DeadLetter<'a> {
     tag: u64,
     deliveries: u32,
     priority: u8,
+}
+
+impl std::fmt::Debug for DeadLetter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetter")
+            .field("tag", &self.tag)
+            .field("priority", &self.priority)
+            .field("deliveries", &self.deliveries)
+            .field("len", &self.len)
+            .finish()
+    }
 }
 
 impl DeadLetter<'_> {

@@ -525,6 +525,15 @@ pub struct TypedPublisher<T> {
     _t: PhantomData<fn() -> T>,
 }
 
+impl<T: Payload> std::fmt::Debug for TypedPublisher<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedPublisher")
+            .field("port", &self.inner)
+            .field("payload", &T::TYPE_NAME)
+            .finish()
+    }
+}
+
 impl<T: Payload> TypedPublisher<T> {
     /// Loans a chunk for one `T`, to write in place.
     pub fn loan_uninit(&self) -> Result<TypedLoan<'_, MaybeUninit<T>>, SendError> {
@@ -573,6 +582,15 @@ pub struct TypedSubscriber<T> {
     _t: PhantomData<fn() -> T>,
 }
 
+impl<T: Payload> std::fmt::Debug for TypedSubscriber<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedSubscriber")
+            .field("port", &self.inner)
+            .field("payload", &T::TYPE_NAME)
+            .finish()
+    }
+}
+
 impl<T: Payload> TypedSubscriber<T> {
     /// Takes the next `T` if one is queued ([`Subscriber::try_receive`]).
     pub fn try_receive(&self) -> Result<Option<TypedSample<'_, T>>, RecvError> {
@@ -619,6 +637,15 @@ pub struct TypedProducer<T> {
     _t: PhantomData<fn() -> T>,
 }
 
+impl<T: Payload> std::fmt::Debug for TypedProducer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedProducer")
+            .field("port", &self.inner)
+            .field("payload", &T::TYPE_NAME)
+            .finish()
+    }
+}
+
 impl<T: Payload> TypedProducer<T> {
     /// Loans a chunk for one `T`, to write in place.
     pub fn loan_uninit(&self) -> Result<TypedLoan<'_, MaybeUninit<T>>, SendError> {
@@ -660,6 +687,15 @@ impl<T: Payload> TypedProducer<T> {
 pub struct TypedConsumer<T> {
     inner: Consumer,
     _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Payload> std::fmt::Debug for TypedConsumer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedConsumer")
+            .field("port", &self.inner)
+            .field("payload", &T::TYPE_NAME)
+            .finish()
+    }
 }
 
 impl<T: Payload> TypedConsumer<T> {

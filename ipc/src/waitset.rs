@@ -153,6 +153,12 @@ pub trait Waitable {
 #[doc(hidden)]
 pub struct WaitNode(pub(crate) Arc<NodeInner>);
 
+impl std::fmt::Debug for WaitNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WaitNode").field(&self.0.index).finish()
+    }
+}
+
 /// A set of ports one thread waits on at once, like a mailbox: ports of any
 /// exchanges, as long as they belong to one node.
 ///
@@ -171,6 +177,15 @@ pub struct WaitNode(pub(crate) Arc<NodeInner>);
 pub struct WaitSet<'a> {
     node: Option<Arc<NodeInner>>,
     ports: Vec<&'a dyn Waitable>,
+}
+
+impl std::fmt::Debug for WaitSet<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitSet")
+            .field("node", &self.node.as_ref().map(|n| n.index))
+            .field("ports", &self.ports.len())
+            .finish()
+    }
 }
 
 impl<'a> WaitSet<'a> {

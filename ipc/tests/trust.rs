@@ -102,7 +102,7 @@ fn per_user_directory_is_private_and_checked() {
 
     // Wrong mode.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let e = r.node().err().expect("a 0755 directory is refused");
+    let e = r.node().expect_err("a 0755 directory is refused");
     assert_refused(&e, &dir, "mode 0755, must be 0700");
     std::fs::remove_dir(&dir).unwrap();
 
@@ -111,13 +111,13 @@ fn per_user_directory_is_private_and_checked() {
     std::fs::create_dir(&elsewhere).unwrap();
     std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
-    let e = r.node().err().expect("a symlinked directory is refused");
+    let e = r.node().expect_err("a symlinked directory is refused");
     assert_refused(&e, &dir, "a symbolic link, not a directory");
     std::fs::remove_file(&dir).unwrap();
 
     // A regular file.
     std::fs::write(&dir, b"").unwrap();
-    let e = r.node().err().expect("a file is refused");
+    let e = r.node().expect_err("a file is refused");
     assert_refused(&e, &dir, "not a directory");
     std::fs::remove_file(&dir).unwrap();
 
@@ -126,7 +126,7 @@ fn per_user_directory_is_private_and_checked() {
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(OTHER)), None).unwrap();
-        let e = r.node().err().expect("a foreign directory is refused");
+        let e = r.node().expect_err("a foreign directory is refused");
         assert_refused(&e, &dir, "owned by uid 65534");
         std::fs::remove_dir(&dir).unwrap();
     } else {
@@ -141,8 +141,7 @@ fn root_folder_is_checked() {
     let r = Root::new("root", 0o777);
     let e = r
         .node()
-        .err()
-        .expect("a world-writable root without sticky bit");
+        .expect_err("a world-writable root without sticky bit");
     assert_refused(&e, &r.root, "writable by others without the sticky bit");
     std::fs::set_permissions(&r.root, std::fs::Permissions::from_mode(0o1777)).unwrap();
     drop(r.node().expect("a sticky world-writable root is fine"));
@@ -153,8 +152,7 @@ fn root_folder_is_checked() {
         .namespace(&r.name)
         .root(&link)
         .create()
-        .err()
-        .expect("a symlinked root is refused");
+        .expect_err("a symlinked root is refused");
     std::fs::remove_file(&link).unwrap();
     assert_refused(&e, &link, "a symbolic link");
 }
@@ -363,8 +361,7 @@ fn another_user_cannot_squat_our_namespace() {
         .namespace(format!("{}-b", r.name))
         .root(&r.root)
         .create()
-        .err()
-        .expect("another user's registry is refused");
+        .expect_err("another user's registry is refused");
     assert!(
         matches!(
             &e,
@@ -518,7 +515,7 @@ fn non_utf8_namespace_variable_is_an_error() {
             ),
             "{e}"
         );
-        let e = Node::builder("n").create().err().expect("joined");
+        let e = Node::builder("n").create().expect_err("joined");
         assert!(matches!(e, NodeError::InvalidEnv { .. }), "{e}");
         return;
     }
