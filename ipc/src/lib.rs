@@ -158,6 +158,23 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Threads
+//!
+//! Which handles may move to (`Send`) or be shared with (`Sync`) another
+//! thread; `tests/auto_traits.rs` checks this table at compile time.
+//!
+//! | Handle | `Send` | `Sync` |
+//! |---|---|---|
+//! | [`Node`], [`NodeBuilder`], [`Exchange`], [`TypedExchange`] | yes | yes |
+//! | Ports: [`Publisher`], [`Subscriber`], [`Client`], [`Server`], [`Producer`], [`Consumer`], [`Submitter`], [`Worker`], their `Typed*` forms, and [`Watch`] | yes | no |
+//! | Borrowing a port: [`Sample`], [`Loan`], [`Delivery`], [`Request`], [`ResponseStream`], [`DeadLetter`], [`TypedSample`], [`TypedLoan`], [`WaitSet`] | no | no |
+//! | [`OwnedSample`], [`OwnedLoan`], [`OwnedDelivery`] | yes | yes |
+//! | [`Error`] and the per-operation errors | yes | yes |
+//!
+//! A port serves one thread at a time: move it, or give each thread its own
+//! port. What borrows a port stays on the port's thread; `into_owned` makes
+//! the owned forms, which any thread may use and drop.
+//!
 //! # What shared memory may do to you
 //!
 //! Every process of the namespace can write every byte of an exchange. shmex
