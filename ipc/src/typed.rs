@@ -576,61 +576,6 @@ impl<T: Payload> TypedPublisher<T> {
     }
 }
 
-/// A subscriber of a publish-subscribe exchange of `T`.
-pub struct TypedSubscriber<T> {
-    inner: Subscriber,
-    _t: PhantomData<fn() -> T>,
-}
-
-impl<T: Payload> std::fmt::Debug for TypedSubscriber<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TypedSubscriber")
-            .field("port", &self.inner)
-            .field("payload", &T::TYPE_NAME)
-            .finish()
-    }
-}
-
-impl<T: Payload> TypedSubscriber<T> {
-    /// Takes the next `T` if one is queued ([`Subscriber::try_receive`]).
-    pub fn try_receive(&self) -> Result<Option<TypedSample<'_, T>>, RecvError> {
-        typed(self.inner.try_receive(), TypedSample::new)
-    }
-
-    /// Waits for the next `T` ([`Subscriber::receive`]).
-    pub fn receive(&self) -> Result<TypedSample<'_, T>, RecvError> {
-        TypedSample::new(self.inner.receive()?)
-    }
-
-    /// Waits at most `timeout` for the next `T`.
-    pub fn receive_timeout(&self, timeout: Duration) -> Result<TypedSample<'_, T>, RecvError> {
-        TypedSample::new(self.inner.receive_timeout(timeout)?)
-    }
-
-    /// Takes the next `[T]` if one is queued (sent with [`TypedPublisher::publish_slice_loan`]).
-    pub fn try_receive_slice(&self) -> Result<Option<TypedSample<'_, [T]>>, RecvError> {
-        typed(self.inner.try_receive(), TypedSample::slice)
-    }
-
-    /// Waits for the next `[T]`.
-    pub fn receive_slice(&self) -> Result<TypedSample<'_, [T]>, RecvError> {
-        TypedSample::slice(self.inner.receive()?)
-    }
-
-    /// Waits at most `timeout` for the next `[T]`.
-    pub fn receive_slice_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<TypedSample<'_, [T]>, RecvError> {
-        TypedSample::slice(self.inner.receive_timeout(timeout)?)
-    }
-
-    /// The byte subscriber underneath (pattern, tag, gaps, wait sets).
-    pub fn untyped(&self) -> &Subscriber {
-        &self.inner
-    }
-}
-
 /// A fan-in producer of `T`.
 pub struct TypedProducer<T> {
     inner: Producer,
@@ -683,57 +628,78 @@ impl<T: Payload> TypedProducer<T> {
     }
 }
 
-/// The consumer of a fan-in exchange of `T`.
-pub struct TypedConsumer<T> {
-    inner: Consumer,
-    _t: PhantomData<fn() -> T>,
+/// A receiving typed port: the byte port `$inner` underneath, its receives
+/// viewed as `T` or `[T]` (one definition for the subscriber and the
+/// consumer, whose receives have the same shape).
+macro_rules! typed_receiver {
+    ($(#[$doc:meta])* $name:ident, $inner:ident, $slice_sender:literal) => {
+        $(#[$doc])*
+        pub struct $name<T> {
+            inner: $inner,
+            _t: PhantomData<fn() -> T>,
+        }
+
+        impl<T: Payload> std::fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("port", &self.inner)
+                    .field("payload", &T::TYPE_NAME)
+                    .finish()
+            }
+        }
+
+        impl<T: Payload> $name<T> {
+            #[doc = concat!("Takes the next `T` if one is queued ([`", stringify!($inner), "::try_receive`]).")]
+            pub fn try_receive(&self) -> Result<Option<TypedSample<'_, T>>, RecvError> {
+                typed(self.inner.try_receive(), TypedSample::new)
+            }
+
+            #[doc = concat!("Waits for the next `T` ([`", stringify!($inner), "::receive`]).")]
+            pub fn receive(&self) -> Result<TypedSample<'_, T>, RecvError> {
+                TypedSample::new(self.inner.receive()?)
+            }
+
+            /// Waits at most `timeout` for the next `T`.
+            pub fn receive_timeout(&self, timeout: Duration) -> Result<TypedSample<'_, T>, RecvError> {
+                TypedSample::new(self.inner.receive_timeout(timeout)?)
+            }
+
+            #[doc = concat!("Takes the next `[T]` if one is queued (sent with [`", $slice_sender, "`]).")]
+            pub fn try_receive_slice(&self) -> Result<Option<TypedSample<'_, [T]>>, RecvError> {
+                typed(self.inner.try_receive(), TypedSample::slice)
+            }
+
+            /// Waits for the next `[T]`.
+            pub fn receive_slice(&self) -> Result<TypedSample<'_, [T]>, RecvError> {
+                TypedSample::slice(self.inner.receive()?)
+            }
+
+            /// Waits at most `timeout` for the next `[T]`.
+            pub fn receive_slice_timeout(
+                &self,
+                timeout: Duration,
+            ) -> Result<TypedSample<'_, [T]>, RecvError> {
+                TypedSample::slice(self.inner.receive_timeout(timeout)?)
+            }
+
+            #[doc = concat!("The byte port underneath ([`", stringify!($inner), "`]).")]
+            pub fn untyped(&self) -> &$inner {
+                &self.inner
+            }
+        }
+    };
 }
 
-impl<T: Payload> std::fmt::Debug for TypedConsumer<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TypedConsumer")
-            .field("port", &self.inner)
-            .field("payload", &T::TYPE_NAME)
-            .finish()
-    }
-}
+typed_receiver!(
+    /// A subscriber of a publish-subscribe exchange of `T`.
+    TypedSubscriber,
+    Subscriber,
+    "TypedPublisher::publish_slice_loan"
+);
 
-impl<T: Payload> TypedConsumer<T> {
-    /// Takes the next `T` if one is queued ([`Consumer::try_receive`]).
-    pub fn try_receive(&self) -> Result<Option<TypedSample<'_, T>>, RecvError> {
-        typed(self.inner.try_receive(), TypedSample::new)
-    }
-
-    /// Waits for the next `T` ([`Consumer::receive`]).
-    pub fn receive(&self) -> Result<TypedSample<'_, T>, RecvError> {
-        TypedSample::new(self.inner.receive()?)
-    }
-
-    /// Waits at most `timeout` for the next `T`.
-    pub fn receive_timeout(&self, timeout: Duration) -> Result<TypedSample<'_, T>, RecvError> {
-        TypedSample::new(self.inner.receive_timeout(timeout)?)
-    }
-
-    /// Takes the next `[T]` if one is queued (sent with [`TypedProducer::send_slice_loan`]).
-    pub fn try_receive_slice(&self) -> Result<Option<TypedSample<'_, [T]>>, RecvError> {
-        typed(self.inner.try_receive(), TypedSample::slice)
-    }
-
-    /// Waits for the next `[T]`.
-    pub fn receive_slice(&self) -> Result<TypedSample<'_, [T]>, RecvError> {
-        TypedSample::slice(self.inner.receive()?)
-    }
-
-    /// Waits at most `timeout` for the next `[T]`.
-    pub fn receive_slice_timeout(
-        &self,
-        timeout: Duration,
-    ) -> Result<TypedSample<'_, [T]>, RecvError> {
-        TypedSample::slice(self.inner.receive_timeout(timeout)?)
-    }
-
-    /// The byte consumer underneath.
-    pub fn untyped(&self) -> &Consumer {
-        &self.inner
-    }
-}
+typed_receiver!(
+    /// The consumer of a fan-in exchange of `T`.
+    TypedConsumer,
+    Consumer,
+    "TypedProducer::send_slice_loan"
+);
