@@ -210,6 +210,8 @@ mod reclaim;
 mod rpc;
 mod sample;
 mod segment;
+#[cfg(feature = "serde")]
+pub mod serialized;
 mod sys;
 mod tasks;
 pub mod topic;
@@ -239,6 +241,8 @@ pub use owned::{OwnedLoan, OwnedSample};
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER_CHECK_INTERVAL};
 pub use sample::{Loan, Sample, SenderId};
+#[cfg(feature = "serde")]
+pub use serialized::SerialError;
 pub use tasks::{
     DeadLetter, Delivery, OwnedDelivery, Submitter, TaskId, TaskStats, Worker, WorkerStats,
     PASS_OVER, PRIORITIES,
