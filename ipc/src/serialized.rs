@@ -20,8 +20,9 @@
 //! Payload bytes are untrusted input ([crate docs](crate#what-shared-memory-may-do-to-you)):
 //! bytes that are not an encoding of the type asked for give
 //! [`SerialError::Decode`] or [`SerialError::TrailingBytes`], never a panic;
-//! length prefixes are checked against the payload before anything is
-//! allocated. One limit: postcard has no nesting limit, so a recursive type
+//! a length prefix claiming more than the payload holds allocates nothing
+//! up front (postcard checks strings and sequences against the bytes left,
+//! serde caps any preallocation at 1 MiB). One limit: postcard has no nesting limit, so a recursive type
 //! (`enum Tree { Leaf, Node(Box<Tree>) }`) lets a payload one byte per level
 //! deep exhaust the stack; deserialize such types only from trusted peers,
 //! or bound the chunk size.
@@ -220,7 +221,10 @@ impl Submitter {
 impl Request<'_> {
     /// Serializes `value` into a loaned chunk and answers with it, as
     /// [`respond_loan`](Self::respond_loan) does. A copy into the chunk
-    /// (see [`Loan::write_serialized`]).
+    /// (see [`Loan::write_serialized`]). Like [`respond`](Self::respond),
+    /// it consumes the request: when the loan or the encoding fails, the
+    /// request is dropped unanswered (the client sees
+    /// [`FailReason::Unanswered`](crate::FailReason::Unanswered)).
     pub fn respond_serialized<T: Serialize + ?Sized>(self, value: &T) -> Result<(), SerialError> {
         // The server port's core, as `respond` loans from.
         let core = self.core;

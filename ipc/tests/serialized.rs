@@ -46,7 +46,7 @@ fn order(n: u32) -> Order {
             },
             _ => Status::Cancelled(format!("reason {n}")),
         },
-        note: (n % 2 == 0).then(|| "fragile".to_string()),
+        note: n.is_multiple_of(2).then(|| "fragile".to_string()),
     }
 }
 
