@@ -5,5 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo test --release --workspace
+# Off by default, so tested on its own.
+cargo test --release -p shmex --features serde --test serialized
+cargo test --release -p shmex --features serde --doc serialized
 RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}" \
     cargo test --release -p shmex-loom --target-dir target/loom

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+#[cfg(feature = "serde")]
+use crate::SerialError;
 pub use shmex_core::Corrupt;
 
 /// A shared-memory object could not be created, opened or trusted.
@@ -601,6 +603,11 @@ pub enum Error {
     /// A payload could not be viewed as the requested type.
     #[error("the payload has not the requested type")]
     Pod(#[source] PodError),
+    /// A value could not be serialized into a chunk or out of one (feature
+    /// `serde`).
+    #[cfg(feature = "serde")]
+    #[error("the serialized payload could not be written, sent or read")]
+    Serial(#[source] SerialError),
     /// Shared state is inconsistent.
     #[error("shared state is inconsistent")]
     Corrupt(#[source] Corrupt),
@@ -630,6 +637,9 @@ umbrella_from!(
     PodError => Pod,
     Corrupt => Corrupt,
 );
+
+#[cfg(feature = "serde")]
+umbrella_from!(SerialError => Serial);
 
 /// `Result` with [`shmex::Error`](Error) as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

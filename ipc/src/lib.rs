@@ -11,6 +11,12 @@
 //! [`TypedExchange`]'s ports send and receive `T` in place, and a process
 //! asking for another type is refused ([`OpenError::TypeMismatch`]).
 //!
+//! With the feature `serde` (off by default), values of any `serde` type
+//! (strings, vectors, enums) travel too: `send_serialized` on each sending
+//! port encodes the value with postcard into the loaned chunk,
+//! `deserialize` on a sample decodes it. Unlike `Pod` payloads these are
+//! copies, in and out (module `serialized`).
+//!
 //! Every port offers `try_receive` (never blocks), `receive` (blocks) and
 //! `receive_timeout`; a [`WaitSet`] blocks one thread on many ports.
 //!
@@ -210,6 +216,8 @@ mod reclaim;
 mod rpc;
 mod sample;
 mod segment;
+#[cfg(feature = "serde")]
+pub mod serialized;
 mod sys;
 mod tasks;
 pub mod topic;
@@ -239,6 +247,8 @@ pub use owned::{OwnedLoan, OwnedSample};
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER_CHECK_INTERVAL};
 pub use sample::{Loan, Sample, SenderId};
+#[cfg(feature = "serde")]
+pub use serialized::SerialError;
 pub use tasks::{
     DeadLetter, Delivery, OwnedDelivery, Submitter, TaskId, TaskStats, Worker, WorkerStats,
     PASS_OVER, PRIORITIES,

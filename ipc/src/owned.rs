@@ -382,6 +382,12 @@ impl OwnedLoan {
         self.len == 0
     }
 
+    /// The chunk size: the longest payload [`set_len`](Self::set_len) allows.
+    #[cfg(feature = "serde")]
+    pub(crate) fn capacity(&self) -> usize {
+        self.keeper.ex().limits.chunk_size as usize
+    }
+
     /// Shortens or grows the payload within the chunk size.
     pub fn set_len(&mut self, len: usize) -> Result<(), SendError> {
         let max = self.keeper.ex().limits.chunk_size as usize;

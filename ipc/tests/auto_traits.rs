@@ -39,6 +39,9 @@ macro_rules! send_sync {
     };
 }
 
+#[cfg(feature = "serde")]
+send_sync!(shmex::SerialError);
+
 /// `Send`, not `Sync`: ports (one thread at a time; move them).
 macro_rules! send_only {
     ($($t:ty),* $(,)?) => {
