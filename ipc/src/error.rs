@@ -253,7 +253,7 @@ pub enum PortError {
         /// The exchange name.
         exchange: String,
         /// Its pattern.
-        pattern: crate::Pattern,
+        pattern: crate::layout::Pattern,
         /// The role asked for.
         role: &'static str,
     },
@@ -500,7 +500,7 @@ pub enum TaskError {
     #[error("task {task} is not held by this worker")]
     NotHeld {
         /// The delivery.
-        task: crate::tasks::TaskId,
+        task: crate::layout::TaskId,
     },
     /// The exchange went down.
     #[error("the exchange is down")]

@@ -16,6 +16,7 @@ use crate::layout::{
     PortSlot, RawLimits, EX_DOWN, KIND_EXCHANGE, MAX_EXCHANGE_NAME, MAX_USERS, PORT_ACTIVE,
     PORT_CLOSING, PORT_FREE, RETURN_DEPTH,
 };
+use crate::layout::{SpareLine, StreamSlot, WordOffsets};
 use crate::node::{check_name, Namespace, NodeInner};
 use crate::owned::Keeper;
 use crate::sample::Loan;
@@ -27,86 +28,11 @@ use shmex_core::{gate, recycle, Corrupt};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Which message exchange pattern an exchange serves; fixes the roles its
-/// ports may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Pattern {
-    /// Clients send tagged requests, servers answer each once.
-    RequestResponse,
-    /// Publishers publish under routing keys; subscribers receive what matches
-    /// their topic pattern.
-    PublishSubscribe,
-    /// Many producers, one consumer.
-    FanIn,
-    /// Task distribution: submitters queue tasks, workers take them within
-    /// a prefetch limit and ack or nack each; unacked tasks are redelivered.
-    Tasks,
-}
+pub use crate::layout::Pattern;
 
-impl Pattern {
-    /// Every pattern, in the order of their codes (the C binding's
-    /// `SHMEX_PATTERN_*` values 1, 2, 3, 4).
-    pub const ALL: [Pattern; 4] = [
-        Pattern::RequestResponse,
-        Pattern::PublishSubscribe,
-        Pattern::FanIn,
-        Pattern::Tasks,
-    ];
-
-    pub(crate) fn code(self) -> u32 {
-        match self {
-            Pattern::RequestResponse => 1,
-            Pattern::PublishSubscribe => 2,
-            Pattern::FanIn => 3,
-            Pattern::Tasks => 4,
-        }
-    }
-
-    pub(crate) fn from_code(code: u32) -> Option<Pattern> {
-        match code {
-            1 => Some(Pattern::RequestResponse),
-            2 => Some(Pattern::PublishSubscribe),
-            3 => Some(Pattern::FanIn),
-            4 => Some(Pattern::Tasks),
-            _ => None,
-        }
-    }
-
-    /// The pattern's one spelling: `request-response`, `publish-subscribe`,
-    /// `fan-in`, `tasks`. The CLI (`shmex ls`, the supervisor's config and
-    /// log), the docs and the C header's `SHMEX_PATTERN_*` names (upper case,
-    /// `_` for `-`) use it; [`FromStr`](std::str::FromStr) parses it back
-    /// (and also the older `pubsub`, `rpc`, `fanin`, `task-distribution`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Pattern::RequestResponse => "request-response",
-            Pattern::PublishSubscribe => "publish-subscribe",
-            Pattern::FanIn => "fan-in",
-            Pattern::Tasks => "tasks",
-        }
-    }
-}
-
-impl std::fmt::Display for Pattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Pattern {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "request-response" | "rpc" => Ok(Pattern::RequestResponse),
-            "publish-subscribe" | "pubsub" => Ok(Pattern::PublishSubscribe),
-            "fan-in" | "fanin" => Ok(Pattern::FanIn),
-            "tasks" | "task-distribution" => Ok(Pattern::Tasks),
-            _ => Err(format!(
-                "unknown pattern {s:?} (request-response, publish-subscribe, fan-in, tasks)"
-            )),
-        }
-    }
-}
+/// How often a blocked `receive` checks that the servers holding its
+/// requests are still alive.
+pub const SERVER_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Largest exchange segment [`Limits::segment_size`] accepts (64 GiB).
 pub const MAX_SEGMENT_SIZE: u64 = 64 << 30;
@@ -312,8 +238,17 @@ pub(crate) struct ExchangeInner {
     /// Task entries whose queue push stalled after their ledger transition
     /// committed (see `push_committed` in `tasks.rs`), with `has_parked`
     /// set while any are: pushed again at a later operation.
-    pub(crate) parked: std::sync::Mutex<Vec<crate::tasks::Parked>>,
+    pub(crate) parked: std::sync::Mutex<Vec<Parked>>,
     pub(crate) has_parked: std::sync::atomic::AtomicBool,
+}
+
+/// A task entry parked by `ExchangeInner::push_committed` (task exchanges).
+#[derive(Debug)]
+pub(crate) struct Parked {
+    pub queue: usize,
+    pub index: u32,
+    /// The task header's `rebuilds` when it was parked.
+    pub rebuilds: u64,
 }
 
 pub(crate) use shmex_core::recycle::UNKNOWN_HEAD;
@@ -2072,7 +2007,7 @@ impl Targets {
         let now = std::time::Instant::now();
         if self
             .last_dead_check
-            .is_some_and(|t| now.duration_since(t) < crate::rpc::SERVER_CHECK_INTERVAL)
+            .is_some_and(|t| now.duration_since(t) < SERVER_CHECK_INTERVAL)
         {
             return;
         }
@@ -2176,4 +2111,29 @@ pub(crate) fn is_persistent(path: &std::path::Path, group: Option<u32>) -> bool 
     };
     seg.get::<ExchangeHeader>(0)
         .is_some_and(|h| h.persistent.load(Ordering::Relaxed) == 1)
+}
+
+/// [`WordOffsets`] for an exchange of `pattern` with `limits`.
+#[doc(hidden)]
+pub fn word_offsets(pattern: Pattern, limits: &Limits) -> Result<WordOffsets, String> {
+    let l = ExchangeLayout::compute(&limits.raw(pattern))?;
+    use std::mem::size_of;
+    Ok(WordOffsets {
+        exchange_state: std::mem::offset_of!(ExchangeHeader, state),
+        ports: l.ports,
+        port_stride: size_of::<PortSlot>(),
+        port_state: std::mem::offset_of!(PortSlot, state),
+        port_busy: std::mem::offset_of!(PortSlot, spare) + std::mem::offset_of!(SpareLine, busy),
+        ring_controls: l.ring_controls,
+        ring_control_stride: size_of::<RingControl>(),
+        ring_tail: std::mem::offset_of!(RingControl, tail),
+        ring_head: std::mem::offset_of!(RingControl, head),
+        pool_head: l.pool,
+        streams: l.streams,
+        stream_slot_stride: size_of::<StreamSlot>(),
+        task_entries: l.task_entries,
+        task_entry_stride: size_of::<shmex_core::ledger::TaskEntry>(),
+        task_controls: l.task_controls,
+        task_control_stride: size_of::<shmex_core::mpmc::MpmcControl>(),
+    })
 }

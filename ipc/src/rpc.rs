@@ -101,9 +101,7 @@ struct Pending {
 /// Largest window of a chunked response (it must fit a reply address).
 pub const MAX_STREAM_WINDOW: u32 = 0x7FFF;
 
-/// How often a blocked `receive` checks that the servers holding its
-/// requests are still alive.
-pub const SERVER_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+pub use crate::exchange::SERVER_CHECK_INTERVAL;
 
 impl Client {
     /// Loans a chunk for a request of `len` bytes, to write in place.

@@ -44,7 +44,7 @@
 //!   (a transient one goes down with its creator, tasks included).
 
 use crate::error::{RecvError, SendError, TaskError};
-use crate::exchange::{Exchange, ExchangeInner, PortCore, Role, Targets};
+use crate::exchange::{Exchange, ExchangeInner, Parked, PortCore, Role, Targets};
 use crate::layout::{TaskHeader, DEAD_QUEUE, FREE_QUEUE, PORT_ACTIVE, READY_QUEUE};
 use crate::owned::{Keeper, Release};
 use crate::sample::Loan;
@@ -58,38 +58,7 @@ use std::time::{Duration, Instant};
 
 pub use shmex_core::ledger::PRIORITIES;
 
-/// Identifies one delivery of a task: its ledger entry and the entry's
-/// generation when it was delivered. Acking or nacking it a second time,
-/// after the delivery was taken back, or from another worker fails with
-/// [`TaskError::NotHeld`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TaskId(u64);
-
-impl TaskId {
-    fn new(entry: u32, generation: u32) -> TaskId {
-        TaskId(u64::from(entry) | u64::from(generation) << 32)
-    }
-    pub(crate) fn entry(self) -> u32 {
-        self.0 as u32
-    }
-    fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
-    }
-    /// The id as one number (for logs and the C API).
-    pub fn to_raw(self) -> u64 {
-        self.0
-    }
-    /// An id from [`to_raw`](Self::to_raw).
-    pub fn from_raw(raw: u64) -> TaskId {
-        TaskId(raw)
-    }
-}
-
-impl std::fmt::Display for TaskId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}", self.entry(), self.generation())
-    }
-}
+pub use crate::layout::TaskId;
 
 impl ExchangeInner {
     /// The task region's header (task exchanges only).
@@ -465,15 +434,6 @@ impl From<PushFailed> for Corrupt {
             PushFailed::Corrupt(c) => c,
         }
     }
-}
-
-/// A task entry parked by [`ExchangeInner::push_committed`].
-#[derive(Debug)]
-pub(crate) struct Parked {
-    queue: usize,
-    index: u32,
-    /// The task header's `rebuilds` when it was parked.
-    rebuilds: u64,
 }
 
 impl Exchange {
