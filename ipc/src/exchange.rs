@@ -17,8 +17,9 @@ use crate::layout::{
     PORT_CLOSING, PORT_FREE, RETURN_DEPTH,
 };
 use crate::layout::{SpareLine, StreamSlot, WordOffsets};
-use crate::node::{check_name, Namespace, NodeInner};
+use crate::namespace::{check_name, Namespace};
 use crate::owned::Keeper;
+use crate::registry::NodeInner;
 use crate::sample::Loan;
 use crate::segment::{Created, Segment};
 use crate::typed::TypeInfo;
@@ -1368,7 +1369,7 @@ fn inspect(
         .filter(|u| {
             u.pid.load(Ordering::Relaxed) != 0
                 && registry
-                    .is_some_and(|r| crate::node::key_alive(r, u.owner.load(Ordering::Relaxed)))
+                    .is_some_and(|r| crate::registry::key_alive(r, u.owner.load(Ordering::Relaxed)))
         })
         .count() as u32;
     let return_controls = seg
@@ -2003,7 +2004,7 @@ impl Targets {
     /// Called when a delivery found a target's inbox full: at most every
     /// 100 ms, checks whether the process of one of the targets is gone, and
     /// if so asks for a reclaim pass before the next send.
-    pub fn note_full(&mut self, node: &crate::node::NodeInner) {
+    pub fn note_full(&mut self, node: &NodeInner) {
         let now = std::time::Instant::now();
         if self
             .last_dead_check
@@ -2101,16 +2102,6 @@ impl Targets {
         }
         Ok(())
     }
-}
-
-/// True when the exchange file at `path` says it is persistent (read
-/// without joining it; false when it cannot be read).
-pub(crate) fn is_persistent(path: &std::path::Path, group: Option<u32>) -> bool {
-    let Ok(Some(seg)) = Segment::open_read_only(path, group) else {
-        return false;
-    };
-    seg.get::<ExchangeHeader>(0)
-        .is_some_and(|h| h.persistent.load(Ordering::Relaxed) == 1)
 }
 
 /// [`WordOffsets`] for an exchange of `pattern` with `limits`.

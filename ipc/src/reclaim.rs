@@ -39,7 +39,7 @@
 use crate::error::{OpenError, SegmentError};
 use crate::exchange::{ExchangeInner, FLAG_REQUEST, FLAG_VOID, NO_DEFERRED};
 use crate::layout::{EX_DOWN, EX_PAUSED, NODE_RECLAIMED, PORT_ACTIVE, PORT_CLOSING, PORT_FREE};
-use crate::node::{NodeInfo, NodeInner, Reclaimed};
+use crate::registry::{NodeInfo, NodeInner, Reclaimed};
 use shmex_core::gate;
 use shmex_core::ring::Descriptor;
 use std::sync::atomic::Ordering;
@@ -446,7 +446,7 @@ pub(crate) fn reclaim_dead(
         }
     }
     if out.busy.is_empty() {
-        let now = crate::node::now_ms();
+        let now = crate::registry::now_ms();
         for i in dead {
             let Some(s) = node.slot(i) else { continue };
             s.state.store(NODE_RECLAIMED, Ordering::Release);
