@@ -264,6 +264,24 @@ pub(crate) struct Parked {
     pub rebuilds: u64,
 }
 
+/// A pattern's own step in a reclaim pass ([`crate::reclaim`] runs it for
+/// every exchange): the pattern, not reclaim, knows what its records in the
+/// segment mean. Called under the pause, with `live[i]` telling whether port
+/// `i` belongs to a live process.
+pub(crate) trait PatternReclaim {
+    /// A descriptor drained from a dead port's inbox (step 2); true when
+    /// it was a request now failed towards its client.
+    fn drained(&self, _ex: &ExchangeInner, _d: &Descriptor) -> bool {
+        false
+    }
+    /// After the dead ports are drained: clear the pattern's records of dead
+    /// ports and end what live ports wait for from dead ones.
+    fn retired(&self, _ex: &ExchangeInner, _live: &[bool]) {}
+    /// First thing of the recount (step 4): repair the pattern's records and
+    /// add the chunk references they hold to `counts`.
+    fn count(&self, _ex: &ExchangeInner, _live: &[bool], _counts: &mut [u32]) {}
+}
+
 pub(crate) use shmex_core::recycle::UNKNOWN_HEAD;
 
 /// A data-path operation in progress on one port ([`ExchangeInner::enter`]);

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 mod client;
+mod reclaim;
 mod request;
 mod server;
 mod stream;
@@ -39,6 +40,7 @@ mod stream;
 pub use client::Client;
 #[allow(unused_imports)]
 use client::*;
+pub(crate) use reclaim::RpcReclaim;
 pub use request::Request;
 #[allow(unused_imports)]
 use request::*;

@@ -68,6 +68,7 @@ mod worker;
 #[allow(unused_imports)]
 use delivery::*;
 pub use delivery::{DeadLetter, Delivery, OwnedDelivery};
+pub(crate) use queue::TasksReclaim;
 #[allow(unused_imports)]
 use queue::*;
 pub use submitter::Submitter;

@@ -378,3 +378,13 @@ impl From<PushFailed> for Corrupt {
         }
     }
 }
+
+/// The [`PatternReclaim`](crate::exchange::PatternReclaim) of task
+/// exchanges: [`ExchangeInner::reclaim_tasks`].
+pub(crate) struct TasksReclaim;
+
+impl crate::exchange::PatternReclaim for TasksReclaim {
+    fn count(&self, ex: &ExchangeInner, live: &[bool], counts: &mut [u32]) {
+        ex.reclaim_tasks(live, counts);
+    }
+}
