@@ -253,7 +253,7 @@ pub enum PortError {
         /// The exchange name.
         exchange: String,
         /// Its pattern.
-        pattern: crate::layout::Pattern,
+        pattern: crate::pattern::Pattern,
         /// The role asked for.
         role: &'static str,
     },

@@ -206,6 +206,7 @@ mod layout;
 mod namespace;
 mod node;
 mod owned;
+mod pattern;
 mod pubsub;
 mod reclaim;
 mod registry;

@@ -41,7 +41,7 @@ pub use info::{list_exchanges, word_offsets, ExchangeInfo};
 pub(crate) use ports::*;
 pub(crate) use targets::*;
 
-pub use crate::layout::Pattern;
+pub use crate::pattern::Pattern;
 
 /// How often a blocked `receive` checks that the servers holding its
 /// requests are still alive.
