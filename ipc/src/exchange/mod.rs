@@ -249,7 +249,7 @@ pub(crate) struct ExchangeInner {
     /// [`FLUSH_INTERVAL_MS`].
     last_flush_ms: std::sync::atomic::AtomicU64,
     /// Task entries whose queue push stalled after their ledger transition
-    /// committed (see `push_committed` in `tasks.rs`), with `has_parked`
+    /// committed (see `push_committed` in `tasks/queue.rs`), with `has_parked`
     /// set while any are: pushed again at a later operation.
     pub(crate) parked: std::sync::Mutex<Vec<Parked>>,
     pub(crate) has_parked: std::sync::atomic::AtomicBool,
