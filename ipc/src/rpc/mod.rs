@@ -38,18 +38,11 @@ mod server;
 mod stream;
 
 pub use client::Client;
-#[allow(unused_imports)]
-use client::*;
 pub(crate) use reclaim::RpcReclaim;
 pub use request::Request;
-#[allow(unused_imports)]
-use request::*;
 pub use server::Server;
-#[allow(unused_imports)]
-use server::*;
+use server::{Conversation, UNKNOWN_HEAD};
 pub use stream::ResponseStream;
-#[allow(unused_imports)]
-use stream::*;
 
 impl Exchange {
     /// Attaches a client (request-response exchanges).
@@ -84,6 +77,7 @@ pub use crate::exchange::SERVER_CHECK_INTERVAL;
 
 #[cfg(test)]
 mod tests {
+    use super::client::Pending;
     use super::*;
     use crate::{Limits, Node, Pattern};
 

@@ -65,17 +65,10 @@ mod queue;
 mod submitter;
 mod worker;
 
-#[allow(unused_imports)]
-use delivery::*;
 pub use delivery::{DeadLetter, Delivery, OwnedDelivery};
 pub(crate) use queue::TasksReclaim;
-#[allow(unused_imports)]
-use queue::*;
+use queue::{now_ms, push_index};
 pub use submitter::Submitter;
-#[allow(unused_imports)]
-use submitter::*;
-#[allow(unused_imports)]
-use worker::*;
 pub use worker::{Worker, PASS_OVER};
 
 impl Exchange {
@@ -199,6 +192,7 @@ pub struct WorkerStats {
 
 #[cfg(test)]
 mod tests {
+    use super::queue::push_index;
     use super::*;
     use shmex_core::mpmc::{MpmcControl, MpmcSlot};
 
