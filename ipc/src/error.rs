@@ -255,7 +255,7 @@ pub enum PortError {
         /// The exchange name.
         exchange: String,
         /// Its pattern.
-        pattern: crate::Pattern,
+        pattern: crate::pattern::Pattern,
         /// The role asked for.
         role: &'static str,
     },
@@ -502,7 +502,7 @@ pub enum TaskError {
     #[error("task {task} is not held by this worker")]
     NotHeld {
         /// The delivery.
-        task: crate::tasks::TaskId,
+        task: crate::layout::TaskId,
     },
     /// The exchange went down.
     #[error("the exchange is down")]

@@ -614,33 +614,39 @@ pub struct WordOffsets {
     pub task_control_stride: usize,
 }
 
-/// [`WordOffsets`] for an exchange of `pattern` with `limits`.
-#[doc(hidden)]
-pub fn word_offsets(
-    pattern: crate::Pattern,
-    limits: &crate::Limits,
-) -> Result<WordOffsets, String> {
-    let l = ExchangeLayout::compute(&limits.raw(pattern))?;
-    Ok(WordOffsets {
-        exchange_state: std::mem::offset_of!(ExchangeHeader, state),
-        ports: l.ports,
-        port_stride: size_of::<PortSlot>(),
-        port_state: std::mem::offset_of!(PortSlot, state),
-        port_busy: std::mem::offset_of!(PortSlot, spare) + std::mem::offset_of!(SpareLine, busy),
-        ring_controls: l.ring_controls,
-        ring_control_stride: size_of::<RingControl>(),
-        ring_tail: std::mem::offset_of!(RingControl, tail),
-        ring_head: std::mem::offset_of!(RingControl, head),
-        pool_head: l.pool,
-        streams: l.streams,
-        stream_slot_stride: size_of::<StreamSlot>(),
-        task_entries: l.task_entries,
-        task_entry_stride: size_of::<shmex_core::ledger::TaskEntry>(),
-        task_controls: l.task_controls,
-        task_control_stride: size_of::<shmex_core::mpmc::MpmcControl>(),
-    })
-}
-
 /// Offset of the registry's `senders_fence` flag (fault-injection tests).
 #[doc(hidden)]
 pub const REGISTRY_FENCE_FLAG_OFFSET: usize = std::mem::offset_of!(RegistryHeader, senders_fence);
+
+/// Identifies one delivery of a task: its ledger entry and the entry's
+/// generation when it was delivered. Acking or nacking it a second time,
+/// after the delivery was taken back, or from another worker fails with
+/// [`TaskError::NotHeld`](crate::TaskError::NotHeld).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    pub(crate) fn new(entry: u32, generation: u32) -> TaskId {
+        TaskId(u64::from(entry) | u64::from(generation) << 32)
+    }
+    pub(crate) fn entry(self) -> u32 {
+        self.0 as u32
+    }
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    /// The id as one number (for logs and the C API).
+    pub fn to_raw(self) -> u64 {
+        self.0
+    }
+    /// An id from [`to_raw`](Self::to_raw).
+    pub fn from_raw(raw: u64) -> TaskId {
+        TaskId(raw)
+    }
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.entry(), self.generation())
+    }
+}

@@ -209,10 +209,13 @@ mod error;
 mod exchange;
 mod fanin;
 mod layout;
+mod namespace;
 mod node;
 mod owned;
+mod pattern;
 mod pubsub;
 mod reclaim;
+mod registry;
 mod rpc;
 mod sample;
 mod segment;
@@ -229,6 +232,8 @@ pub use error::{
     Corrupt, Error, FailReason, NodeError, OpenError, PodError, PortError, RecvError, RespondError,
     Result, SegmentError, SendError, StreamError, TaskError, WaitError,
 };
+#[doc(hidden)]
+pub use exchange::word_offsets;
 pub use exchange::{
     check_exchange_name, list_exchanges, Exchange, ExchangeInfo, Limits, Pattern, MAX_SEGMENT_SIZE,
 };
@@ -237,7 +242,7 @@ pub use layout::{
     layout_hash, LAYOUT_VERSION, MAX_KEY_LEN, MAX_PAYLOAD_ALIGN, MAX_TYPE_NAME, STREAM_SLOTS,
 };
 #[doc(hidden)]
-pub use layout::{word_offsets, WordOffsets, REGISTRY_FENCE_FLAG_OFFSET};
+pub use layout::{WordOffsets, REGISTRY_FENCE_FLAG_OFFSET};
 pub use node::{
     check_namespace_name, list_nodes, resolve_group, Namespace, Node, NodeBuilder, NodeInfo,
     Reclaimed, CONTROL_LOCK_WAIT, DEFAULT_HEARTBEAT, DEFAULT_NAMESPACE, DEFAULT_ROOT, DEFAULT_SPIN,

@@ -39,8 +39,8 @@
 
 use crate::error::{PodError, SendError};
 use crate::exchange::{Detach, ExchangeInner, PortCore};
+use crate::layout::TaskId;
 use crate::sample::{release_loan, release_sample, Loan, SenderId};
-use crate::tasks::TaskId;
 use shmex_core::ring::Descriptor;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -37,14 +37,19 @@
 //! exactly once, and a pass that finds nothing dead returns at once.
 
 use crate::error::{OpenError, SegmentError};
-use crate::exchange::{ExchangeInner, FLAG_REQUEST, FLAG_VOID, NO_DEFERRED};
+use crate::exchange::{ExchangeInner, PatternReclaim, FLAG_VOID, NO_DEFERRED};
 use crate::layout::{EX_DOWN, EX_PAUSED, NODE_RECLAIMED, PORT_ACTIVE, PORT_CLOSING, PORT_FREE};
-use crate::node::{NodeInfo, NodeInner, Reclaimed};
+use crate::registry::{NodeInfo, NodeInner, Reclaimed};
 use shmex_core::gate;
 use shmex_core::ring::Descriptor;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The patterns with records of their own, each cleaned up by its own
+/// [`PatternReclaim`]; every pass runs all of them (a pattern finds none of
+/// its records in another pattern's exchange).
+const PATTERNS: &[&dyn PatternReclaim] = &[&crate::rpc::RpcReclaim, &crate::tasks::TasksReclaim];
 
 /// How long a pass waits for a live port to leave its current operation
 /// before it gives up (the process is probably stopped) and retries later.
@@ -183,8 +188,7 @@ impl ExchangeInner {
             }
             if let Some(r) = self.ring(i) {
                 while let Some(d) = r.pop() {
-                    if d.flags & FLAG_REQUEST != 0 {
-                        self.fail_request(d.meta, d.tag, crate::error::FailReason::ServerGone);
+                    if PATTERNS.iter().any(|p| p.drained(self, &d)) {
                         pass.requests_failed += 1;
                     }
                 }
@@ -200,66 +204,17 @@ impl ExchangeInner {
             for w in self.holdings(i).unwrap_or(&[]) {
                 w.store(0, Ordering::Relaxed);
             }
-            for s in 0..crate::layout::STREAM_SLOTS {
-                if let Some(slot) = self.stream_slot(i, s) {
-                    slot.free();
-                }
-            }
         }
-        // Streams to live clients from servers that died: abort them.
-        for i in (0..ports).filter(|&i| live[i as usize]) {
-            for s in 0..crate::layout::STREAM_SLOTS {
-                let Some(slot) = self.stream_slot(i, s) else {
-                    continue;
-                };
-                let state = slot.state.load(Ordering::Acquire);
-                if state == crate::layout::STREAM_FREE || state == crate::layout::STREAM_ABORTED {
-                    continue;
-                }
-                let server = slot.server.load(Ordering::Relaxed);
-                let server_live = self
-                    .port(crate::exchange::address_port(server))
-                    .is_some_and(|p| {
-                        live.get(crate::exchange::address_port(server) as usize)
-                            .copied()
-                            .unwrap_or(false)
-                            && p.generation.load(Ordering::Relaxed)
-                                == crate::exchange::address_generation(server)
-                    });
-                if server_live {
-                    continue;
-                }
-                let d = Descriptor {
-                    chunk: Descriptor::NO_CHUNK,
-                    len: crate::error::FailReason::ServerGone.code(),
-                    flags: crate::exchange::FLAG_RESPONSE
-                        | crate::exchange::FLAG_STREAM
-                        | crate::exchange::FLAG_FAILED,
-                    tag: slot.tag.load(Ordering::Relaxed),
-                    meta: u64::from(s) | u64::from(slot.generation.load(Ordering::Relaxed)) << 32,
-                };
-                if let Some(p) = self.port(i) {
-                    // The client frees its slot when it receives this.
-                    let (generation, node) = (
-                        p.generation.load(Ordering::Relaxed),
-                        p.node.load(Ordering::Relaxed),
-                    );
-                    if self.deliver(i, generation, node, &d).is_ok() {
-                        let aborted = if state == crate::layout::STREAM_CANCELLED {
-                            crate::layout::STREAM_CANCELLED
-                        } else {
-                            crate::layout::STREAM_ABORTED
-                        };
-                        slot.state.store(aborted, Ordering::Release);
-                    }
-                }
-            }
+        for p in PATTERNS {
+            p.retired(self, &live);
         }
 
         // 4. Recount every chunk's references from the living.
         let n = self.limits.chunk_count;
         let mut counts = vec![0u32; n as usize];
-        self.reclaim_tasks(&live, &mut counts);
+        for p in PATTERNS {
+            p.count(self, &live, &mut counts);
+        }
         let mut count = |c: u32| {
             if let Some(x) = counts.get_mut(c as usize) {
                 *x += 1;
@@ -446,7 +401,7 @@ pub(crate) fn reclaim_dead(
         }
     }
     if out.busy.is_empty() {
-        let now = crate::node::now_ms();
+        let now = crate::registry::now_ms();
         for i in dead {
             let Some(s) = node.slot(i) else { continue };
             s.state.store(NODE_RECLAIMED, Ordering::Release);

@@ -344,7 +344,7 @@ mod tests {
         };
         let before = mono(nix::time::ClockId::CLOCK_MONOTONIC);
         let ours = monotonic_ms() as i64;
-        let heartbeat = crate::node::now_ms() as i64;
+        let heartbeat = monotonic_ms() as i64;
         let after = mono(nix::time::ClockId::CLOCK_MONOTONIC);
         // The coarse clock lags the fine one by at most a tick (a few ms).
         for t in [ours, heartbeat] {

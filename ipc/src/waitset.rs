@@ -6,7 +6,7 @@
 
 use crate::error::{RecvError, WaitError};
 use crate::exchange::PortCore;
-use crate::node::NodeInner;
+use crate::registry::NodeInner;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

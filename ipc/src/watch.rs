@@ -11,7 +11,7 @@
 
 use crate::error::{OpenError, WaitError};
 use crate::layout::{ExchangeHeader, EX_DOWN, KIND_EXCHANGE};
-use crate::node::NodeInner;
+use crate::registry::NodeInner;
 use crate::segment::Segment;
 use crate::waitset::{deadline, wait_until, WaitNode, Waitable};
 use std::cell::Cell;
