@@ -54,6 +54,7 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 /// same user come and go in it. The root must be a directory owned by us or
 /// by root, sticky if others may write to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Namespace {
     /// The shared folder holding the per-user directories.
     pub root: PathBuf,
@@ -956,6 +957,7 @@ impl Node {
 
 /// What one reclaim pass ([`Node::reclaim_dead`]) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Reclaimed {
     /// Nodes found dead and now marked "reclaimed".
     pub nodes: Vec<NodeInfo>,
@@ -988,6 +990,7 @@ impl Reclaimed {
 
 /// What `shmex ls` shows of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodeInfo {
     /// Registry slot.
     pub id: u32,
