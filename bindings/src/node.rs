@@ -224,17 +224,18 @@ pub(crate) unsafe fn limits_arg(limits: *const shmex_limits) -> Result<Limits> {
     let Some(l) = (unsafe { limits.as_ref() }) else {
         return Ok(Limits::default());
     };
-    Ok(Limits {
-        chunk_size: usize::try_from(l.chunk_size)
-            .map_err(|_| Error::invalid(format!("chunk_size {} is too large", l.chunk_size)))?,
-        chunk_count: l.chunk_count,
-        queue_depth: l.queue_depth,
-        max_ports: l.max_ports,
-        mode: l.mode,
-        ack_timeout: Duration::from_millis(l.ack_timeout_ms),
-        max_deliveries: l.max_deliveries,
-        persistent: l.persistent != 0,
-    })
+    Ok(Limits::default()
+        .chunk_size(
+            usize::try_from(l.chunk_size)
+                .map_err(|_| Error::invalid(format!("chunk_size {} is too large", l.chunk_size)))?,
+        )
+        .chunk_count(l.chunk_count)
+        .queue_depth(l.queue_depth)
+        .max_ports(l.max_ports)
+        .mode(l.mode)
+        .ack_timeout(Duration::from_millis(l.ack_timeout_ms))
+        .max_deliveries(l.max_deliveries)
+        .persistent(l.persistent != 0))
 }
 
 /// Fills `limits` with the defaults.

@@ -65,12 +65,7 @@ unsafe fn type_arg(payload: *const shmex_payload_type) -> Result<TypeInfo> {
         .ok_or_else(|| Error::invalid("payload type name is not NUL-terminated"))?;
     let name = std::str::from_utf8(&bytes[..len])
         .map_err(|_| Error::invalid("payload type name is not UTF-8"))?;
-    Ok(TypeInfo {
-        name: name.to_string(),
-        size: p.size,
-        align: p.align,
-        hash: p.hash,
-    })
+    Ok(TypeInfo::new(name, p.size, p.align, p.hash))
 }
 
 /// The payload type the exchange was created for, in `*payload`.

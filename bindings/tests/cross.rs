@@ -135,12 +135,10 @@ fn check_part(part: &[u8], i: u32, n: u32) {
 fn c_worker_killed_mid_task_is_redelivered() {
     let ns = TestNs::new("tasks");
     let node = ns.node("rust-workers");
-    let limits = Limits {
-        queue_depth: 64,
+    let limits = Limits::default()
+        .queue_depth(64)
         // Long: the redelivery below comes from the kill, not a timeout.
-        ack_timeout: Duration::from_secs(60),
-        ..Limits::default()
-    };
+        .ack_timeout(Duration::from_secs(60));
     let ex = node
         .create_exchange("jobs", Pattern::Tasks, limits)
         .unwrap();

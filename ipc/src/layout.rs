@@ -584,6 +584,7 @@ pub(crate) fn load_bytes(words: &[AtomicU64], len: usize) -> Vec<u8> {
 /// [`LAYOUT_VERSION`].
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct WordOffsets {
     /// The exchange header's state word (`PAUSED`, `DOWN`).
     pub exchange_state: usize,

@@ -39,6 +39,7 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
 /// same user come and go in it. The root must be a directory owned by us or
 /// by root, sticky if others may write to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Namespace {
     /// The shared folder holding the per-user directories.
     pub root: PathBuf,

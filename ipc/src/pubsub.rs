@@ -50,6 +50,7 @@ impl Exchange {
 
 /// What a publish did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Published {
     /// Subscribers the publication was queued for.
     pub delivered: u32,

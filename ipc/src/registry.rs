@@ -477,6 +477,7 @@ pub(crate) fn is_persistent(path: &std::path::Path, group: Option<u32>) -> bool 
 
 /// What one reclaim pass ([`Node::reclaim_dead`](crate::Node::reclaim_dead)) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Reclaimed {
     /// Nodes found dead and now marked "reclaimed".
     pub nodes: Vec<NodeInfo>,
@@ -509,6 +510,7 @@ impl Reclaimed {
 
 /// What `shmex ls` shows of a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodeInfo {
     /// Registry slot.
     pub id: u32,

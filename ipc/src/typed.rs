@@ -143,6 +143,7 @@ where
 
 /// An exchange's payload type descriptor, as stored in its header.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct TypeInfo {
     /// The type's name ([`Payload::TYPE_NAME`]); `bytes` when untyped.
     pub name: String,
@@ -172,6 +173,18 @@ impl TypeInfo {
             size: size_of::<T>() as u64,
             align: align_of::<T>() as u32,
             hash: T::LAYOUT_HASH,
+        }
+    }
+
+    /// A descriptor from its parts, for a type described elsewhere (a C
+    /// struct, another language's record): `name` 1..=64 bytes, `align` a
+    /// power of two. Checked when an exchange is created with it, not here.
+    pub fn new(name: impl Into<String>, size: u64, align: u32, hash: u64) -> TypeInfo {
+        TypeInfo {
+            name: name.into(),
+            size,
+            align,
+            hash,
         }
     }
 

@@ -74,13 +74,11 @@ const HASH_AT: usize = 16;
 fn corrupted_headers_are_refused_with_both_sides_named() {
     let ns = TestNs::new("corrupt");
     let node = ns.node("parent");
-    let limits = Limits {
-        chunk_size: 64,
-        chunk_count: 4,
-        queue_depth: 4,
-        max_ports: 4,
-        ..Limits::default()
-    };
+    let limits = Limits::default()
+        .chunk_size(64)
+        .chunk_count(4)
+        .queue_depth(4)
+        .max_ports(4);
     let ex = node
         .create_exchange("good", Pattern::PublishSubscribe, limits)
         .expect("create");

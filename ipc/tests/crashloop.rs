@@ -64,13 +64,11 @@ impl Rng {
 }
 
 fn limits() -> Limits {
-    Limits {
-        chunk_size: 64,
-        chunk_count: 64,
-        queue_depth: 16,
-        max_ports: 32,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(64)
+        .chunk_count(64)
+        .queue_depth(16)
+        .max_ports(32)
 }
 
 // ---------------------------------------------------------------------------

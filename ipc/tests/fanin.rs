@@ -49,10 +49,7 @@ fn producer() {
 fn fanin_four_producers_one_consumer() {
     let ns = TestNs::new("fanin");
     let node = ns.node("consumer");
-    let limits = Limits {
-        queue_depth: 64,
-        ..Limits::default()
-    };
+    let limits = Limits::default().queue_depth(64);
     let ex = node
         .create_exchange("logs", Pattern::FanIn, limits)
         .expect("create");

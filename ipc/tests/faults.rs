@@ -111,13 +111,11 @@ fn kill9(child: ChildProc) {
 }
 
 fn small_limits() -> Limits {
-    Limits {
-        chunk_size: 256,
-        chunk_count: 16,
-        queue_depth: 16,
-        max_ports: 8,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(256)
+        .chunk_count(16)
+        .queue_depth(16)
+        .max_ports(8)
 }
 
 // ---------------------------------------------------------------------------
@@ -186,10 +184,7 @@ fn creator() {
         .create_exchange(
             &name,
             Pattern::PublishSubscribe,
-            Limits {
-                persistent: env_u64("PERSISTENT") == 1,
-                ..small_limits()
-            },
+            small_limits().persistent(env_u64("PERSISTENT") == 1),
         )
         .expect("create");
     let publisher = ex.publisher().expect("publisher");
@@ -385,10 +380,7 @@ fn server_killed_mid_request_polling_client() {
 fn subscriber_killed_holding_chunks() {
     let ns = TestNs::new("subkill");
     let node = ns.node("parent");
-    let limits = Limits {
-        chunk_count: 32,
-        ..small_limits()
-    };
+    let limits = small_limits().chunk_count(32);
     let ex = node
         .create_exchange("news", Pattern::PublishSubscribe, limits)
         .expect("create");

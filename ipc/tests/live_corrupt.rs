@@ -38,14 +38,12 @@ const OP: Duration = Duration::from_millis(50);
 const ROUNDS: u32 = 20;
 
 fn limits() -> Limits {
-    Limits {
-        chunk_size: 64,
-        chunk_count: 16,
-        queue_depth: 4,
-        max_ports: 8,
-        ack_timeout: Duration::from_millis(200),
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(64)
+        .chunk_count(16)
+        .queue_depth(4)
+        .max_ports(8)
+        .ack_timeout(Duration::from_millis(200))
 }
 
 /// Why a round failed: the error's variant name (its `Debug` up to the

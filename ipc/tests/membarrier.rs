@@ -56,13 +56,11 @@ fn failed_registration_falls_back_to_fences() {
     let ns = TestNs::new("membar");
     let node = ns.node("parent");
     let kernel_has_it = node.uses_membarrier();
-    let limits = Limits {
-        chunk_size: 64,
-        chunk_count: 16,
-        queue_depth: 8,
-        max_ports: 4,
-        ..Limits::default()
-    };
+    let limits = Limits::default()
+        .chunk_size(64)
+        .chunk_count(16)
+        .queue_depth(8)
+        .max_ports(4);
     let ex = node
         .create_exchange("ex", Pattern::RequestResponse, limits)
         .expect("create");

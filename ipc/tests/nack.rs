@@ -36,13 +36,11 @@ fn worker() {
 }
 
 fn limits() -> Limits {
-    Limits {
-        chunk_size: 64,
-        chunk_count: 16,
-        queue_depth: 16,
-        max_ports: 4,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(64)
+        .chunk_count(16)
+        .queue_depth(16)
+        .max_ports(4)
 }
 
 /// Takes (A) the one submitted task and nacks it with requeue.

@@ -39,13 +39,11 @@ fn child_entry() {
 }
 
 fn limits() -> Limits {
-    Limits {
-        chunk_size: 64,
-        chunk_count: 24,
-        queue_depth: 16,
-        max_ports: 8,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(64)
+        .chunk_count(24)
+        .queue_depth(16)
+        .max_ports(8)
 }
 
 /// Publication `seq`: even ones go to one subscriber (sole delivery), odd

@@ -48,13 +48,11 @@ fn one_mib_payload_read_in_place_by_another_process() {
     const SEED: u64 = 0x5EED_1234;
     let ns = TestNs::new("big");
     let node = ns.node("reader");
-    let limits = Limits {
-        chunk_size: MIB,
-        chunk_count: 2,
-        queue_depth: 2,
-        max_ports: 2,
-        ..Limits::default()
-    };
+    let limits = Limits::default()
+        .chunk_size(MIB)
+        .chunk_count(2)
+        .queue_depth(2)
+        .max_ports(2);
     let ex = node
         .create_exchange("big", Pattern::FanIn, limits)
         .expect("create");
@@ -112,13 +110,11 @@ fn payload_too_large_and_pool_exhausted() {
     const SIZE: usize = 256;
     let ns = TestNs::new("pool");
     let node = ns.node("parent");
-    let limits = Limits {
-        chunk_size: SIZE,
-        chunk_count: CHUNKS,
-        queue_depth: 8,
-        max_ports: 4,
-        ..Limits::default()
-    };
+    let limits = Limits::default()
+        .chunk_size(SIZE)
+        .chunk_count(CHUNKS)
+        .queue_depth(8)
+        .max_ports(4);
     let ex = node
         .create_exchange("small", Pattern::FanIn, limits)
         .expect("create");

@@ -72,13 +72,11 @@ fn echo() {
 }
 
 fn limits() -> Limits {
-    Limits {
-        chunk_size: 64,
-        chunk_count: CHUNKS,
-        queue_depth: 8,
-        max_ports: 4,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(64)
+        .chunk_count(CHUNKS)
+        .queue_depth(8)
+        .max_ports(4)
 }
 
 /// With every chunk parked in a `hog` child's caches (port role `port`),
@@ -160,10 +158,7 @@ fn request_response_reaches_chunks_parked_elsewhere() {
 fn sequential_round_trips_on_three_chunks() {
     let ns = TestNs::new("three");
     let node = ns.node("n");
-    let limits = Limits {
-        chunk_count: 3,
-        ..limits()
-    };
+    let limits = limits().chunk_count(3);
     let ex = node
         .create_exchange("x", Pattern::RequestResponse, limits)
         .expect("create");

@@ -37,13 +37,11 @@ fn child_entry() {
 const OP: Duration = Duration::from_secs(10);
 
 fn limits() -> Limits {
-    Limits {
-        chunk_size: 64,
-        chunk_count: 16,
-        queue_depth: 4,
-        max_ports: 8,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(64)
+        .chunk_count(16)
+        .queue_depth(4)
+        .max_ports(8)
 }
 
 /// A client and a server in one process (ports 0 and 1): one request and

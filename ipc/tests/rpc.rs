@@ -298,11 +298,7 @@ fn rpc_queue_full_drops_nothing() {
     const DEPTH: u32 = 8;
     let ns = TestNs::new("rpcfull");
     let node = ns.node("parent");
-    let limits = Limits {
-        queue_depth: DEPTH,
-        max_ports: 4,
-        ..Limits::default()
-    };
+    let limits = Limits::default().queue_depth(DEPTH).max_ports(4);
     let ex = node
         .create_exchange("slow", Pattern::RequestResponse, limits)
         .expect("create");

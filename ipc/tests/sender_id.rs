@@ -43,13 +43,11 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Room for the receiver's port and one sender port.
 fn limits() -> Limits {
-    Limits {
-        chunk_size: 64,
-        chunk_count: 8,
-        queue_depth: 4,
-        max_ports: 2,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(64)
+        .chunk_count(8)
+        .queue_depth(4)
+        .max_ports(2)
 }
 
 /// Runs a child of `role` that sends once and exits.

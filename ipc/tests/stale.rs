@@ -22,13 +22,11 @@ fn child_entry() {
 }
 
 fn limits() -> Limits {
-    Limits {
-        chunk_size: 128,
-        chunk_count: 8,
-        queue_depth: 4,
-        max_ports: 4,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(128)
+        .chunk_count(8)
+        .queue_depth(4)
+        .max_ports(4)
 }
 
 /// Creates exchanges "svc" (with its consumer attached and a chunk loaned)

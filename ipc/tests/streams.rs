@@ -210,13 +210,11 @@ impl<T, R> Blocked<T, R> {
 }
 
 fn limits(chunk_size: usize, chunk_count: u32, queue_depth: u32) -> Limits {
-    Limits {
-        chunk_size,
-        chunk_count,
-        queue_depth,
-        max_ports: 8,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(chunk_size)
+        .chunk_count(chunk_count)
+        .queue_depth(queue_depth)
+        .max_ports(8)
 }
 
 /// Receives a stream's chunks on `client` until something else comes:
@@ -1283,10 +1281,7 @@ fn closed_client_port_frees_its_stream_slot() {
         .create_exchange(
             "s",
             Pattern::RequestResponse,
-            Limits {
-                max_ports: 2,
-                ..limits(256, 16, 8)
-            },
+            limits(256, 16, 8).max_ports(2),
         )
         .expect("create");
     let mut server = ChildProc::spawn(&ns, "streamer", &[("EXCHANGE", "s".into())]);

@@ -80,15 +80,13 @@ fn chunks_free(ns: &TestNs) -> u32 {
 fn two_deliveries_of_one_task_survive_a_recount() {
     let ns = TestNs::new("twice");
     let node = ns.node("n");
-    let limits = Limits {
-        chunk_size: 64,
-        chunk_count: 8,
-        queue_depth: 8,
-        max_ports: 4,
-        ack_timeout: Duration::from_millis(50),
-        max_deliveries: 10,
-        ..Limits::default()
-    };
+    let limits = Limits::default()
+        .chunk_size(64)
+        .chunk_count(8)
+        .queue_depth(8)
+        .max_ports(4)
+        .ack_timeout(Duration::from_millis(50))
+        .max_deliveries(10);
     let ex = node
         .create_exchange("work", Pattern::Tasks, limits)
         .expect("create");

@@ -82,13 +82,11 @@ fn outcome(r: Result<(), TaskError>) -> String {
 }
 
 fn limits() -> Limits {
-    Limits {
-        chunk_size: 64,
-        chunk_count: 128,
-        queue_depth: 64,
-        max_ports: 8,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(64)
+        .chunk_count(128)
+        .queue_depth(64)
+        .max_ports(8)
 }
 
 /// Joins the parent's namespace as NODE and opens EXCHANGE.
@@ -825,10 +823,7 @@ fn unacked_delivery_is_redelivered_after_the_ack_timeout() {
         .create_exchange(
             "slow",
             Pattern::Tasks,
-            Limits {
-                ack_timeout: Duration::from_millis(200),
-                ..limits()
-            },
+            limits().ack_timeout(Duration::from_millis(200)),
         )
         .expect("create");
     assert_eq!(ex.limits().ack_timeout, Duration::from_millis(200));
@@ -892,14 +887,7 @@ fn dead_letters() {
     let ns = TestNs::new("dead");
     let node = ns.node("parent");
     let ex = node
-        .create_exchange(
-            "dl",
-            Pattern::Tasks,
-            Limits {
-                max_deliveries: 3,
-                ..limits()
-            },
-        )
+        .create_exchange("dl", Pattern::Tasks, limits().max_deliveries(3))
         .expect("create");
     let submitter = ex.submitter().expect("submitter");
     submitter.submit(1, 7, &task_payload(7)).expect("submit");
@@ -1016,11 +1004,7 @@ fn full_queue() {
         .create_exchange(
             "full",
             Pattern::Tasks,
-            Limits {
-                queue_depth: 8,
-                chunk_count: 32,
-                ..limits()
-            },
+            limits().queue_depth(8).chunk_count(32),
         )
         .expect("create");
     let total = ex.limits().chunk_count;

@@ -431,12 +431,9 @@ fn share_group_admits_its_members() {
     other.finish();
     drop(_x);
     drop(node);
-    assert!(Namespace {
-        share_group: Some(OTHER),
-        ..r.namespace()
-    }
-    .segment_files()
-    .is_empty());
+    let mut other_ns = r.namespace();
+    other_ns.share_group = Some(OTHER);
+    assert!(other_ns.segment_files().is_empty());
 }
 
 // ---------------------------------------------------------------------------
@@ -546,59 +543,19 @@ fn nonsensical_limits_are_refused() {
         Ok(_) => panic!("{what}: accepted"),
     };
     let d = Limits::default();
+    bad(d.ack_timeout(Duration::ZERO), Pattern::Tasks, "ack_timeout");
+    bad(d.chunk_size(0), Pattern::PublishSubscribe, "chunk_size");
+    bad(d.chunk_count(0), Pattern::PublishSubscribe, "chunk_count");
+    bad(d.queue_depth(0), Pattern::PublishSubscribe, "queue_depth");
+    bad(d.max_ports(0), Pattern::PublishSubscribe, "max_ports");
+    bad(d.max_deliveries(0), Pattern::Tasks, "max_deliveries");
     bad(
-        Limits {
-            ack_timeout: Duration::ZERO,
-            ..d
-        },
-        Pattern::Tasks,
-        "ack_timeout",
-    );
-    bad(
-        Limits { chunk_size: 0, ..d },
-        Pattern::PublishSubscribe,
-        "chunk_size",
-    );
-    bad(
-        Limits {
-            chunk_count: 0,
-            ..d
-        },
-        Pattern::PublishSubscribe,
-        "chunk_count",
-    );
-    bad(
-        Limits {
-            queue_depth: 0,
-            ..d
-        },
-        Pattern::PublishSubscribe,
-        "queue_depth",
-    );
-    bad(
-        Limits { max_ports: 0, ..d },
-        Pattern::PublishSubscribe,
-        "max_ports",
-    );
-    bad(
-        Limits {
-            max_deliveries: 0,
-            ..d
-        },
-        Pattern::Tasks,
-        "max_deliveries",
-    );
-    bad(
-        Limits {
-            chunk_size: 1 << 30,
-            chunk_count: 1 << 10,
-            ..d
-        },
+        d.chunk_size(1 << 30).chunk_count(1 << 10),
         Pattern::PublishSubscribe,
         "more than the",
     );
     bad(
-        Limits { mode: 0o660, ..d },
+        d.mode(0o660),
         Pattern::PublishSubscribe,
         "shared with a group",
     );

@@ -147,12 +147,13 @@ impl NamespaceArgs {
     /// The namespace: the flags, else `SHMEX_NAMESPACE` / `SHMEX_ROOT`, else
     /// the defaults.
     pub fn resolve(self) -> Result<shmex::Namespace, UsageError> {
-        let env = shmex::Namespace::from_env().map_err(|e| UsageError(e.to_string()))?;
-        let ns = shmex::Namespace {
-            root: self.root.unwrap_or(env.root),
-            name: self.name.unwrap_or(env.name),
-            share_group: env.share_group,
-        };
+        let mut ns = shmex::Namespace::from_env().map_err(|e| UsageError(e.to_string()))?;
+        if let Some(root) = self.root {
+            ns.root = root;
+        }
+        if let Some(name) = self.name {
+            ns.name = name;
+        }
         check_namespace(&ns.name)?;
         Ok(ns)
     }

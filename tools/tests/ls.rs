@@ -71,13 +71,11 @@ fn json_lists_node_and_exchanges() {
             .root("/dev/shm")
             .create()
             .unwrap();
-        let small = Limits {
-            chunk_size: 512,
-            chunk_count: 32,
-            queue_depth: 16,
-            max_ports: 4,
-            ..Limits::default()
-        };
+        let small = Limits::default()
+            .chunk_size(512)
+            .chunk_count(32)
+            .queue_depth(16)
+            .max_ports(4);
         let orders = node
             .create_exchange("orders", Pattern::RequestResponse, small)
             .unwrap();

@@ -766,12 +766,10 @@ fn reclaim_vs_pool(ctx: &mut Ctx, runs: usize) -> Result<Vec<Pool>> {
     let mut out = Vec::new();
     for chunk_count in POOL_SIZES {
         let name = format!("pool-{chunk_count}");
-        let limits = Limits {
-            chunk_size: POOL_CHUNK_SIZE,
-            chunk_count,
-            persistent: true,
-            ..Limits::default()
-        };
+        let limits = Limits::default()
+            .chunk_size(POOL_CHUNK_SIZE)
+            .chunk_count(chunk_count)
+            .persistent(true);
         let ex = node.create_exchange(&name, Pattern::PublishSubscribe, limits)?;
         let held = chunk_count / 2;
         let mut pool = Pool {
@@ -824,10 +822,7 @@ fn create_bench_exchange(ns: &Namespace) -> Result<()> {
         .root(&ns.root)
         .heartbeat(Duration::ZERO)
         .create()?;
-    let limits = Limits {
-        persistent: true,
-        ..Limits::default()
-    };
+    let limits = Limits::default().persistent(true);
     node.create_exchange(BENCH_EXCHANGE, Pattern::PublishSubscribe, limits)?;
     Ok(())
 }

@@ -61,43 +61,37 @@ fn node(name: String, namespace: String, mode: Mode) -> Result<Node> {
 
 fn limits(spec: &Spec) -> Limits {
     if let Case::Tasks { .. } = spec.case {
-        return Limits {
-            chunk_size: spec.size,
+        return Limits::default()
+            .chunk_size(spec.size)
             // One chunk per ledger entry, plus those still held by workers'
             // deliveries after their entries were freed, plus the loan.
-            chunk_count: 2 * TASK_DEPTH,
-            queue_depth: TASK_DEPTH,
-            max_ports: 4,
+            .chunk_count(2 * TASK_DEPTH)
+            .queue_depth(TASK_DEPTH)
+            .max_ports(4)
             // Two workers' stop tasks never bounce that often; nothing else
             // is redelivered (no nack, acks well within the timeout).
-            max_deliveries: 255,
-            ..Limits::default()
-        };
+            .max_deliveries(255);
     }
     if spec.case == Case::StreamResponse {
-        return Limits {
-            chunk_size: STREAM_CHUNK,
+        return Limits::default()
+            .chunk_size(STREAM_CHUNK)
             // The window, the chunk being written, one release deferred by
             // the client, the request: twice the window leaves slack.
-            chunk_count: 2 * STREAM_WINDOW,
+            .chunk_count(2 * STREAM_WINDOW)
             // The client's inbox holds the window and the end marker.
-            queue_depth: (STREAM_WINDOW + 1).next_power_of_two(),
-            max_ports: 4,
-            mode: 0o600,
-            ..Limits::default()
-        };
+            .queue_depth((STREAM_WINDOW + 1).next_power_of_two())
+            .max_ports(4)
+            .mode(0o600);
     }
     let depth = if spec.case.is_latency() { 8 } else { 256 };
-    Limits {
-        chunk_size: spec.size,
+    Limits::default()
+        .chunk_size(spec.size)
         // Streams: the pool is the flow control (a free chunk guarantees a
         // free inbox slot).
-        chunk_count: depth,
-        queue_depth: depth,
-        max_ports: 4,
-        mode: 0o600,
-        ..Limits::default()
-    }
+        .chunk_count(depth)
+        .queue_depth(depth)
+        .max_ports(4)
+        .mode(0o600)
 }
 
 fn exchange_names(cell: u32) -> (String, String) {

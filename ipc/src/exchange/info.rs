@@ -5,6 +5,7 @@ use super::*;
 
 /// What `shmex ls` shows of an exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExchangeInfo {
     /// Exchange name.
     pub name: String,

@@ -52,8 +52,11 @@ pub const MAX_SEGMENT_SIZE: u64 = 64 << 30;
 const MIN_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1);
 const MAX_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-/// Sizes of an exchange, fixed at creation.
+/// Sizes of an exchange, fixed at creation. Built from
+/// [`Limits::default`] with the setters named like the fields:
+/// `Limits::default().chunk_size(64).chunk_count(16)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Largest payload in bytes (1 B ..= 1 GiB). Default 4096.
     pub chunk_size: usize,
@@ -149,6 +152,102 @@ impl Limits {
             });
         }
         Ok(total)
+    }
+}
+
+/// Chainable setters, one per field and named like it, each consuming and
+/// returning the limits. They never fail: a value out of range is reported by
+/// [`Limits::segment_size`] and when the exchange is created.
+///
+/// ```
+/// use shmex::{Limits, Pattern};
+///
+/// let limits = Limits::default().chunk_size(64).chunk_count(16);
+/// assert_eq!((limits.chunk_size, limits.chunk_count), (64, 16));
+/// assert!(limits.segment_size(Pattern::FanIn).is_ok());
+/// assert!(Limits::default().chunk_count(0).segment_size(Pattern::FanIn).is_err());
+///
+/// // Fields can still be read and assigned.
+/// let mut limits = Limits::default();
+/// limits.persistent = true;
+/// assert!(limits.persistent);
+/// ```
+///
+/// The struct is `#[non_exhaustive]`: outside this crate it cannot be
+/// written as a literal, so fields added later break no caller.
+///
+/// ```compile_fail,E0639
+/// let limits = shmex::Limits {
+///     chunk_size: 64,
+///     ..shmex::Limits::default()
+/// };
+/// ```
+impl Limits {
+    /// Sets the largest payload in bytes: 1 B ..= 1 GiB (default 4096).
+    #[must_use]
+    pub fn chunk_size(mut self, chunk_size: usize) -> Self {
+        self.chunk_size = chunk_size;
+        self
+    }
+
+    /// Sets the chunks in the pool, the payloads that can be in flight at
+    /// once across the whole exchange: 1 ..= 2^24 (default 256).
+    #[must_use]
+    pub fn chunk_count(mut self, chunk_count: u32) -> Self {
+        self.chunk_count = chunk_count;
+        self
+    }
+
+    /// Sets the descriptors each port's inbox holds: a power of two,
+    /// 2 ..= 2^20 (default 64).
+    #[must_use]
+    pub fn queue_depth(mut self, queue_depth: u32) -> Self {
+        self.queue_depth = queue_depth;
+        self
+    }
+
+    /// Sets the ports that can be attached at once: 1 ..= 1024 (default 16).
+    #[must_use]
+    pub fn max_ports(mut self, max_ports: u32) -> Self {
+        self.max_ports = max_ports;
+        self
+    }
+
+    /// Sets the file mode of the segment: 0o600 (default), or 0o660, which
+    /// is allowed only in a namespace shared with a group
+    /// ([`NodeBuilder::share_group`](crate::NodeBuilder::share_group)).
+    #[must_use]
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Task exchanges: sets how long a worker may hold a task
+    /// unacknowledged before it is taken back and redelivered:
+    /// 1 ms ..= 7 days (default 30 s).
+    #[must_use]
+    pub fn ack_timeout(mut self, ack_timeout: std::time::Duration) -> Self {
+        self.ack_timeout = ack_timeout;
+        self
+    }
+
+    /// Task exchanges: sets the deliveries after which an unacknowledged
+    /// task goes to the dead-letter queue instead of being redelivered:
+    /// 1 ..= 255 (default 5).
+    #[must_use]
+    pub fn max_deliveries(mut self, max_deliveries: u32) -> Self {
+        self.max_deliveries = max_deliveries;
+        self
+    }
+
+    /// Sets whether the exchange stays up when its creator dies and when its
+    /// last handle closes (default `false`); a persistent exchange is
+    /// removed only by
+    /// [`Node::remove_exchange`](crate::Node::remove_exchange).
+    #[must_use]
+    pub fn persistent(mut self, persistent: bool) -> Self {
+        self.persistent = persistent;
+        self
     }
 }
 

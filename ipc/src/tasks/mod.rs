@@ -149,6 +149,7 @@ impl Exchange {
 
 /// A task exchange's state, as [`Exchange::task_stats`] reads it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TaskStats {
     /// Tasks the ledger holds at most (`queue_depth`): queued, in flight and
     /// dead letters together.
@@ -173,6 +174,7 @@ pub struct TaskStats {
 
 /// One worker's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WorkerStats {
     /// Its port index.
     pub port: u32,

@@ -57,13 +57,11 @@ pub const CLIENT_LABEL: &str = "stream-client";
 /// The exchange's limits: a client's inbox holds a stream's window and its
 /// end marker, plus the goodbye.
 fn limits() -> Limits {
-    Limits {
-        chunk_size: CHUNK_SIZE,
-        chunk_count: POOL,
-        queue_depth: 16,
-        max_ports: 4,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(CHUNK_SIZE)
+        .chunk_count(POOL)
+        .queue_depth(16)
+        .max_ports(4)
 }
 
 /// The scenario (see the module doc).

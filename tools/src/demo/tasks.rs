@@ -88,15 +88,13 @@ impl TaskReport {
 /// holds them all, and a chunk for each plus a few for the loans in flight.
 fn limits(total: u32) -> Limits {
     let depth = total.next_power_of_two().max(64);
-    Limits {
-        chunk_size: 64,
-        chunk_count: depth + 16,
-        queue_depth: depth,
-        max_ports: 8,
-        ack_timeout: ACK_TIMEOUT,
-        max_deliveries: MAX_DELIVERIES,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(64)
+        .chunk_count(depth + 16)
+        .queue_depth(depth)
+        .max_ports(8)
+        .ack_timeout(ACK_TIMEOUT)
+        .max_deliveries(MAX_DELIVERIES)
 }
 
 fn stats(ex: &Exchange) -> TaskStats {

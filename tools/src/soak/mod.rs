@@ -404,22 +404,18 @@ fn read_reports(
 }
 
 fn limits() -> Limits {
-    Limits {
-        chunk_size: 64,
-        chunk_count: 64,
-        queue_depth: 16,
-        max_ports: 16,
-        ..Limits::default()
-    }
+    Limits::default()
+        .chunk_size(64)
+        .chunk_count(64)
+        .queue_depth(16)
+        .max_ports(16)
 }
 
 fn task_limits() -> Limits {
-    Limits {
-        queue_depth: 64,
-        ack_timeout: Duration::from_secs(2),
-        max_deliveries: 8,
-        ..limits()
-    }
+    limits()
+        .queue_depth(64)
+        .ack_timeout(Duration::from_secs(2))
+        .max_deliveries(8)
 }
 
 /// Prints to stderr under `--json` (stdout then holds only the JSON line).

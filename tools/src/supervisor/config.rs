@@ -122,18 +122,18 @@ fn check_exchange(x: RawExchange) -> Result<StaticExchange, String> {
             ))
         }
     };
-    let limits = Limits {
-        chunk_size,
-        chunk_count: x.chunk_count.unwrap_or(defaults.chunk_count),
-        queue_depth: x.queue_depth.unwrap_or(defaults.queue_depth),
-        max_ports: x.max_ports.unwrap_or(defaults.max_ports),
-        mode,
-        ack_timeout: x
-            .ack_timeout_ms
-            .map_or(defaults.ack_timeout, std::time::Duration::from_millis),
-        max_deliveries: x.max_deliveries.unwrap_or(defaults.max_deliveries),
-        persistent,
-    };
+    let limits = Limits::default()
+        .chunk_size(chunk_size)
+        .chunk_count(x.chunk_count.unwrap_or(defaults.chunk_count))
+        .queue_depth(x.queue_depth.unwrap_or(defaults.queue_depth))
+        .max_ports(x.max_ports.unwrap_or(defaults.max_ports))
+        .mode(mode)
+        .ack_timeout(
+            x.ack_timeout_ms
+                .map_or(defaults.ack_timeout, std::time::Duration::from_millis),
+        )
+        .max_deliveries(x.max_deliveries.unwrap_or(defaults.max_deliveries))
+        .persistent(persistent);
     limits.segment_size(pattern).map_err(|e| e.to_string())?;
     Ok(StaticExchange {
         name,
@@ -173,25 +173,17 @@ mod tests {
         assert_eq!(o.pattern, Pattern::RequestResponse);
         assert_eq!(
             o.limits,
-            Limits {
-                chunk_size: 512,
-                chunk_count: 32,
-                queue_depth: 16,
-                max_ports: 4,
-                mode: 0o660,
-                persistent: false,
-                ..Limits::default()
-            }
+            Limits::default()
+                .chunk_size(512)
+                .chunk_count(32)
+                .queue_depth(16)
+                .max_ports(4)
+                .mode(0o660)
+                .persistent(false)
         );
         let e = &c.exchanges[1];
         assert_eq!(e.pattern, Pattern::PublishSubscribe);
-        assert_eq!(
-            e.limits,
-            Limits {
-                persistent: true,
-                ..Limits::default()
-            }
-        );
+        assert_eq!(e.limits, Limits::default().persistent(true));
     }
 
     #[test]
