@@ -167,6 +167,10 @@ impl Mode {
 pub enum System {
     /// This project.
     Shmex,
+    /// This project's typed exchanges: `pubsub-rtt` only, the same round
+    /// trips as [`System::Shmex`] on exchanges of `u64` slices (see
+    /// [`systems::shmex`]), to show that typing costs nothing.
+    ShmexTyped,
     /// This project from C: the C↔C ping-pong of the C bindings
     /// (`bindings/examples/pingpong.c`), 8-byte spin round trips only; it
     /// times itself and reports [`Quantiles`] (see [`systems::shmex_c`]).
@@ -189,8 +193,9 @@ pub enum System {
 
 impl System {
     /// Every system, in table order.
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 8] = [
         System::Shmex,
+        System::ShmexTyped,
         System::ShmexC,
         System::Iceoryx2,
         System::Uds,
@@ -203,6 +208,7 @@ impl System {
     pub fn as_str(self) -> &'static str {
         match self {
             System::Shmex => "shmex",
+            System::ShmexTyped => "shmex-typed",
             System::ShmexC => "shmex-c",
             System::Iceoryx2 => "iceoryx2",
             System::Uds => "uds",
@@ -225,6 +231,7 @@ impl System {
             // A socket has no chunked responses written in place.
             System::Uds if spec.case == Case::StreamResponse => false,
             System::Shmex | System::Iceoryx2 | System::Uds => true,
+            System::ShmexTyped => spec.case == Case::PubsubRtt,
             System::ShmexC => systems::shmex_c::applies(spec),
             System::Floor => spec.case.is_latency() && spec.mode == Mode::Spin,
             System::Futex => spec.case.is_latency() && spec.mode == Mode::Blocking,
@@ -1178,6 +1185,15 @@ mod tests {
             ]
         );
         assert_eq!(System::parse("shmex-c"), Some(System::ShmexC));
+        // Typed rows: every pub-sub round trip (each size and mode), nothing else.
+        for s in &specs {
+            assert_eq!(
+                System::ShmexTyped.applies(s),
+                s.case == Case::PubsubRtt,
+                "{s}"
+            );
+        }
+        assert_eq!(System::parse("shmex-typed"), Some(System::ShmexTyped));
         assert_eq!(System::ShmexC.peers(&Spec::parse(&c[0]).unwrap()), 0);
     }
 

@@ -316,15 +316,19 @@ impl Node {
         crate::reclaim::remove_exchange(&self.inner, name)
     }
 
-    /// Opens exchange `name`, creating it when it does not exist. An existing
-    /// exchange must have the same pattern and limits.
+    /// Opens exchange `name`, creating it (untyped) when it does not exist.
+    /// An existing exchange must have the same pattern and limits; its
+    /// payload type is not checked: like [`open_exchange`](Self::open_exchange)
+    /// it opens a typed exchange too, as bytes (tools, C).
+    /// [`open_or_create_typed_exchange`](Self::open_or_create_typed_exchange)
+    /// checks the type.
     pub fn open_or_create_exchange(
         &self,
         name: &str,
         pattern: Pattern,
         limits: Limits,
     ) -> Result<Exchange, crate::OpenError> {
-        Exchange::open_or_create(&self.inner, name, pattern, limits)
+        Exchange::open_or_create(&self.inner, name, pattern, limits, None)
     }
 }
 

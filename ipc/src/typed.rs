@@ -2,11 +2,12 @@
 //! ports send and receive `T` values in place instead of bytes.
 //!
 //! The exchange header records a type descriptor ([`TypeInfo`]: name, size,
-//! alignment, layout hash) at creation; [`Node::open_typed_exchange`] refuses
-//! an exchange whose descriptor differs from `T`'s with
-//! [`OpenError::TypeMismatch`] naming both. Untyped handles
-//! ([`Node::open_exchange`]) still open a typed exchange (tools, C); an
-//! untyped exchange holds the descriptor [`TypeInfo::bytes`].
+//! alignment, layout hash) at creation; [`Node::open_typed_exchange`] and
+//! [`Node::open_or_create_typed_exchange`] refuse an exchange whose
+//! descriptor differs from `T`'s with [`OpenError::TypeMismatch`] naming
+//! both. Untyped handles ([`Node::open_exchange`],
+//! [`Node::open_or_create_exchange`]) still open a typed exchange (tools,
+//! C); an untyped exchange holds the descriptor [`TypeInfo::bytes`].
 //!
 //! [`Payload`] is a *safe* trait on top of [`bytemuck::Pod`]: `Pod` (itself
 //! `unsafe` to implement, or derived) already promises what zero-copy needs,
@@ -275,6 +276,34 @@ impl Node {
         Ok(TypedExchange::wrap(ex))
     }
 
+    /// Opens exchange `name` created for `T`, or creates it for `T` when it
+    /// does not exist (as [`open_or_create_exchange`](Self::open_or_create_exchange)
+    /// does, same pattern and limits required).
+    /// [`OpenError::TypeMismatch`] when it exists for another type or
+    /// untyped.
+    pub fn open_or_create_typed_exchange<T: Payload>(
+        &self,
+        name: &str,
+        pattern: Pattern,
+        limits: Limits,
+    ) -> Result<TypedExchange<T>, OpenError> {
+        let ex = self.open_or_create_exchange_of(name, pattern, limits, &TypeInfo::of::<T>())?;
+        Ok(TypedExchange::wrap(ex))
+    }
+
+    /// [`open_or_create_typed_exchange`](Self::open_or_create_typed_exchange)
+    /// with the descriptor given as a value: an existing exchange must
+    /// record exactly `payload` ([`TypeInfo::bytes`] for untyped ones).
+    pub fn open_or_create_exchange_of(
+        &self,
+        name: &str,
+        pattern: Pattern,
+        limits: Limits,
+        payload: &TypeInfo,
+    ) -> Result<Exchange, OpenError> {
+        Exchange::open_or_create(&self.inner, name, pattern, limits, Some(payload))
+    }
+
     /// [`create_typed_exchange`](Self::create_typed_exchange) with the
     /// descriptor given as a value (for bindings and tools): the exchange
     /// records `payload`, its handle is untyped.
@@ -293,14 +322,7 @@ impl Node {
     /// records exactly `payload`.
     pub fn open_exchange_of(&self, name: &str, payload: &TypeInfo) -> Result<Exchange, OpenError> {
         let ex = self.open_exchange(name)?;
-        let found = ex.payload_type();
-        if found != *payload {
-            return Err(OpenError::TypeMismatch {
-                exchange: name.to_string(),
-                expected: Box::new(payload.clone()),
-                found: Box::new(found),
-            });
-        }
+        ex.check_payload(payload)?;
         Ok(ex)
     }
 }

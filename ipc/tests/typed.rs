@@ -115,6 +115,7 @@ fn child_entry() {
             let p: &Point = s.as_pod().expect("a Point's bytes");
             report(format!("got {} {} {}", p.x, p.y, p.seq));
         }
+        "open_or_create" => open_or_create_child(&node, &name),
         other => panic!("unknown role {other}"),
     }
 }
@@ -359,4 +360,68 @@ fn over_aligned_type_is_refused_at_creation() {
     drop(ex);
     drop(node);
     ns.assert_clean();
+}
+
+/// Open-or-create with a type checks it against the one recorded by another
+/// process (the parent, which created the exchange through the same call);
+/// the untyped open-or-create opens it as bytes; with `TypeInfo::bytes()`
+/// it is refused as well.
+#[test]
+fn open_or_create_checks_the_type_across_processes() {
+    let ns = TestNs::new("typed-ooc");
+    let node = ns.node("parent");
+    let limits = Limits::default();
+    let ex = node
+        .open_or_create_typed_exchange::<Point>("made", Pattern::PublishSubscribe, limits)
+        .expect("created by open-or-create");
+    assert_eq!(ex.untyped().payload_type(), TypeInfo::of::<Point>());
+    let again = node
+        .open_or_create_typed_exchange::<Point>("made", Pattern::PublishSubscribe, limits)
+        .expect("opened by open-or-create");
+    let raw = node
+        .create_exchange("raw", Pattern::PublishSubscribe, limits)
+        .expect("create untyped");
+    let report = ChildProc::spawn(&ns, "open_or_create", &[("EXCHANGE", "made".into())]).finish();
+    let point = TypeInfo::of::<Point>().to_string();
+    assert_eq!(report.one("pixel"), format!("refused, found {point}"));
+    assert_eq!(report.one("point"), format!("opened {point}"));
+    assert_eq!(report.one("untyped"), format!("opened {point}"));
+    let bytes = TypeInfo::bytes().to_string();
+    assert_eq!(report.one("as bytes"), format!("refused, found {point}"));
+    assert_eq!(report.one("raw point"), format!("refused, found {bytes}"));
+    assert_eq!(report.one("raw untyped"), format!("opened {bytes}"));
+    drop((ex, again, raw));
+    drop(node);
+    ns.assert_clean();
+}
+
+/// The child of `open_or_create_checks_the_type_across_processes`.
+fn open_or_create_child(node: &shmex::Node, name: &str) {
+    let (pattern, limits) = (Pattern::PublishSubscribe, Limits::default());
+    let outcome = |r: Result<shmex::Exchange, OpenError>| match r {
+        Ok(ex) => format!("opened {}", ex.payload_type()),
+        Err(OpenError::TypeMismatch { found, .. }) => format!("refused, found {found}"),
+        Err(e) => panic!("unexpected error {e}"),
+    };
+    let pixel = node.open_or_create_typed_exchange::<Pixel>(name, pattern, limits);
+    report(format!(
+        "pixel {}",
+        outcome(pixel.map(|t| t.untyped().clone()))
+    ));
+    let point = node.open_or_create_typed_exchange::<Point>(name, pattern, limits);
+    report(format!(
+        "point {}",
+        outcome(point.map(|t| t.untyped().clone()))
+    ));
+    let untyped = node.open_or_create_exchange(name, pattern, limits);
+    report(format!("untyped {}", outcome(untyped)));
+    let bytes = node.open_or_create_exchange_of(name, pattern, limits, &TypeInfo::bytes());
+    report(format!("as bytes {}", outcome(bytes)));
+    let raw = node.open_or_create_typed_exchange::<Point>("raw", pattern, limits);
+    report(format!(
+        "raw point {}",
+        outcome(raw.map(|t| t.untyped().clone()))
+    ));
+    let raw = node.open_or_create_exchange("raw", pattern, limits);
+    report(format!("raw untyped {}", outcome(raw)));
 }

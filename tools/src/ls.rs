@@ -2,7 +2,9 @@
 //! it (the library's [`shmex::list_nodes`] and [`shmex::list_exchanges`]).
 //!
 //! Human output is two tables; `--json` prints one object:
-//! `{"nodes":[...],"exchanges":[...]}`. An exchange file that fails validation
+//! `{"nodes":[...],"exchanges":[...]}`. Each exchange shows its payload type
+//! (the table its name, JSON `"payload":{"name","size","align","hash"}` with
+//! the hash as a hex string; `bytes` for an untyped exchange). An exchange file that fails validation
 //! is listed with its error (`{"name":..,"error":..}`); an unreadable registry
 //! adds `"nodes_error"` and makes the exit status 1. A namespace that does not
 //! exist has empty lists.
@@ -169,6 +171,7 @@ impl Listing {
         let mut rows = vec![row(&[
             "NAME",
             "PATTERN",
+            "PAYLOAD",
             "PORTS",
             "HOLDERS",
             "CHUNKS FREE/TOTAL",
@@ -182,6 +185,7 @@ impl Listing {
                 Ok(i) => rows.push(vec![
                     clean(&i.name),
                     i.pattern.to_string(),
+                    clean(&i.payload.name),
                     i.ports.to_string(),
                     if i.holders == 0 {
                         "0 (stale)".to_string()
@@ -224,6 +228,15 @@ fn exchange_json(i: &ExchangeInfo) -> Json {
     Json::Object(vec![
         ("name", Json::str(&i.name)),
         ("pattern", Json::str(i.pattern.as_str())),
+        (
+            "payload",
+            Json::Object(vec![
+                ("name", Json::str(&i.payload.name)),
+                ("size", Json::Num(i.payload.size)),
+                ("align", Json::Num(i.payload.align.into())),
+                ("hash", Json::str(format!("{:#018x}", i.payload.hash))),
+            ]),
+        ),
         ("ports", Json::Num(i.ports.into())),
         ("holders", Json::Num(i.holders.into())),
         ("stale", Json::Bool(i.holders == 0)),

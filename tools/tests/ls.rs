@@ -3,7 +3,7 @@
 //! namespaces, `--root`. Each test uses its own namespace and checks it
 //! leaves no file behind.
 
-use shmex::{Limits, Namespace, Node, Pattern};
+use shmex::{Limits, Namespace, Node, Pattern, TypeInfo};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -195,6 +195,73 @@ fn pattern_names_agree() {
                 .find(|l| l.split_whitespace().next() == Some(&name))
                 .unwrap_or_else(|| panic!("no {name} row in:\n{table}"));
             assert_eq!(row.split_whitespace().nth(1), Some(p.as_str()), "{table}");
+        }
+    }
+    assert_eq!(shm.segment_files(), Vec::<PathBuf>::new());
+}
+
+/// Each exchange's payload type, as recorded in its header by this process,
+/// is what `shmex ls` (another process) shows: the name in the table and the
+/// whole descriptor in `--json` (the hash as a hex string, exact beyond
+/// 2^53); `bytes` for an untyped exchange.
+#[test]
+fn payload_types_are_listed() {
+    let ns = unique_namespace("types");
+    let shm = namespace(&ns, Path::new("/dev/shm"));
+    {
+        let node = Node::builder("ls-types")
+            .namespace(&ns)
+            .root("/dev/shm")
+            .create()
+            .unwrap();
+        let point = TypeInfo {
+            name: "Point3".into(),
+            size: 12,
+            align: 4,
+            hash: 0xfedc_ba98_7654_3210,
+        };
+        let _points = node
+            .create_exchange_of(
+                "points",
+                Pattern::PublishSubscribe,
+                Limits::default(),
+                &point,
+            )
+            .unwrap();
+        let _counts = node
+            .create_typed_exchange::<u64>("counts", Pattern::FanIn, Limits::default())
+            .unwrap();
+        let _raw = node
+            .create_exchange("raw", Pattern::PublishSubscribe, Limits::default())
+            .unwrap();
+
+        let v = ls_json(&shmex(&["ls", "--json"], &ns));
+        let exchanges = v.get("exchanges");
+        for (name, want) in [
+            ("points", point),
+            ("counts", TypeInfo::of::<u64>()),
+            ("raw", TypeInfo::bytes()),
+        ] {
+            let p = named(exchanges, name).get("payload");
+            assert_eq!(p.get("name").str(), want.name, "{v:?}");
+            assert_eq!(p.get("size").num(), want.size as f64, "{v:?}");
+            assert_eq!(p.get("align").num(), f64::from(want.align), "{v:?}");
+            assert_eq!(p.get("hash").str(), format!("{:#018x}", want.hash), "{v:?}");
+        }
+        assert_eq!(
+            named(exchanges, "points").get("payload").get("hash").str(),
+            "0xfedcba9876543210"
+        );
+
+        let table = stdout(&shmex(&["ls"], &ns));
+        let header = table.lines().find(|l| l.contains("PATTERN")).unwrap();
+        assert_eq!(header.split_whitespace().nth(2), Some("PAYLOAD"), "{table}");
+        for (name, payload) in [("points", "Point3"), ("counts", "u64"), ("raw", "bytes")] {
+            let row = table
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .unwrap_or_else(|| panic!("no {name} row in:\n{table}"));
+            assert_eq!(row.split_whitespace().nth(2), Some(payload), "{table}");
         }
     }
     assert_eq!(shm.segment_files(), Vec::<PathBuf>::new());

@@ -11,7 +11,8 @@
 //! systems alike. The task-distribution cases (`tasks`) have shmex alone;
 //! `stream-response` (GB/s) has shmex, iceoryx2 and a `memcpy` floor. The
 //! 8-byte spin round trips also have `shmex-c`, the C↔C ping-pong of the C
-//! bindings (built first if needed), one run of it per batch.
+//! bindings (built first if needed), one run of it per batch; the pub-sub
+//! round trips have `shmex-typed`, the same on typed exchanges.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shmex_benches::json::Json;
@@ -99,7 +100,7 @@ const USAGE: &str = "usage: compare [--quick] [--json FILE] [--rounds N] [--batc
   --rounds N     rounds per case (default 10, quick 3)
   --batch-ms MS  length of one batch (default 200, quick 50)
   --only TEXT    run only cases whose label contains TEXT (e.g. pubsub-rtt, 8B, blocking); repeatable
-  --system NAME  run only this system (shmex, shmex-c, iceoryx2, uds, floor, futex, memcpy); repeatable
+  --system NAME  run only this system (shmex, shmex-typed, shmex-c, iceoryx2, uds, floor, futex, memcpy); repeatable
   --no-pin       do not pin processes to cores";
 
 fn parse_args() -> Result<Options, String> {
@@ -170,7 +171,10 @@ struct Row {
 }
 
 /// What `shmex-c`'s rows are made of (see [`shmex_c`]).
-const SHMEX_C_LEGEND: &str = "shmex-c: the C↔C ping-pong of the C bindings (bindings/examples/pingpong.c, cc -O2, libshmex.a), one run of it per batch, its two processes on the driver's and the peer's core; it times each round trip itself (clock_gettime from before the send to after the answer's release; its echo releases before answering, as the Rust rows do); median/p99/p99.9: medians over the rounds of each run's own figures. C/Rust: shmex-c ÷ shmex median (below 1 = C faster).";
+const SHMEX_C_LEGEND: &str = "shmex-c: the C↔C ping-pong of the C bindings (bindings/examples/pingpong.c, cc -O2, libshmex.a), one run of it per batch, its two processes on the driver's and the peer's core; it times each round trip itself (clock_gettime from before the send to after the answer's release; its echo releases before answering, as the Rust rows do); median/p99/p99.9: medians over the rounds of each run's own figures. ÷ shmex: shmex-c ÷ shmex median (below 1 = C faster).";
+
+/// What `shmex-typed`'s rows are made of (see [`shmex_benches::systems::shmex`]).
+const SHMEX_TYPED_LEGEND: &str = "shmex-typed: the shmex pub-sub round trips on typed exchanges of u64 (TypedPublisher<u64>: loan_slice_uninit(size/8) written in place, publish_slice_loan; receive_slice read in place): the same chunks seen as [u64]; ÷ shmex: its median ÷ shmex's (1 = typing costs nothing).";
 
 /// A blocking round trip at least this long included a wake-up (~25 µs
 /// here); shorter ones were caught by spinning.
@@ -535,7 +539,7 @@ fn fmt_ratio(r: Option<f64>) -> String {
 fn table(rows: &[Row], specs: &[Spec]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| case | mode | system | median | p99 | p99.9 | msgs/s | GB/s | shmex/iceoryx2 | shmex/floor | C/Rust |\n",
+        "| case | mode | system | median | p99 | p99.9 | msgs/s | GB/s | shmex/iceoryx2 | shmex/floor | ÷ shmex |\n",
     );
     out.push_str("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for spec in specs {
@@ -548,8 +552,8 @@ fn table(rows: &[Row], specs: &[Spec]) -> String {
             } else {
                 (String::new(), String::new())
             };
-            let c_rust = if r.system == System::ShmexC {
-                fmt_ratio(ratio_between(rows, spec, System::ShmexC, System::Shmex))
+            let vs_shmex = if matches!(r.system, System::ShmexC | System::ShmexTyped) {
+                fmt_ratio(ratio_between(rows, spec, r.system, System::Shmex))
             } else {
                 String::new()
             };
@@ -575,7 +579,7 @@ fn table(rows: &[Row], specs: &[Spec]) -> String {
                 gbps(r.bytes_per_s),
                 x_iox,
                 x_floor,
-                c_rust
+                vs_shmex
             ));
         }
     }
@@ -925,6 +929,12 @@ fn main() {
         .any(|r| r.system == System::ShmexC && r.median_ns.is_some())
     {
         println!("{SHMEX_C_LEGEND}");
+    }
+    if rows
+        .iter()
+        .any(|r| r.system == System::ShmexTyped && r.median_ns.is_some())
+    {
+        println!("{SHMEX_TYPED_LEGEND}");
     }
     if let Some(s) = specs.iter().find(|s| s.case.is_bandwidth()) {
         println!(

@@ -22,7 +22,8 @@ pub fn driver_side(
     system: System,
 ) -> Result<Box<dyn DriverSide>> {
     match system {
-        System::Shmex => shmex::driver(run, cell, spec),
+        System::Shmex => shmex::driver(run, cell, spec, false),
+        System::ShmexTyped => shmex::driver(run, cell, spec, true),
         System::ShmexC => shmex_c::driver(run, cell, spec),
         System::Iceoryx2 => iceoryx2::driver(run, cell, spec),
         System::Uds => uds::driver(run, cell, spec),
@@ -35,7 +36,7 @@ pub fn driver_side(
 /// Creates the peer side described by `args` (inside `bench-peer`).
 pub fn peer_side(args: &PeerArgs) -> Result<Box<dyn PeerSide>> {
     match args.system {
-        System::Shmex => shmex::peer(args),
+        System::Shmex | System::ShmexTyped => shmex::peer(args),
         System::Iceoryx2 => iceoryx2::peer(args),
         System::Uds => uds::peer(args),
         System::Floor => floor::peer(args),

@@ -3,6 +3,10 @@
 //! - `pubsub-rtt`: two publish-subscribe exchanges (`ping`, `pong`), one
 //!   publisher and one subscriber (pattern `rtt`, key `rtt`) on each; every
 //!   message is a loaned chunk written in place (`loan` + `publish_loan`).
+//!   `shmex-typed` does the same on typed exchanges of `u64`: a message is
+//!   a slice of `size / 8` of them, loaned and written in place
+//!   (`loan_slice_uninit` + `publish_slice_loan`), read in place with
+//!   `receive_slice`: the same chunks, seen as `[u64]` instead of `[u8]`.
 //! - `reqresp-rtt`: one request-response exchange, a client here and a
 //!   server in the peer (`send_request` of a loan, `respond_loan`).
 //! - `stream` / `fanin`: one fan-in exchange, the consumer here and one
@@ -38,7 +42,7 @@ use crate::{
 };
 use ::shmex::{
     Client, Consumer, Exchange, Limits, Node, Pattern, Producer, Publisher, RecvError, SendError,
-    Server, Submitter, Subscriber, TaskId, Worker,
+    Server, Submitter, Subscriber, TaskId, TypedExchange, TypedPublisher, TypedSubscriber, Worker,
 };
 use std::time::Duration;
 
@@ -122,6 +126,11 @@ enum DriverPorts {
         subscriber: Subscriber,
         _ex: (Exchange, Exchange),
     },
+    TypedPubsub {
+        publisher: TypedPublisher<u64>,
+        subscriber: TypedSubscriber<u64>,
+        _ex: (TypedExchange<u64>, TypedExchange<u64>),
+    },
     Reqresp {
         client: Client,
         _ex: Exchange,
@@ -151,12 +160,34 @@ struct Driver {
     _node: Node,
 }
 
-/// Driving side.
-pub fn driver(run: &Run, cell: u32, spec: Spec) -> Result<Box<dyn DriverSide>> {
+/// Messages of `size` bytes as a slice of `u64` (typed exchanges).
+fn words(size: usize) -> Result<usize> {
+    if size.is_multiple_of(8) {
+        Ok(size / 8)
+    } else {
+        Err(err(format!(
+            "typed: {size} bytes are not a whole number of u64"
+        )))
+    }
+}
+
+/// Driving side (`typed`: on typed exchanges, `pubsub-rtt` only).
+pub fn driver(run: &Run, cell: u32, spec: Spec, typed: bool) -> Result<Box<dyn DriverSide>> {
     let node = node(format!("drv-c{cell}"), run.shmex_namespace(), spec.mode)?;
     let limits = limits(&spec);
     let (ping, pong) = exchange_names(cell);
     let ports = match spec.case {
+        Case::PubsubRtt if typed => {
+            words(spec.size)?;
+            let a = node.create_typed_exchange::<u64>(&ping, Pattern::PublishSubscribe, limits)?;
+            let b = node.create_typed_exchange::<u64>(&pong, Pattern::PublishSubscribe, limits)?;
+            DriverPorts::TypedPubsub {
+                publisher: a.publisher()?,
+                subscriber: b.subscriber(KEY, 0)?,
+                _ex: (a, b),
+            }
+        }
+        _ if typed => return Err(err(format!("shmex-typed: no {} rows", spec.case.name()))),
         Case::PubsubRtt => {
             let a = node.create_exchange(&ping, Pattern::PublishSubscribe, limits)?;
             let b = node.create_exchange(&pong, Pattern::PublishSubscribe, limits)?;
@@ -218,29 +249,33 @@ impl DriverSide for Driver {
                 publisher,
                 subscriber,
                 ..
-            } => {
-                let start = clock.now();
-                let mut prev = start;
-                for _ in 0..n {
-                    self.seq += 1;
-                    let mut loan = publisher.loan(size)?;
-                    write_payload(&mut loan, self.seq, touched);
-                    let report = publisher.publish_loan(KEY, loan)?;
-                    if report.delivered != 1 {
-                        return Err(err(format!("publish reached {report:?}")));
-                    }
-                    let sample = recv(mode, || subscriber.try_receive(), || subscriber.receive())?;
-                    check_seq(read_payload(&sample, touched), self.seq)?;
-                    drop(sample);
-                    let now = clock.now();
-                    hist.record(clock.ns(now.wrapping_sub(prev)));
-                    prev = now;
-                }
-                Ok(Batch {
-                    elapsed: clock.duration(prev.wrapping_sub(start)),
-                    msgs: n,
-                })
-            }
+            } => round_trips(n, clock, hist, || {
+                self.seq += 1;
+                let mut loan = publisher.loan(size)?;
+                write_payload(&mut loan, self.seq, touched);
+                check_delivered(publisher.publish_loan(KEY, loan)?)?;
+                let sample = recv(mode, || subscriber.try_receive(), || subscriber.receive())?;
+                check_seq(read_payload(&sample, touched), self.seq)
+            }),
+            DriverPorts::TypedPubsub {
+                publisher,
+                subscriber,
+                ..
+            } => round_trips(n, clock, hist, || {
+                self.seq += 1;
+                let mut loan = publisher.loan_slice_uninit(size / 8)?.assume_init();
+                write_payload(bytemuck::cast_slice_mut(&mut loan), self.seq, touched);
+                check_delivered(publisher.publish_slice_loan(KEY, loan)?)?;
+                let sample = recv(
+                    mode,
+                    || subscriber.try_receive_slice(),
+                    || subscriber.receive_slice(),
+                )?;
+                check_seq(
+                    read_payload(bytemuck::cast_slice(&sample), touched),
+                    self.seq,
+                )
+            }),
             DriverPorts::Reqresp { client, .. } => {
                 let start = clock.now();
                 let mut prev = start;
@@ -367,6 +402,37 @@ impl DriverSide for Driver {
     }
 }
 
+/// Times `n` round trips (`one` each, what it received dropped before it
+/// returns), one by one into `hist`.
+#[inline(always)]
+fn round_trips(
+    n: u64,
+    clock: &Clock,
+    hist: &mut Histogram,
+    mut one: impl FnMut() -> Result<()>,
+) -> Result<Batch> {
+    let start = clock.now();
+    let mut prev = start;
+    for _ in 0..n {
+        one()?;
+        let now = clock.now();
+        hist.record(clock.ns(now.wrapping_sub(prev)));
+        prev = now;
+    }
+    Ok(Batch {
+        elapsed: clock.duration(prev.wrapping_sub(start)),
+        msgs: n,
+    })
+}
+
+/// A round trip's publication reached exactly the one subscriber.
+fn check_delivered(report: ::shmex::Published) -> Result<()> {
+    if report.delivered != 1 {
+        return Err(err(format!("publish reached {report:?}")));
+    }
+    Ok(())
+}
+
 /// Submits one task (`tag`, sequence number `seq` in its payload), retrying
 /// while the ledger (or the pool) is full.
 #[inline]
@@ -394,6 +460,11 @@ enum PeerPorts {
         subscriber: Subscriber,
         publisher: Publisher,
         _ex: (Exchange, Exchange),
+    },
+    TypedPubsub {
+        subscriber: TypedSubscriber<u64>,
+        publisher: TypedPublisher<u64>,
+        _ex: (TypedExchange<u64>, TypedExchange<u64>),
     },
     Reqresp {
         server: Server,
@@ -432,6 +503,15 @@ pub fn peer(args: &PeerArgs) -> Result<Box<dyn PeerSide>> {
     )?;
     let (ping, pong) = exchange_names(args.cell);
     let ports = match spec.case {
+        Case::PubsubRtt if args.system == crate::System::ShmexTyped => {
+            let a = node.open_typed_exchange::<u64>(&ping)?;
+            let b = node.open_typed_exchange::<u64>(&pong)?;
+            PeerPorts::TypedPubsub {
+                subscriber: a.subscriber(KEY, 0)?,
+                publisher: b.publisher()?,
+                _ex: (a, b),
+            }
+        }
         Case::PubsubRtt => {
             let a = node.open_exchange(&ping)?;
             let b = node.open_exchange(&pong)?;
@@ -500,10 +580,29 @@ impl PeerSide for Peer {
                     drop(sample);
                     let mut loan = publisher.loan(size)?;
                     write_payload(&mut loan, self.seq, touched);
-                    let report = publisher.publish_loan(KEY, loan)?;
-                    if report.delivered != 1 {
-                        return Err(err(format!("publish reached {report:?}")));
-                    }
+                    check_delivered(publisher.publish_loan(KEY, loan)?)?;
+                }
+            }
+            PeerPorts::TypedPubsub {
+                subscriber,
+                publisher,
+                ..
+            } => {
+                for _ in 0..n {
+                    self.seq += 1;
+                    let sample = recv(
+                        mode,
+                        || subscriber.try_receive_slice(),
+                        || subscriber.receive_slice(),
+                    )?;
+                    check_seq(
+                        read_payload(bytemuck::cast_slice(&sample), touched),
+                        self.seq,
+                    )?;
+                    drop(sample);
+                    let mut loan = publisher.loan_slice_uninit(size / 8)?.assume_init();
+                    write_payload(bytemuck::cast_slice_mut(&mut loan), self.seq, touched);
+                    check_delivered(publisher.publish_slice_loan(KEY, loan)?)?;
                 }
             }
             PeerPorts::Reqresp { server, .. } => {

@@ -544,22 +544,45 @@ impl Exchange {
         })
     }
 
+    /// Opens `name` or creates it (for `payload`, untyped when `None`). An
+    /// existing exchange must match `pattern` and `limits` and, when
+    /// `payload` is given, record exactly that type.
     pub(crate) fn open_or_create(
         node: &Arc<NodeInner>,
         name: &str,
         pattern: Pattern,
         limits: Limits,
+        payload: Option<&TypeInfo>,
     ) -> Result<Exchange, OpenError> {
         check_exchange_name(name)?;
         let size = limits.segment_size(pattern)?;
+        let bytes = TypeInfo::bytes();
+        let create_as = payload.unwrap_or(&bytes);
+        create_as.check(limits.chunk_size)?;
         let _guard = node.control()?;
         match Self::open_locked(node, name)? {
             Some(ex) => {
+                if let Some(payload) = payload {
+                    ex.check_payload(payload)?;
+                }
                 ex.check_matches(pattern, &limits)?;
                 Ok(ex)
             }
-            None => Self::create_locked(node, name, pattern, limits, size, &TypeInfo::bytes()),
+            None => Self::create_locked(node, name, pattern, limits, size, create_as),
         }
+    }
+
+    /// [`OpenError::TypeMismatch`] unless it records exactly `expected`.
+    pub(crate) fn check_payload(&self, expected: &TypeInfo) -> Result<(), OpenError> {
+        let found = self.payload_type();
+        if found != *expected {
+            return Err(OpenError::TypeMismatch {
+                exchange: self.inner.name.to_string(),
+                expected: Box::new(expected.clone()),
+                found: Box::new(found),
+            });
+        }
+        Ok(())
     }
 
     fn check_matches(&self, pattern: Pattern, limits: &Limits) -> Result<(), OpenError> {
