@@ -463,12 +463,14 @@ impl Exchange {
         pattern: Pattern,
         limits: Limits,
         payload: &TypeInfo,
+        response: &TypeInfo,
     ) -> Result<Exchange, OpenError> {
         check_exchange_name(name)?;
         let size = limits.segment_size(pattern)?;
         payload.check(limits.chunk_size)?;
+        response.check(limits.chunk_size)?;
         let _guard = node.control()?;
-        Self::create_locked(node, name, pattern, limits, size, payload)
+        Self::create_locked(node, name, pattern, limits, size, [payload, response])
     }
 
     pub(crate) fn open(node: &Arc<NodeInner>, name: &str) -> Result<Exchange, OpenError> {
@@ -493,7 +495,10 @@ impl Exchange {
                 ex.check_matches(pattern, &limits)?;
                 Ok(ex)
             }
-            None => Self::create_locked(node, name, pattern, limits, size, &TypeInfo::bytes()),
+            None => {
+                let bytes = TypeInfo::bytes();
+                Self::create_locked(node, name, pattern, limits, size, [&bytes, &bytes])
+            }
         }
     }
 
@@ -545,7 +550,7 @@ impl Exchange {
         pattern: Pattern,
         limits: Limits,
         size: usize,
-        payload: &TypeInfo,
+        types: [&TypeInfo; 2],
     ) -> Result<Exchange, OpenError> {
         if limits.mode == 0o660 && node.namespace.share_group.is_none() {
             return Err(OpenError::InvalidLimits {
@@ -589,7 +594,7 @@ impl Exchange {
                 return Err(e.into());
             }
         };
-        if let Err(e) = inner.initialise(name, pattern, &limits, payload) {
+        if let Err(e) = inner.initialise(name, pattern, &limits, types) {
             let _ = std::fs::remove_file(&path);
             return Err(e.into());
         }
@@ -714,6 +719,15 @@ impl Exchange {
             .header()
             .map_or_else(TypeInfo::bytes, |h| TypeInfo::load(&h.payload))
     }
+
+    /// The response type of a typed request-response exchange
+    /// ([`Node::create_typed_rpc_exchange`](crate::Node::create_typed_rpc_exchange));
+    /// [`TypeInfo::bytes`] for other patterns and untyped exchanges.
+    pub fn response_type(&self) -> TypeInfo {
+        self.inner
+            .header()
+            .map_or_else(TypeInfo::bytes, |h| TypeInfo::load(&h.response))
+    }
 }
 
 impl ExchangeInner {
@@ -835,7 +849,7 @@ impl ExchangeInner {
         name: &str,
         pattern: Pattern,
         limits: &Limits,
-        payload: &TypeInfo,
+        [payload, response]: [&TypeInfo; 2],
     ) -> Result<(), SegmentError> {
         let corrupt = || SegmentError::Corrupt {
             path: self.seg.path.clone(),
@@ -859,6 +873,7 @@ impl ExchangeInner {
             .store(u32::from(limits.persistent), Ordering::Relaxed);
         h.incarnation.store(new_incarnation(), Ordering::Relaxed);
         payload.store(&h.payload);
+        response.store(&h.response);
         for i in 0..self.limits.max_ports {
             self.ring(i).ok_or_else(corrupt)?.init();
             self.return_ring(i).ok_or_else(corrupt)?.init();
@@ -1356,6 +1371,8 @@ pub struct ExchangeInfo {
     pub size: u64,
     /// The payload type it was created for.
     pub payload: TypeInfo,
+    /// The response type ([`Exchange::response_type`]).
+    pub response: TypeInfo,
 }
 
 /// Reads the exchanges of a namespace without joining it or writing to them
@@ -1450,6 +1467,7 @@ fn inspect(
         queue_depth: raw.queue_depth,
         size: seg.len() as u64,
         payload: TypeInfo::load(&h.payload),
+        response: TypeInfo::load(&h.response),
     }))
 }
 

@@ -893,6 +893,7 @@ impl Node {
             pattern,
             limits,
             &crate::TypeInfo::bytes(),
+            &crate::TypeInfo::bytes(),
         )
     }
 

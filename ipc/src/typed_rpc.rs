@@ -1,0 +1,328 @@
+//! Typed request-response: an exchange created for a request type `Req` and
+//! a response type `Resp`, whose clients send `Req` and receive `Resp`, and
+//! whose servers the other way round, each written and read in place.
+//!
+//! The header records both descriptors (the request type where other
+//! patterns keep their payload type, [`Exchange::payload_type`]; the
+//! response type beside it, [`Exchange::response_type`]).
+//! [`Node::open_typed_rpc_exchange`] refuses an exchange that disagrees on
+//! either with [`OpenError::TypeMismatch`] naming both sides as
+//! `Req -> Resp`; an untyped [`Node::open_exchange`] still opens it.
+//!
+//! ```
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+//! #[repr(C)]
+//! struct Sum { a: u32, b: u32 }
+//! shmex::payload!(Sum { a, b });
+//!
+//! let node = shmex::Node::builder("example")
+//!     .namespace(format!("doc-typed-rpc-{}", std::process::id()))
+//!     .create()?;
+//! let ex = node.create_typed_rpc_exchange::<Sum, u64>("adder", shmex::Limits::default())?;
+//! let (client, server) = (ex.client()?, ex.server()?);
+//! client.send(1, &Sum { a: 2, b: 3 })?;
+//! let request = server.receive()?;
+//! let answer = u64::from(request.a + request.b);
+//! request.respond(&answer)?;
+//! assert_eq!(*client.receive()?, 5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::error::{OpenError, RecvError, RespondError, SendError};
+use crate::typed::{check_types, typed, view, Payload, TypeInfo, TypedLoan, TypedSample};
+use crate::{Client, Exchange, Limits, Node, Pattern, PortError, Request, Server};
+use std::marker::PhantomData;
+use std::mem::{size_of, MaybeUninit};
+use std::time::Duration;
+
+impl Node {
+    /// Creates request-response exchange `name` for requests of type `Req`
+    /// and responses of type `Resp`, as
+    /// [`create_exchange`](Node::create_exchange) does. Fails with
+    /// [`OpenError::InvalidLimits`] when either type is aligned to more than
+    /// [`MAX_PAYLOAD_ALIGN`](crate::MAX_PAYLOAD_ALIGN) or larger than
+    /// `limits.chunk_size`.
+    pub fn create_typed_rpc_exchange<Req: Payload, Resp: Payload>(
+        &self,
+        name: &str,
+        limits: Limits,
+    ) -> Result<TypedRpcExchange<Req, Resp>, OpenError> {
+        let ex =
+            self.create_rpc_exchange_of(name, limits, &TypeInfo::of::<Req>(), &TypeInfo::of::<Resp>())?;
+        Ok(TypedRpcExchange::wrap(ex))
+    }
+
+    /// Opens the live request-response exchange `name`, created for `Req`
+    /// and `Resp` (by Rust or C); [`OpenError::TypeMismatch`] when it was
+    /// created for other types (either of them), untyped, or for another
+    /// pattern.
+    pub fn open_typed_rpc_exchange<Req: Payload, Resp: Payload>(
+        &self,
+        name: &str,
+    ) -> Result<TypedRpcExchange<Req, Resp>, OpenError> {
+        let ex =
+            self.open_rpc_exchange_of(name, &TypeInfo::of::<Req>(), &TypeInfo::of::<Resp>())?;
+        Ok(TypedRpcExchange::wrap(ex))
+    }
+
+    /// [`create_typed_rpc_exchange`](Self::create_typed_rpc_exchange) with
+    /// the descriptors given as values (for bindings and tools): the
+    /// exchange records `request` and `response`, its handle is untyped.
+    pub fn create_rpc_exchange_of(
+        &self,
+        name: &str,
+        limits: Limits,
+        request: &TypeInfo,
+        response: &TypeInfo,
+    ) -> Result<Exchange, OpenError> {
+        Exchange::create(
+            &self.inner,
+            name,
+            Pattern::RequestResponse,
+            limits,
+            request,
+            response,
+        )
+    }
+
+    /// [`open_typed_rpc_exchange`](Self::open_typed_rpc_exchange) with the
+    /// descriptors given as values: [`OpenError::TypeMismatch`] unless the
+    /// exchange records exactly `request` and `response`.
+    pub fn open_rpc_exchange_of(
+        &self,
+        name: &str,
+        request: &TypeInfo,
+        response: &TypeInfo,
+    ) -> Result<Exchange, OpenError> {
+        check_types(self.open_exchange(name)?, request, response)
+    }
+}
+
+/// A handle on a request-response exchange of `Req` requests and `Resp`
+/// responses. [`untyped`](Self::untyped) gives the byte handle.
+pub struct TypedRpcExchange<Req, Resp> {
+    ex: Exchange,
+    _t: PhantomData<fn() -> (Req, Resp)>,
+}
+
+impl<Req, Resp> Clone for TypedRpcExchange<Req, Resp> {
+    fn clone(&self) -> Self {
+        TypedRpcExchange::wrap(self.ex.clone())
+    }
+}
+
+impl<Req: Payload, Resp: Payload> std::fmt::Debug for TypedRpcExchange<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedRpcExchange")
+            .field("exchange", &self.ex)
+            .field("request", &Req::TYPE_NAME)
+            .field("response", &Resp::TYPE_NAME)
+            .finish()
+    }
+}
+
+impl<Req, Resp> TypedRpcExchange<Req, Resp> {
+    fn wrap(ex: Exchange) -> Self {
+        TypedRpcExchange {
+            ex,
+            _t: PhantomData,
+        }
+    }
+
+    /// The untyped handle.
+    pub fn untyped(&self) -> &Exchange {
+        &self.ex
+    }
+
+    /// Attaches a client ([`Exchange::client`]).
+    pub fn client(&self) -> Result<TypedClient<Req, Resp>, PortError> {
+        Ok(TypedClient {
+            inner: self.ex.client()?,
+            _t: PhantomData,
+        })
+    }
+
+    /// Attaches a server ([`Exchange::server`]).
+    pub fn server(&self) -> Result<TypedServer<Req, Resp>, PortError> {
+        Ok(TypedServer {
+            inner: self.ex.server()?,
+            _t: PhantomData,
+        })
+    }
+}
+
+/// The requesting side of a typed request-response exchange: sends `Req`,
+/// receives `Resp` (tagged with the request's tag,
+/// `response.untyped().tag()`).
+pub struct TypedClient<Req, Resp> {
+    inner: Client,
+    _t: PhantomData<fn() -> (Req, Resp)>,
+}
+
+impl<Req: Payload, Resp: Payload> std::fmt::Debug for TypedClient<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedClient")
+            .field("port", &self.inner)
+            .field("request", &Req::TYPE_NAME)
+            .field("response", &Resp::TYPE_NAME)
+            .finish()
+    }
+}
+
+impl<Req: Payload, Resp: Payload> TypedClient<Req, Resp> {
+    /// Loans a chunk for one `Req`, to write in place.
+    pub fn loan_uninit(&self) -> Result<TypedLoan<'_, MaybeUninit<Req>>, SendError> {
+        TypedLoan::new(self.inner.loan(size_of::<Req>())?)
+    }
+
+    /// Sends a loan as request `tag` ([`Client::send_request`]): zero-copy.
+    pub fn send_loan(&self, tag: u64, loan: TypedLoan<'_, Req>) -> Result<(), SendError> {
+        self.inner.send_request(tag, loan.into_untyped())
+    }
+
+    /// Sends `value` as request `tag`, written straight into a chunk.
+    pub fn send(&self, tag: u64, value: &Req) -> Result<(), SendError> {
+        self.send_loan(tag, self.loan_uninit()?.write(*value))
+    }
+
+    /// Takes the next response if one is there ([`Client::try_receive`]):
+    /// a request that will never be answered comes back as
+    /// [`RecvError::RequestFailed`]; a response of the wrong length (sent by
+    /// an untyped server) is released and reported as
+    /// [`RecvError::Corrupt`].
+    pub fn try_receive(&self) -> Result<Option<TypedSample<'_, Resp>>, RecvError> {
+        typed(self.inner.try_receive(), TypedSample::new)
+    }
+
+    /// Waits for the next response ([`Client::receive`]).
+    pub fn receive(&self) -> Result<TypedSample<'_, Resp>, RecvError> {
+        TypedSample::new(self.inner.receive()?)
+    }
+
+    /// Waits at most `timeout` for the next response.
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<TypedSample<'_, Resp>, RecvError> {
+        TypedSample::new(self.inner.receive_timeout(timeout)?)
+    }
+
+    /// The byte client underneath.
+    pub fn untyped(&self) -> &Client {
+        &self.inner
+    }
+}
+
+/// The answering side of a typed request-response exchange: receives `Req`
+/// ([`TypedRequest`]), answers with `Resp`.
+pub struct TypedServer<Req, Resp> {
+    inner: Server,
+    _t: PhantomData<fn() -> (Req, Resp)>,
+}
+
+impl<Req: Payload, Resp: Payload> std::fmt::Debug for TypedServer<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedServer")
+            .field("port", &self.inner)
+            .field("request", &Req::TYPE_NAME)
+            .field("response", &Resp::TYPE_NAME)
+            .finish()
+    }
+}
+
+impl<Req: Payload, Resp: Payload> TypedServer<Req, Resp> {
+    /// Loans a chunk for one `Resp`, to write in place.
+    pub fn loan_uninit(&self) -> Result<TypedLoan<'_, MaybeUninit<Resp>>, SendError> {
+        TypedLoan::new(self.inner.loan(size_of::<Resp>())?)
+    }
+
+    /// Takes the next request if one is there ([`Server::try_receive`]). A
+    /// request of the wrong length (sent by an untyped client) is dropped
+    /// unanswered, its client told ([`RecvError::RequestFailed`]), and
+    /// reported here as [`RecvError::Corrupt`].
+    pub fn try_receive(&self) -> Result<Option<TypedRequest<'_, Req, Resp>>, RecvError> {
+        self.inner
+            .try_receive()?
+            .map(|r| TypedRequest::new(r, self))
+            .transpose()
+    }
+
+    /// Waits for the next request ([`Server::receive`]).
+    pub fn receive(&self) -> Result<TypedRequest<'_, Req, Resp>, RecvError> {
+        TypedRequest::new(self.inner.receive()?, self)
+    }
+
+    /// Waits at most `timeout` for the next request.
+    pub fn receive_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<TypedRequest<'_, Req, Resp>, RecvError> {
+        TypedRequest::new(self.inner.receive_timeout(timeout)?, self)
+    }
+
+    /// The byte server underneath.
+    pub fn untyped(&self) -> &Server {
+        &self.inner
+    }
+}
+
+/// A `Req` held by a typed server, read in place (`Deref<Target = Req>`).
+/// Answer it once with [`respond`](Self::respond) or
+/// [`respond_loan`](Self::respond_loan); dropping it unanswered tells the
+/// client, as [`Request`] does.
+pub struct TypedRequest<'a, Req, Resp> {
+    request: Request<'a>,
+    server: &'a TypedServer<Req, Resp>,
+    /// Checked in range, aligned and of `Req`'s size on receipt; held by
+    /// `request` while it lives.
+    ptr: *const Req,
+}
+
+impl<'a, Req: Payload, Resp: Payload> TypedRequest<'a, Req, Resp> {
+    fn new(request: Request<'a>, server: &'a TypedServer<Req, Resp>) -> Result<Self, RecvError> {
+        // On a wrong length `request` drops unanswered: its client is told.
+        let ptr = view::<Req>(request.payload())?;
+        Ok(TypedRequest {
+            request,
+            server,
+            ptr,
+        })
+    }
+
+    /// Loans a chunk for the `Resp` to this request, to write in place.
+    pub fn loan_uninit(&self) -> Result<TypedLoan<'a, MaybeUninit<Resp>>, SendError> {
+        self.server.loan_uninit()
+    }
+
+    /// Answers with a loan ([`Request::respond_loan`]): zero-copy.
+    pub fn respond_loan(self, loan: TypedLoan<'_, Resp>) -> Result<(), RespondError> {
+        self.request.respond_loan(loan.into_untyped())
+    }
+
+    /// Answers with `value`, written straight into a chunk.
+    pub fn respond(self, value: &Resp) -> Result<(), RespondError> {
+        let loan = self.loan_uninit()?.write(*value);
+        self.respond_loan(loan)
+    }
+
+    /// The byte request underneath (tag, sender, [`Request::is_answer`]).
+    pub fn untyped(&self) -> &Request<'a> {
+        &self.request
+    }
+}
+
+impl<Req, Resp> std::ops::Deref for TypedRequest<'_, Req, Resp> {
+    type Target = Req;
+    fn deref(&self) -> &Req {
+        // SAFETY: `ptr` was checked in range and aligned for `Req`, a `Pod`
+        // type valid for any bytes; the request holds a reference on the
+        // chunk, so the pool does not hand it out while we read.
+        unsafe { &*self.ptr }
+    }
+}
+
+impl<Req: Payload + std::fmt::Debug, Resp> std::fmt::Debug for TypedRequest<'_, Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedRequest")
+            .field("tag", &self.request.tag())
+            .field("request", &**self)
+            .finish()
+    }
+}
