@@ -272,7 +272,14 @@ impl Node {
         limits: Limits,
         payload: &TypeInfo,
     ) -> Result<Exchange, OpenError> {
-        Exchange::create(&self.inner, name, pattern, limits, payload, &TypeInfo::bytes())
+        Exchange::create(
+            &self.inner,
+            name,
+            pattern,
+            limits,
+            payload,
+            &TypeInfo::bytes(),
+        )
     }
 
     /// [`open_typed_exchange`](Self::open_typed_exchange) with the descriptor

@@ -47,8 +47,12 @@ impl Node {
         name: &str,
         limits: Limits,
     ) -> Result<TypedRpcExchange<Req, Resp>, OpenError> {
-        let ex =
-            self.create_rpc_exchange_of(name, limits, &TypeInfo::of::<Req>(), &TypeInfo::of::<Resp>())?;
+        let ex = self.create_rpc_exchange_of(
+            name,
+            limits,
+            &TypeInfo::of::<Req>(),
+            &TypeInfo::of::<Resp>(),
+        )?;
         Ok(TypedRpcExchange::wrap(ex))
     }
 

@@ -65,7 +65,12 @@ impl<T: Payload> TypedSubmitter<T> {
 
     /// Submits a loan at `priority` with `tag` ([`Submitter::submit_loan`]):
     /// zero-copy.
-    pub fn send_loan(&self, priority: u8, tag: u64, loan: TypedLoan<'_, T>) -> Result<(), SendError> {
+    pub fn send_loan(
+        &self,
+        priority: u8,
+        tag: u64,
+        loan: TypedLoan<'_, T>,
+    ) -> Result<(), SendError> {
         self.inner.submit_loan(priority, tag, loan.into_untyped())
     }
 
