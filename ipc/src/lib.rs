@@ -12,7 +12,8 @@
 //! asking for another type is refused ([`OpenError::TypeMismatch`]).
 //! Request-response exchanges record a request and a response type
 //! ([`Node::create_typed_rpc_exchange`]: [`TypedClient`] sends `Req` and
-//! receives `Resp`, [`TypedServer`] the other way round; [`typed_rpc`]);
+//! receives `Resp`, [`TypedServer`] the other way round, also as chunked
+//! responses; [`typed_rpc`]);
 //! task exchanges of `T` have [`TypedSubmitter`] and [`TypedWorker`]
 //! ([`typed_tasks`]).
 //!
@@ -172,7 +173,7 @@
 //! |---|---|---|
 //! | [`Node`], [`NodeBuilder`], [`Exchange`], [`TypedExchange`], [`TypedRpcExchange`] | yes | yes |
 //! | Ports: [`Publisher`], [`Subscriber`], [`Client`], [`Server`], [`Producer`], [`Consumer`], [`Submitter`], [`Worker`], their `Typed*` forms, and [`Watch`] | yes | no |
-//! | Borrowing a port: [`Sample`], [`Loan`], [`Delivery`], [`Request`], [`ResponseStream`], [`DeadLetter`], [`TypedSample`], [`TypedLoan`], [`TypedRequest`], [`TypedDelivery`], [`WaitSet`] | no | no |
+//! | Borrowing a port: [`Sample`], [`Loan`], [`Delivery`], [`Request`], [`ResponseStream`], [`DeadLetter`], [`TypedSample`], [`TypedLoan`], [`TypedRequest`], [`TypedReply`], [`TypedResponseStream`], [`TypedDelivery`], [`WaitSet`] | no | no |
 //! | [`OwnedSample`], [`OwnedLoan`], [`OwnedDelivery`] | yes | yes |
 //! | [`Error`] and the per-operation errors | yes | yes |
 //!
@@ -254,7 +255,9 @@ pub use typed::{
     layout_hash_of, Payload, TypeInfo, TypedConsumer, TypedExchange, TypedLoan, TypedProducer,
     TypedPublisher, TypedSample, TypedSubscriber,
 };
-pub use typed_rpc::{TypedClient, TypedRequest, TypedRpcExchange, TypedServer};
+pub use typed_rpc::{
+    TypedClient, TypedReply, TypedRequest, TypedResponseStream, TypedRpcExchange, TypedServer,
+};
 pub use typed_tasks::{TypedDelivery, TypedSubmitter, TypedWorker};
 pub use waitset::{WaitNode, WaitSet, Waitable};
 pub use watch::{ExchangeEvent, Watch};

@@ -28,9 +28,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::error::{OpenError, RecvError, RespondError, SendError};
+use crate::error::{OpenError, RecvError, RespondError, SendError, StreamError};
 use crate::typed::{check_types, typed, view, Payload, TypeInfo, TypedLoan, TypedSample};
-use crate::{Client, Exchange, Limits, Node, Pattern, PortError, Request, Server};
+use crate::{Client, Exchange, Limits, Node, Pattern, PortError, Request, ResponseStream, Server};
 use std::marker::PhantomData;
 use std::mem::{size_of, MaybeUninit};
 use std::time::Duration;
@@ -189,11 +189,24 @@ impl<Req: Payload, Resp: Payload> TypedClient<Req, Resp> {
         self.send_loan(tag, self.loan_uninit()?.write(*value))
     }
 
+    /// Sends `value` as request `tag`, asking for a chunked response of at
+    /// most `window` unreleased `Resp` chunks at a time
+    /// ([`Client::request_stream`]; the value is written into the chunk
+    /// once, as [`send`](Self::send) does). Receive the chunks and the end
+    /// with [`receive_reply`](Self::receive_reply).
+    pub fn send_stream(&self, tag: u64, value: &Req, window: u32) -> Result<(), SendError> {
+        self.inner
+            .request_stream(tag, bytemuck::bytes_of(value), window)
+    }
+
     /// Takes the next response if one is there ([`Client::try_receive`]):
     /// a request that will never be answered comes back as
     /// [`RecvError::RequestFailed`]; a response of the wrong length (sent by
     /// an untyped server) is released and reported as
-    /// [`RecvError::Corrupt`].
+    /// [`RecvError::Corrupt`]. A stream's end marker carries no `Resp`: a
+    /// client that sends [`send_stream`](Self::send_stream) receives with
+    /// [`try_receive_reply`](Self::try_receive_reply), as here an end
+    /// marker is a payload of the wrong length.
     pub fn try_receive(&self) -> Result<Option<TypedSample<'_, Resp>>, RecvError> {
         typed(self.inner.try_receive(), TypedSample::new)
     }
@@ -208,9 +221,53 @@ impl<Req: Payload, Resp: Payload> TypedClient<Req, Resp> {
         TypedSample::new(self.inner.receive_timeout(timeout)?)
     }
 
+    /// Takes the next response, chunk of a chunked response, or end of
+    /// one, if one is there; errors as [`try_receive`](Self::try_receive).
+    pub fn try_receive_reply(&self) -> Result<Option<TypedReply<'_, Resp>>, RecvError> {
+        self.inner.try_receive()?.map(TypedReply::new).transpose()
+    }
+
+    /// Waits for the next response, chunk or end of a chunked response.
+    pub fn receive_reply(&self) -> Result<TypedReply<'_, Resp>, RecvError> {
+        TypedReply::new(self.inner.receive()?)
+    }
+
+    /// Waits at most `timeout` for the next response, chunk or end.
+    pub fn receive_reply_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<TypedReply<'_, Resp>, RecvError> {
+        TypedReply::new(self.inner.receive_timeout(timeout)?)
+    }
+
     /// The byte client underneath.
     pub fn untyped(&self) -> &Client {
         &self.inner
+    }
+}
+
+/// What a typed client receives when it asks for chunked responses
+/// ([`TypedClient::receive_reply`]).
+#[derive(Debug)]
+pub enum TypedReply<'a, Resp> {
+    /// A response, or one chunk of a chunked response
+    /// ([`Sample::is_stream_chunk`](crate::Sample::is_stream_chunk) on
+    /// `untyped()`), read in place.
+    Value(TypedSample<'a, Resp>),
+    /// The end of the chunked response to request `tag`: every chunk came
+    /// before it.
+    StreamEnd {
+        /// The request's tag.
+        tag: u64,
+    },
+}
+
+impl<'a, Resp: Payload> TypedReply<'a, Resp> {
+    fn new(sample: crate::Sample<'a>) -> Result<Self, RecvError> {
+        if sample.is_stream_end() {
+            return Ok(TypedReply::StreamEnd { tag: sample.tag() });
+        }
+        TypedSample::new(sample).map(TypedReply::Value)
     }
 }
 
@@ -306,9 +363,66 @@ impl<'a, Req: Payload, Resp: Payload> TypedRequest<'a, Req, Resp> {
         self.respond_loan(loan)
     }
 
+    /// Answers with a chunked response of `Resp` values
+    /// ([`Request::respond_stream`]: the client asked with
+    /// [`TypedClient::send_stream`]).
+    pub fn respond_stream(self) -> Result<TypedResponseStream<'a, Resp>, StreamError> {
+        Ok(TypedResponseStream {
+            inner: self.request.respond_stream()?,
+            _t: PhantomData,
+        })
+    }
+
     /// The byte request underneath (tag, sender, [`Request::is_answer`]).
     pub fn untyped(&self) -> &Request<'a> {
         &self.request
+    }
+}
+
+/// A chunked response of `Resp` values being sent ([`ResponseStream`]):
+/// each chunk one `Resp`, written in place, under the client's window;
+/// [`end`](Self::end) finishes it, dropping it unfinished aborts it.
+pub struct TypedResponseStream<'a, Resp> {
+    inner: ResponseStream<'a>,
+    _t: PhantomData<fn() -> Resp>,
+}
+
+impl<Resp: Payload> std::fmt::Debug for TypedResponseStream<'_, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedResponseStream")
+            .field("stream", &self.inner)
+            .field("response", &Resp::TYPE_NAME)
+            .finish()
+    }
+}
+
+impl<'a, Resp: Payload> TypedResponseStream<'a, Resp> {
+    /// Loans a chunk for the next `Resp`, to write in place.
+    pub fn loan_uninit(&self) -> Result<TypedLoan<'a, MaybeUninit<Resp>>, SendError> {
+        TypedLoan::new(self.inner.loan(size_of::<Resp>())?)
+    }
+
+    /// Sends a loan as the next chunk, waiting while the window is full
+    /// ([`ResponseStream::send`]): zero-copy.
+    pub fn send_loan(&mut self, loan: TypedLoan<'_, Resp>) -> Result<(), StreamError> {
+        self.inner.send(loan.into_untyped())
+    }
+
+    /// Sends `value` as the next chunk, written straight into a chunk.
+    pub fn send(&mut self, value: &Resp) -> Result<(), StreamError> {
+        let loan = self.loan_uninit()?.write(*value);
+        self.send_loan(loan)
+    }
+
+    /// Ends the stream ([`ResponseStream::end`]).
+    pub fn end(self) -> Result<(), StreamError> {
+        self.inner.end()
+    }
+
+    /// The byte stream underneath (tag, window, [`ResponseStream::abort`],
+    /// [`ResponseStream::is_ready`]).
+    pub fn untyped(&mut self) -> &mut ResponseStream<'a> {
+        &mut self.inner
     }
 }
 

@@ -13,8 +13,8 @@ use shmex::{
     TypedPublisher, TypedSample, TypedSubscriber, WaitSet, Watch, Worker,
 };
 use shmex::{
-    TypedClient, TypedDelivery, TypedRequest, TypedRpcExchange, TypedServer, TypedSubmitter,
-    TypedWorker,
+    TypedClient, TypedDelivery, TypedReply, TypedRequest, TypedResponseStream, TypedRpcExchange,
+    TypedServer, TypedSubmitter, TypedWorker,
 };
 
 fn send<T: Send>() {}
@@ -100,6 +100,8 @@ neither!(
     TypedSample<'static, [u64]>,
     TypedLoan<'static, u64>,
     TypedRequest<'static, u64, u32>,
+    TypedReply<'static, u32>,
+    TypedResponseStream<'static, u32>,
     TypedDelivery<'static, u64>,
     WaitSet<'static>,
 );

@@ -2,13 +2,14 @@
 //! its response are each read in place where the other process wrote them
 //! (no copy either way); a process asking for another response type is
 //! refused with both sides named as `Req -> Resp`; an untyped handle still
-//! opens a typed request-response exchange; typed tasks are acked, nacked
-//! and dead-lettered; payloads of the wrong length are errors, never views.
+//! opens a typed request-response exchange; a typed chunked response
+//! arrives in order and in place; typed tasks are acked, nacked and
+//! dead-lettered; payloads of the wrong length are errors, never views.
 
 mod common;
 
 use common::{child_node, env_str, env_u64, report, ChildProc, TestNs};
-use shmex::{FailReason, Limits, OpenError, Pattern, RecvError, TypeInfo};
+use shmex::{FailReason, Limits, OpenError, Pattern, RecvError, TypeInfo, TypedReply};
 use std::path::Path;
 
 /// The request of these tests.
@@ -84,6 +85,29 @@ fn child_entry() {
                 "response_at {}",
                 at.expect("sample inside the segment")
             ));
+        }
+        "stream_server" => {
+            let ex = node
+                .open_typed_rpc_exchange::<Query, Answer>(&name)
+                .expect("open");
+            let server = ex.server().expect("server");
+            report("ready");
+            let request = server.receive_timeout(common::TIMEOUT).expect("receive");
+            let (n, seq) = (request.a, request.seq);
+            let mut stream = request.respond_stream().expect("stream");
+            for i in 0..u64::from(n) {
+                let loan = stream
+                    .loan_uninit()
+                    .expect("loan")
+                    .write(Answer { sum: i, seq });
+                if i == 0 {
+                    let at = mapping_offset(&path, &*loan as *const Answer as usize);
+                    report(format!("first_at {}", at.expect("loan inside the segment")));
+                }
+                stream.send_loan(loan).expect("send");
+            }
+            stream.end().expect("end");
+            report("ended");
         }
         "wrong" => match node.open_typed_rpc_exchange::<Query, Other>(&name) {
             Err(e @ OpenError::TypeMismatch { .. }) => report(format!("refused {e}")),
@@ -211,6 +235,51 @@ fn typed_rpc_is_zero_copy_both_ways_across_processes() {
         "response read in place where it was written"
     );
     drop(server);
+    drop(ex);
+    drop(node);
+    ns.assert_clean();
+}
+
+/// A typed chunked response from a child server: every `Answer` arrives in
+/// order, each read in place (the first where the child wrote it), under a
+/// window smaller than the stream, then the end with the request's tag.
+#[test]
+fn typed_response_stream_across_processes() {
+    let ns = TestNs::new("typed-rpc-stream");
+    let node = ns.node("parent");
+    let ex = node
+        .create_typed_rpc_exchange::<Query, Answer>("adder", Limits::default())
+        .expect("create");
+    let client = ex.client().expect("client");
+    let mut child = ChildProc::spawn(&ns, "stream_server", &[("EXCHANGE", "adder".into())]);
+    child.wait_for("ready");
+    let query = Query { a: 7, b: 0, seq: 4 };
+    client.send_stream(9, &query, 2).expect("send stream");
+    let (mut got, mut first_at) = (Vec::new(), None);
+    let end_tag = loop {
+        match client
+            .receive_reply_timeout(common::TIMEOUT)
+            .expect("receive")
+        {
+            TypedReply::Value(chunk) => {
+                assert!(chunk.untyped().is_stream_chunk());
+                if got.is_empty() {
+                    first_at = mapping_offset(
+                        &ns.exchange_path("adder"),
+                        &*chunk as *const Answer as usize,
+                    );
+                }
+                got.push(*chunk);
+            }
+            TypedReply::StreamEnd { tag } => break tag,
+        }
+    };
+    assert_eq!(end_tag, 9);
+    let want: Vec<Answer> = (0..7).map(|i| Answer { sum: i, seq: 4 }).collect();
+    assert_eq!(got, want);
+    let report = child.finish();
+    assert_eq!(Some(report.num("first_at")), first_at, "read in place");
+    drop(client);
     drop(ex);
     drop(node);
     ns.assert_clean();
