@@ -8,6 +8,9 @@
 //! [`Node::open_typed_rpc_exchange`] refuses an exchange that disagrees on
 //! either with [`OpenError::TypeMismatch`] naming both sides as
 //! `Req -> Resp`; an untyped [`Node::open_exchange`] still opens it.
+//! A chunked response is a stream of `Resp` values
+//! ([`TypedClient::send_stream`], [`TypedRequest::respond_stream`],
+//! [`TypedClient::receive_reply`]).
 //!
 //! ```
 //! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
