@@ -118,8 +118,9 @@ pub unsafe extern "C" fn shmex_exchange_create_typed(
 }
 
 /// As `shmex_exchange_open`, only if the exchange was created for type
-/// `*payload` (same name, size, alignment and hash): `SHMEX_E_MISMATCH`
-/// otherwise, the message naming both types.
+/// `*payload` (same name, size, alignment and hash) and no response type:
+/// `SHMEX_E_MISMATCH` otherwise, the message naming both types (a typed
+/// request-response exchange opens with `shmex_exchange_open_typed_rpc`).
 #[no_mangle]
 pub unsafe extern "C" fn shmex_exchange_open_typed(
     node: *mut shmex_node,

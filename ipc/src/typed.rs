@@ -252,8 +252,9 @@ impl Node {
     }
 
     /// Opens the live exchange `name`, created for `T` (by Rust or C);
-    /// [`OpenError::TypeMismatch`] when it was created for another type or
-    /// untyped.
+    /// [`OpenError::TypeMismatch`] when it was created for another type,
+    /// untyped, or with a response type as well
+    /// ([`open_typed_rpc_exchange`](Self::open_typed_rpc_exchange)).
     pub fn open_typed_exchange<T: Payload>(
         &self,
         name: &str,
