@@ -907,13 +907,46 @@ int shmex_exchange_create_typed(struct shmex_node *node,
 
 /**
  * As `shmex_exchange_open`, only if the exchange was created for type
- * `*payload` (same name, size, alignment and hash): `SHMEX_E_MISMATCH`
- * otherwise, the message naming both types.
+ * `*payload` (same name, size, alignment and hash) and no response type:
+ * `SHMEX_E_MISMATCH` otherwise, the message naming both types (a typed
+ * request-response exchange opens with `shmex_exchange_open_typed_rpc`).
  */
 int shmex_exchange_open_typed(struct shmex_node *node,
                               const char *name,
                               const struct shmex_payload_type *payload,
                               struct shmex_exchange **exchange);
+
+/**
+ * The response type of a typed request-response exchange, in
+ * `*response`: the name "bytes", size 0, align 1 and hash 0 for other
+ * patterns and untyped exchanges.
+ */
+int shmex_exchange_response_type(struct shmex_exchange *exchange,
+                                 struct shmex_payload_type *response);
+
+/**
+ * As `shmex_exchange_create` with `SHMEX_PATTERN_REQUEST_RESPONSE`, for
+ * requests of type `*request` and responses of type `*response`; each
+ * descriptor is checked as in `shmex_exchange_create_typed`.
+ */
+int shmex_exchange_create_typed_rpc(struct shmex_node *node,
+                                    const char *name,
+                                    const struct shmex_limits *limits,
+                                    const struct shmex_payload_type *request,
+                                    const struct shmex_payload_type *response,
+                                    struct shmex_exchange **exchange);
+
+/**
+ * As `shmex_exchange_open`, only if the exchange was created for requests
+ * of type `*request` and responses of type `*response`:
+ * `SHMEX_E_MISMATCH` otherwise (either type differs), the message naming
+ * both sides as `request -> response`.
+ */
+int shmex_exchange_open_typed_rpc(struct shmex_node *node,
+                                  const char *name,
+                                  const struct shmex_payload_type *request,
+                                  const struct shmex_payload_type *response,
+                                  struct shmex_exchange **exchange);
 
 /**
  * Fills `*info` with the sample's payload, tag, sender and kind.

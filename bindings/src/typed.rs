@@ -2,7 +2,9 @@
 //! was created for, creates an exchange for a type it describes (name, size,
 //! alignment, layout hash), and opens one only if it records that type. A
 //! Rust process whose `shmex::Payload` type has the same descriptor joins it
-//! with `open_typed_exchange`.
+//! with `open_typed_exchange`. A request-response exchange may record a
+//! response type too (`shmex_exchange_create_typed_rpc`), which a Rust
+//! process joins with `open_typed_rpc_exchange::<Req, Resp>`.
 
 use crate::args::{self, Out};
 use crate::error::{ffi, Error, Result};
@@ -111,8 +113,9 @@ pub unsafe extern "C" fn shmex_exchange_create_typed(
 }
 
 /// As `shmex_exchange_open`, only if the exchange was created for type
-/// `*payload` (same name, size, alignment and hash): `SHMEX_E_MISMATCH`
-/// otherwise, the message naming both types.
+/// `*payload` (same name, size, alignment and hash) and no response type:
+/// `SHMEX_E_MISMATCH` otherwise, the message naming both types (a typed
+/// request-response exchange opens with `shmex_exchange_open_typed_rpc`).
 #[no_mangle]
 pub unsafe extern "C" fn shmex_exchange_open_typed(
     node: *mut shmex_node,
@@ -127,5 +130,72 @@ pub unsafe extern "C" fn shmex_exchange_open_typed(
         let payload = unsafe { type_arg(payload) }?;
         let n = handles::node(handles::of(node))?;
         new_exchange(out, n.open_exchange_of(name, &payload)?)
+    })
+}
+
+/// The response type of a typed request-response exchange, in
+/// `*response`: the name "bytes", size 0, align 1 and hash 0 for other
+/// patterns and untyped exchanges.
+#[no_mangle]
+pub unsafe extern "C" fn shmex_exchange_response_type(
+    exchange: *mut shmex_exchange,
+    response: *mut shmex_payload_type,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: NULL or writable, by the header's contract.
+        let out = unsafe { Out::new(response, "response") }?;
+        let x = handles::exchange(handles::of(exchange))?;
+        out.set((&x.response_type()).into());
+        Ok(())
+    })
+}
+
+/// As `shmex_exchange_create` with `SHMEX_PATTERN_REQUEST_RESPONSE`, for
+/// requests of type `*request` and responses of type `*response`; each
+/// descriptor is checked as in `shmex_exchange_create_typed`.
+#[no_mangle]
+pub unsafe extern "C" fn shmex_exchange_create_typed_rpc(
+    node: *mut shmex_node,
+    name: *const c_char,
+    limits: *const shmex_limits,
+    request: *const shmex_payload_type,
+    response: *const shmex_payload_type,
+    exchange: *mut *mut shmex_exchange,
+) -> c_int {
+    ffi(|| {
+        // SAFETY (all blocks): NULL or valid, by the header's contract.
+        let out = unsafe { Out::new(exchange, "exchange") }?;
+        let name = unsafe { args::string(name, "name") }?;
+        let limits = unsafe { limits_arg(limits) }?;
+        let request = unsafe { type_arg(request) }?;
+        let response = unsafe { type_arg(response) }?;
+        let n = handles::node(handles::of(node))?;
+        new_exchange(
+            out,
+            n.create_rpc_exchange_of(name, limits, &request, &response)?,
+        )
+    })
+}
+
+/// As `shmex_exchange_open`, only if the exchange was created for requests
+/// of type `*request` and responses of type `*response`:
+/// `SHMEX_E_MISMATCH` otherwise (either type differs), the message naming
+/// both sides as `request -> response`.
+#[no_mangle]
+pub unsafe extern "C" fn shmex_exchange_open_typed_rpc(
+    node: *mut shmex_node,
+    name: *const c_char,
+    request: *const shmex_payload_type,
+    response: *const shmex_payload_type,
+    exchange: *mut *mut shmex_exchange,
+) -> c_int {
+    ffi(|| {
+        // SAFETY (all blocks): NULL or valid, by the header's contract.
+        let out = unsafe { Out::new(exchange, "exchange") }?;
+        let name = unsafe { args::string(name, "name") }?;
+        let request = unsafe { type_arg(request) }?;
+        let response = unsafe { type_arg(response) }?;
+        let n = handles::node(handles::of(node))?;
+        new_exchange(out, n.open_rpc_exchange_of(name, &request, &response)?)
     })
 }

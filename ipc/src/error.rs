@@ -222,15 +222,30 @@ pub enum OpenError {
         theirs: String,
     },
     /// The exchange was created for another payload type than the one asked
-    /// for ([`Node::open_typed_exchange`](crate::Node::open_typed_exchange)).
-    #[error("exchange {exchange:?} carries {found}, asked for {expected}")]
+    /// for ([`Node::open_typed_exchange`](crate::Node::open_typed_exchange)),
+    /// or, for a typed request-response exchange
+    /// ([`Node::open_typed_rpc_exchange`](crate::Node::open_typed_rpc_exchange)),
+    /// another request or response type: the message then names both sides'
+    /// types as `Req -> Resp`.
+    #[error(
+        "exchange {exchange:?} carries {}, asked for {}",
+        crate::typed::describe(.found, .found_response, .expected_response),
+        crate::typed::describe(.expected, .expected_response, .found_response)
+    )]
     TypeMismatch {
         /// The exchange name.
         exchange: String,
-        /// The type asked for.
+        /// The type asked for (the request type of a request-response
+        /// exchange).
         expected: Box<crate::TypeInfo>,
         /// The type it was created for.
         found: Box<crate::TypeInfo>,
+        /// The response type asked for ([`TypeInfo::bytes`](crate::TypeInfo::bytes)
+        /// when only one type was given).
+        expected_response: Box<crate::TypeInfo>,
+        /// The response type it was created for
+        /// ([`Exchange::response_type`](crate::Exchange::response_type)).
+        found_response: Box<crate::TypeInfo>,
     },
     /// The exchange's table of opening nodes is full.
     #[error("exchange {name:?} is open by too many handles ({max})")]

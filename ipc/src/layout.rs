@@ -10,7 +10,7 @@ use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Version of the segment layout; bumped on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// First 8 bytes of every shmex segment.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMEX\0\0\x01");
 /// Segment kind: the namespace registry.
@@ -131,6 +131,9 @@ pub(crate) struct ExchangeHeader {
     pub misaddressed: AtomicU64,
     /// The payload type descriptor (`typed::TypeInfo`), written at creation.
     pub payload: PayloadType,
+    /// The response type descriptor of a typed request-response exchange;
+    /// `bytes` for other patterns and untyped exchanges.
+    pub response: PayloadType,
     pub users: [UserSlot; MAX_USERS as usize],
     /// [`EX_PAUSED`] and [`EX_DOWN`], on a line of its own: every data-path
     /// operation reads it, only reclaim writes it.

@@ -10,6 +10,12 @@
 //! [`Node::create_typed_exchange`] records the type in the exchange, a
 //! [`TypedExchange`]'s ports send and receive `T` in place, and a process
 //! asking for another type is refused ([`OpenError::TypeMismatch`]).
+//! Request-response exchanges record a request and a response type
+//! ([`Node::create_typed_rpc_exchange`]: [`TypedClient`] sends `Req` and
+//! receives `Resp`, [`TypedServer`] the other way round, also as chunked
+//! responses; [`typed_rpc`]);
+//! task exchanges of `T` have [`TypedSubmitter`] and [`TypedWorker`]
+//! ([`typed_tasks`]).
 //!
 //! With the feature `serde` (off by default), values of any `serde` type
 //! (strings, vectors, enums) travel too: `send_serialized` on each sending
@@ -171,9 +177,9 @@
 //!
 //! | Handle | `Send` | `Sync` |
 //! |---|---|---|
-//! | [`Node`], [`NodeBuilder`], [`Exchange`], [`TypedExchange`] | yes | yes |
+//! | [`Node`], [`NodeBuilder`], [`Exchange`], [`TypedExchange`], [`TypedRpcExchange`] | yes | yes |
 //! | Ports: [`Publisher`], [`Subscriber`], [`Client`], [`Server`], [`Producer`], [`Consumer`], [`Submitter`], [`Worker`], their `Typed*` forms, and [`Watch`] | yes | no |
-//! | Borrowing a port: [`Sample`], [`Loan`], [`Delivery`], [`Request`], [`ResponseStream`], [`DeadLetter`], [`TypedSample`], [`TypedLoan`], [`WaitSet`] | no | no |
+//! | Borrowing a port: [`Sample`], [`Loan`], [`Delivery`], [`Request`], [`ResponseStream`], [`DeadLetter`], [`TypedSample`], [`TypedLoan`], [`TypedRequest`], [`TypedReply`], [`TypedResponseStream`], [`TypedDelivery`], [`WaitSet`] | no | no |
 //! | [`OwnedSample`], [`OwnedLoan`], [`OwnedDelivery`] | yes | yes |
 //! | [`Error`] and the per-operation errors | yes | yes |
 //!
@@ -225,6 +231,8 @@ mod sys;
 mod tasks;
 pub mod topic;
 pub mod typed;
+pub mod typed_rpc;
+pub mod typed_tasks;
 mod waitset;
 mod watch;
 
@@ -262,6 +270,10 @@ pub use typed::{
     layout_hash_of, Payload, TypeInfo, TypedConsumer, TypedExchange, TypedLoan, TypedProducer,
     TypedPublisher, TypedSample, TypedSubscriber,
 };
+pub use typed_rpc::{
+    TypedClient, TypedReply, TypedRequest, TypedResponseStream, TypedRpcExchange, TypedServer,
+};
+pub use typed_tasks::{TypedDelivery, TypedSubmitter, TypedWorker};
 pub use waitset::{WaitNode, WaitSet, Waitable};
 pub use watch::{ExchangeEvent, Watch};
 

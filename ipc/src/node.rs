@@ -267,6 +267,7 @@ impl Node {
             pattern,
             limits,
             &crate::TypeInfo::bytes(),
+            &crate::TypeInfo::bytes(),
         )
     }
 

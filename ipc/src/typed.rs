@@ -266,8 +266,9 @@ impl Node {
     }
 
     /// Opens the live exchange `name`, created for `T` (by Rust or C);
-    /// [`OpenError::TypeMismatch`] when it was created for another type or
-    /// untyped.
+    /// [`OpenError::TypeMismatch`] when it was created for another type,
+    /// untyped, or with a response type as well
+    /// ([`open_typed_rpc_exchange`](Self::open_typed_rpc_exchange)).
     pub fn open_typed_exchange<T: Payload>(
         &self,
         name: &str,
@@ -314,16 +315,53 @@ impl Node {
         limits: Limits,
         payload: &TypeInfo,
     ) -> Result<Exchange, OpenError> {
-        Exchange::create(&self.inner, name, pattern, limits, payload)
+        Exchange::create(
+            &self.inner,
+            name,
+            pattern,
+            limits,
+            payload,
+            &TypeInfo::bytes(),
+        )
     }
 
     /// [`open_typed_exchange`](Self::open_typed_exchange) with the descriptor
     /// given as a value: [`OpenError::TypeMismatch`] unless the exchange
-    /// records exactly `payload`.
+    /// records exactly `payload` (and no response type: a typed
+    /// request-response exchange opens with
+    /// [`open_rpc_exchange_of`](Self::open_rpc_exchange_of)).
     pub fn open_exchange_of(&self, name: &str, payload: &TypeInfo) -> Result<Exchange, OpenError> {
-        let ex = self.open_exchange(name)?;
-        ex.check_payload(payload)?;
-        Ok(ex)
+        check_types(self.open_exchange(name)?, payload, &TypeInfo::bytes())
+    }
+}
+
+/// `ex` if it records exactly `payload` and `response`, else
+/// [`OpenError::TypeMismatch`] naming both sides.
+pub(crate) fn check_types(
+    ex: Exchange,
+    payload: &TypeInfo,
+    response: &TypeInfo,
+) -> Result<Exchange, OpenError> {
+    let (found, found_response) = (ex.payload_type(), ex.response_type());
+    if found != *payload || found_response != *response {
+        return Err(OpenError::TypeMismatch {
+            exchange: ex.name().to_string(),
+            expected: Box::new(payload.clone()),
+            found: Box::new(found),
+            expected_response: Box::new(response.clone()),
+            found_response: Box::new(found_response),
+        });
+    }
+    Ok(ex)
+}
+
+/// `payload`, or `payload -> response` when either side of a type mismatch
+/// has a response type (`other`: the other side's).
+pub(crate) fn describe(payload: &TypeInfo, response: &TypeInfo, other: &TypeInfo) -> String {
+    if response.is_bytes() && other.is_bytes() {
+        payload.to_string()
+    } else {
+        format!("{payload} -> {response}")
     }
 }
 
@@ -406,7 +444,7 @@ pub struct TypedLoan<'a, V: ?Sized> {
 }
 
 impl<'a, T: Payload> TypedLoan<'a, MaybeUninit<T>> {
-    fn new(mut loan: Loan<'a>) -> Result<Self, SendError> {
+    pub(crate) fn new(mut loan: Loan<'a>) -> Result<Self, SendError> {
         let ptr = bytemuck::try_from_bytes_mut::<T>(&mut loan)
             .map_err(|_| SendError::Corrupt(shmex_core::Corrupt("loaned payload misplaced")))?
             as *mut T;
@@ -506,10 +544,15 @@ fn wrong_size() -> RecvError {
     ))
 }
 
+/// `bytes` viewed as one `T`: exactly `size_of::<T>()` long and aligned,
+/// else [`RecvError::Corrupt`].
+pub(crate) fn view<T: Payload>(bytes: &[u8]) -> Result<*const T, RecvError> {
+    Ok(bytemuck::try_from_bytes::<T>(bytes).map_err(|_| wrong_size())? as *const T)
+}
+
 impl<'a, T: Payload> TypedSample<'a, T> {
-    fn new(sample: Sample<'a>) -> Result<Self, RecvError> {
-        let ptr =
-            bytemuck::try_from_bytes::<T>(sample.payload()).map_err(|_| wrong_size())? as *const T;
+    pub(crate) fn new(sample: Sample<'a>) -> Result<Self, RecvError> {
+        let ptr = view::<T>(sample.payload())?;
         Ok(TypedSample { sample, ptr })
     }
 }
@@ -547,7 +590,7 @@ impl<V: ?Sized + std::fmt::Debug> std::fmt::Debug for TypedSample<'_, V> {
 }
 
 /// Views a received sample with `view`.
-fn typed<'a, V: ?Sized>(
+pub(crate) fn typed<'a, V: ?Sized>(
     r: Result<Option<Sample<'a>>, RecvError>,
     view: fn(Sample<'a>) -> Result<TypedSample<'a, V>, RecvError>,
 ) -> Result<Option<TypedSample<'a, V>>, RecvError> {

@@ -12,6 +12,10 @@ use shmex::{
     Server, Submitter, Subscriber, TypedConsumer, TypedExchange, TypedLoan, TypedProducer,
     TypedPublisher, TypedSample, TypedSubscriber, WaitSet, Watch, Worker,
 };
+use shmex::{
+    TypedClient, TypedDelivery, TypedReply, TypedRequest, TypedResponseStream, TypedRpcExchange,
+    TypedServer, TypedSubmitter, TypedWorker,
+};
 
 fn send<T: Send>() {}
 fn sync<T: Sync>() {}
@@ -61,6 +65,7 @@ send_sync!(
     NodeBuilder,
     Exchange,
     TypedExchange<u64>,
+    TypedRpcExchange<u64, u32>,
     OwnedSample,
     OwnedLoan,
     OwnedDelivery,
@@ -80,6 +85,10 @@ send_only!(
     TypedSubscriber<u64>,
     TypedProducer<u64>,
     TypedConsumer<u64>,
+    TypedClient<u64, u32>,
+    TypedServer<u64, u32>,
+    TypedSubmitter<u64>,
+    TypedWorker<u64>,
     Watch,
 );
 
@@ -93,6 +102,10 @@ neither!(
     TypedSample<'static, u64>,
     TypedSample<'static, [u64]>,
     TypedLoan<'static, u64>,
+    TypedRequest<'static, u64, u32>,
+    TypedReply<'static, u32>,
+    TypedResponseStream<'static, u32>,
+    TypedDelivery<'static, u64>,
     WaitSet<'static>,
 );
 

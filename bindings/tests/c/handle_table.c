@@ -131,6 +131,13 @@ struct row {
                                   OUT(0, shmex_exchange **)))                                 \
     X(shmex_exchange_open_typed, NODE, 0, KINDS,                                              \
       shmex_exchange_open_typed(h, "rpc", &tbl_type, OUT(0, shmex_exchange **)))             \
+    X(shmex_exchange_response_type, EXCHANGE, 0, KINDS,                                       \
+      shmex_exchange_response_type(h, OUT(0, shmex_payload_type *)))                          \
+    X(shmex_exchange_create_typed_rpc, NODE, 0, KINDS,                                        \
+      shmex_exchange_create_typed_rpc(h, "tbl", NULL, &tbl_type, &tbl_type,                   \
+                                      OUT(0, shmex_exchange **)))                             \
+    X(shmex_exchange_open_typed_rpc, NODE, 0, KINDS,                                          \
+      shmex_exchange_open_typed_rpc(h, "rpc", &tbl_type, &tbl_type, OUT(0, shmex_exchange **))) \
     X(shmex_sample_get_info, SAMPLE, 0, KINDS, shmex_sample_get_info(h, OUT(0, shmex_sample_info *))) \
     X(shmex_sample_key, SAMPLE, 0, KINDS, shmex_sample_key(h, OUT(0, const char **)))        \
     X(shmex_sample_release, SAMPLE, 0, KINDS, shmex_sample_release(h))                       \

@@ -28,6 +28,8 @@ pub struct ExchangeInfo {
     pub size: u64,
     /// The payload type it was created for.
     pub payload: TypeInfo,
+    /// The response type ([`Exchange::response_type`](crate::Exchange::response_type)).
+    pub response: TypeInfo,
 }
 
 /// Reads the exchanges of a namespace without joining it or writing to them
@@ -122,6 +124,7 @@ pub(super) fn inspect(
         queue_depth: raw.queue_depth,
         size: seg.len() as u64,
         payload: TypeInfo::load(&h.payload),
+        response: TypeInfo::load(&h.response),
     }))
 }
 

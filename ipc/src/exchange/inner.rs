@@ -123,7 +123,7 @@ impl ExchangeInner {
         name: &str,
         pattern: Pattern,
         limits: &Limits,
-        payload: &TypeInfo,
+        [payload, response]: [&TypeInfo; 2],
     ) -> Result<(), SegmentError> {
         let corrupt = || SegmentError::Corrupt {
             path: self.seg.path.clone(),
@@ -147,6 +147,7 @@ impl ExchangeInner {
             .store(u32::from(limits.persistent), Ordering::Relaxed);
         h.incarnation.store(new_incarnation(), Ordering::Relaxed);
         payload.store(&h.payload);
+        response.store(&h.response);
         for i in 0..self.limits.max_ports {
             self.ring(i).ok_or_else(corrupt)?.init();
             self.return_ring(i).ok_or_else(corrupt)?.init();

@@ -528,12 +528,14 @@ impl Exchange {
         pattern: Pattern,
         limits: Limits,
         payload: &TypeInfo,
+        response: &TypeInfo,
     ) -> Result<Exchange, OpenError> {
         check_exchange_name(name)?;
         let size = limits.segment_size(pattern)?;
         payload.check(limits.chunk_size)?;
+        response.check(limits.chunk_size)?;
         let _guard = node.control()?;
-        Self::create_locked(node, name, pattern, limits, size, payload)
+        Self::create_locked(node, name, pattern, limits, size, [payload, response])
     }
 
     pub(crate) fn open(node: &Arc<NodeInner>, name: &str) -> Result<Exchange, OpenError> {
@@ -568,21 +570,14 @@ impl Exchange {
                 ex.check_matches(pattern, &limits)?;
                 Ok(ex)
             }
-            None => Self::create_locked(node, name, pattern, limits, size, create_as),
+            None => Self::create_locked(node, name, pattern, limits, size, [create_as, &bytes]),
         }
     }
 
-    /// [`OpenError::TypeMismatch`] unless it records exactly `expected`.
+    /// [`OpenError::TypeMismatch`] unless it records exactly `expected`
+    /// and no response type.
     pub(crate) fn check_payload(&self, expected: &TypeInfo) -> Result<(), OpenError> {
-        let found = self.payload_type();
-        if found != *expected {
-            return Err(OpenError::TypeMismatch {
-                exchange: self.inner.name.to_string(),
-                expected: Box::new(expected.clone()),
-                found: Box::new(found),
-            });
-        }
-        Ok(())
+        crate::typed::check_types(self.clone(), expected, &TypeInfo::bytes()).map(drop)
     }
 
     fn check_matches(&self, pattern: Pattern, limits: &Limits) -> Result<(), OpenError> {
@@ -633,7 +628,7 @@ impl Exchange {
         pattern: Pattern,
         limits: Limits,
         size: usize,
-        payload: &TypeInfo,
+        types: [&TypeInfo; 2],
     ) -> Result<Exchange, OpenError> {
         if limits.mode == 0o660 && node.namespace.share_group.is_none() {
             return Err(OpenError::InvalidLimits {
@@ -677,7 +672,7 @@ impl Exchange {
                 return Err(e.into());
             }
         };
-        if let Err(e) = inner.initialise(name, pattern, &limits, payload) {
+        if let Err(e) = inner.initialise(name, pattern, &limits, types) {
             let _ = std::fs::remove_file(&path);
             return Err(e.into());
         }
@@ -801,5 +796,14 @@ impl Exchange {
         self.inner
             .header()
             .map_or_else(TypeInfo::bytes, |h| TypeInfo::load(&h.payload))
+    }
+
+    /// The response type of a typed request-response exchange
+    /// ([`Node::create_typed_rpc_exchange`](crate::Node::create_typed_rpc_exchange));
+    /// [`TypeInfo::bytes`] for other patterns and untyped exchanges.
+    pub fn response_type(&self) -> TypeInfo {
+        self.inner
+            .header()
+            .map_or_else(TypeInfo::bytes, |h| TypeInfo::load(&h.response))
     }
 }
