@@ -49,7 +49,7 @@
 //! let ex = node.create_exchange("time", Pattern::RequestResponse, Limits::default())?;
 //! let server = ex.server()?;
 //! let client = ex.client()?;
-//! client.request(7, b"what time is it?")?;
+//! client.send(7, b"what time is it?")?;
 //! let request = server.receive()?;
 //! assert_eq!(&request[..], b"what time is it?");
 //! request.respond(b"noon")?;
@@ -73,7 +73,7 @@
 //! client.request_stream(1, b"get", 4)?;
 //! let mut stream = server.receive()?.respond_stream()?;
 //! for part in [&b"first "[..], b"second"] {
-//!     stream.send_copy(part)?;
+//!     stream.send(part)?;
 //! }
 //! stream.end()?;
 //! let mut whole = Vec::new();
@@ -100,7 +100,7 @@
 //! let ex = node.create_exchange("shop", Pattern::RequestResponse, Limits::default())?;
 //! let server = ex.server()?;
 //! let client = ex.client()?;
-//! client.request(3, b"buy tea")?;
+//! client.send(3, b"buy tea")?;
 //! server.receive()?.ask(b"how many?")?;
 //! let question = client.receive()?;
 //! assert!(question.is_question());
@@ -124,7 +124,7 @@
 //! let ex = node.create_exchange("greetings", Pattern::PublishSubscribe, Limits::default())?;
 //! let sub = ex.subscriber("hello.#", 1)?;
 //! let publisher = ex.publisher()?;
-//! publisher.publish("hello.world", b"hi")?;
+//! publisher.send("hello.world", b"hi")?;
 //! let sample = sub.receive()?;
 //! assert_eq!(&sample[..], b"hi");
 //! assert_eq!(sample.key(), Some("hello.world"));
@@ -158,13 +158,13 @@
 //! again, up to `max_deliveries` times, then dead-lettered.
 //!
 //! ```
-//! use shmex::{Limits, Node, Pattern};
+//! use shmex::{Limits, Node, Pattern, Submit};
 //! let node = Node::builder("example").namespace(format!("doc-tasks-{}", std::process::id())).create()?;
 //! let ex = node.create_exchange("jobs", Pattern::Tasks, Limits::default())?;
 //! let submitter = ex.submitter()?;
 //! let worker = ex.worker(1)?;
-//! submitter.submit(0, 10, b"resize a.png")?;
-//! let task = worker.take()?;
+//! submitter.send(Submit::new().tag(10), b"resize a.png")?;
+//! let task = worker.receive()?;
 //! assert_eq!((task.tag(), task.payload()), (10, &b"resize a.png"[..]));
 //! task.ack()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -211,6 +211,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod deprecated;
 mod error;
 mod exchange;
 mod fanin;
@@ -227,6 +228,7 @@ mod sample;
 mod segment;
 #[cfg(feature = "serde")]
 pub mod serialized;
+mod submit;
 mod sys;
 mod tasks;
 pub mod topic;
@@ -262,6 +264,7 @@ pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER
 pub use sample::{Loan, Sample, SenderId};
 #[cfg(feature = "serde")]
 pub use serialized::SerialError;
+pub use submit::Submit;
 pub use tasks::{
     DeadLetter, Delivery, OwnedDelivery, Submitter, TaskId, TaskStats, Worker, WorkerStats,
     PASS_OVER, PRIORITIES,

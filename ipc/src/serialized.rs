@@ -159,7 +159,7 @@ impl OwnedLoan {
 
 impl Publisher {
     /// Serializes `value` into a loaned chunk and publishes it under routing
-    /// `key`, as [`publish_loan`](Self::publish_loan) does. A copy into the
+    /// `key`, as [`send_loan`](Self::send_loan) does. A copy into the
     /// chunk (see [`Loan::write_serialized`]).
     pub fn send_serialized<T: Serialize + ?Sized>(
         &self,
@@ -168,7 +168,7 @@ impl Publisher {
     ) -> Result<Published, SerialError> {
         let mut loan = self.loan(0)?;
         loan.write_serialized(value)?;
-        Ok(self.publish_loan(key, loan)?)
+        Ok(self.send_loan(key, loan)?)
     }
 }
 
@@ -189,7 +189,7 @@ impl Producer {
 
 impl Client {
     /// Serializes `value` into a loaned chunk and sends it as request
-    /// `tag`, as [`send_request`](Self::send_request) does. A copy into the
+    /// `tag`, as [`send_loan`](Self::send_loan) does. A copy into the
     /// chunk (see [`Loan::write_serialized`]).
     pub fn send_serialized<T: Serialize + ?Sized>(
         &self,
@@ -198,23 +198,22 @@ impl Client {
     ) -> Result<(), SerialError> {
         let mut loan = self.loan(0)?;
         loan.write_serialized(value)?;
-        Ok(self.send_request(tag, loan)?)
+        Ok(self.send_loan(tag, loan)?)
     }
 }
 
 impl Submitter {
-    /// Serializes `value` into a loaned chunk and submits it at `priority`
-    /// with `tag`, as [`submit_loan`](Self::submit_loan) does. A copy into
+    /// Serializes `value` into a loaned chunk and submits it with `task`'s
+    /// priority and tag, as [`send_loan`](Self::send_loan) does. A copy into
     /// the chunk (see [`Loan::write_serialized`]).
     pub fn send_serialized<T: Serialize + ?Sized>(
         &self,
-        priority: u8,
-        tag: u64,
+        task: crate::Submit,
         value: &T,
     ) -> Result<(), SerialError> {
         let mut loan = self.loan(0)?;
         loan.write_serialized(value)?;
-        Ok(self.submit_loan(priority, tag, loan)?)
+        Ok(self.send_loan(task, loan)?)
     }
 }
 

@@ -182,9 +182,9 @@ impl<Req: Payload, Resp: Payload> TypedClient<Req, Resp> {
         TypedLoan::new(self.inner.loan(size_of::<Req>())?)
     }
 
-    /// Sends a loan as request `tag` ([`Client::send_request`]): zero-copy.
+    /// Sends a loan as request `tag` ([`Client::send_loan`]): zero-copy.
     pub fn send_loan(&self, tag: u64, loan: TypedLoan<'_, Req>) -> Result<(), SendError> {
-        self.inner.send_request(tag, loan.into_untyped())
+        self.inner.send_loan(tag, loan.into_untyped())
     }
 
     /// Sends `value` as request `tag`, written straight into a chunk.
@@ -406,9 +406,9 @@ impl<'a, Resp: Payload> TypedResponseStream<'a, Resp> {
     }
 
     /// Sends a loan as the next chunk, waiting while the window is full
-    /// ([`ResponseStream::send`]): zero-copy.
+    /// ([`ResponseStream::send_loan`]): zero-copy.
     pub fn send_loan(&mut self, loan: TypedLoan<'_, Resp>) -> Result<(), StreamError> {
-        self.inner.send(loan.into_untyped())
+        self.inner.send_loan(loan.into_untyped())
     }
 
     /// Sends `value` as the next chunk, written straight into a chunk.

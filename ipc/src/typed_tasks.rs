@@ -9,7 +9,7 @@
 //!     .create()?;
 //! let ex = node.create_typed_exchange::<[u32; 4]>("jobs", shmex::Pattern::Tasks, Default::default())?;
 //! let (submitter, worker) = (ex.submitter()?, ex.worker(1)?);
-//! submitter.send(0, 10, &[1, 2, 3, 4])?;
+//! submitter.send(shmex::Submit::new().tag(10), &[1, 2, 3, 4])?;
 //! let task = worker.receive()?;
 //! assert_eq!((task.untyped().tag(), task.iter().sum::<u32>()), (10, 10));
 //! task.ack()?;
@@ -18,7 +18,7 @@
 
 use crate::error::{RecvError, SendError, TaskError};
 use crate::typed::{view, Payload, TypedExchange, TypedLoan};
-use crate::{Delivery, PortError, Submitter, Worker};
+use crate::{Delivery, PortError, Submit, Submitter, Worker};
 use std::marker::PhantomData;
 use std::mem::{size_of, MaybeUninit};
 use std::time::Duration;
@@ -63,21 +63,16 @@ impl<T: Payload> TypedSubmitter<T> {
         TypedLoan::new(self.inner.loan(size_of::<T>())?)
     }
 
-    /// Submits a loan at `priority` with `tag` ([`Submitter::submit_loan`]):
-    /// zero-copy.
-    pub fn send_loan(
-        &self,
-        priority: u8,
-        tag: u64,
-        loan: TypedLoan<'_, T>,
-    ) -> Result<(), SendError> {
-        self.inner.submit_loan(priority, tag, loan.into_untyped())
+    /// Submits a loan with `task`'s priority and tag
+    /// ([`Submitter::send_loan`]): zero-copy.
+    pub fn send_loan(&self, task: Submit, loan: TypedLoan<'_, T>) -> Result<(), SendError> {
+        self.inner.send_loan(task, loan.into_untyped())
     }
 
-    /// Submits `value` at `priority` with `tag`, written straight into a
-    /// chunk.
-    pub fn send(&self, priority: u8, tag: u64, value: &T) -> Result<(), SendError> {
-        self.send_loan(priority, tag, self.loan_uninit()?.write(*value))
+    /// Submits `value` with `task`'s priority and tag, written straight into
+    /// a chunk.
+    pub fn send(&self, task: Submit, value: &T) -> Result<(), SendError> {
+        self.send_loan(task, self.loan_uninit()?.write(*value))
     }
 
     /// The byte submitter underneath.
@@ -103,22 +98,25 @@ impl<T: Payload> std::fmt::Debug for TypedWorker<T> {
 }
 
 impl<T: Payload> TypedWorker<T> {
-    /// Takes the next task if one is ready ([`Worker::try_take`]). A task of
+    /// Takes the next task if one is ready ([`Worker::try_receive`]). A task of
     /// the wrong length (submitted by an untyped port) is nacked without
     /// requeue (to the dead-letter queue) and reported as
     /// [`RecvError::Corrupt`].
     pub fn try_receive(&self) -> Result<Option<TypedDelivery<'_, T>>, RecvError> {
-        self.inner.try_take()?.map(TypedDelivery::new).transpose()
+        self.inner
+            .try_receive()?
+            .map(TypedDelivery::new)
+            .transpose()
     }
 
-    /// Waits for the next task ([`Worker::take`]).
+    /// Waits for the next task ([`Worker::receive`]).
     pub fn receive(&self) -> Result<TypedDelivery<'_, T>, RecvError> {
-        TypedDelivery::new(self.inner.take()?)
+        TypedDelivery::new(self.inner.receive()?)
     }
 
     /// Waits at most `timeout` for the next task.
     pub fn receive_timeout(&self, timeout: Duration) -> Result<TypedDelivery<'_, T>, RecvError> {
-        TypedDelivery::new(self.inner.take_timeout(timeout)?)
+        TypedDelivery::new(self.inner.receive_timeout(timeout)?)
     }
 
     /// The byte worker underneath (prefetch, dead letters, ack by id).

@@ -7,7 +7,7 @@ use super::*;
 /// ```no_run
 /// # fn f(ex: &shmex::Exchange) -> Result<(), Box<dyn std::error::Error>> {
 /// let client = ex.client()?;
-/// client.request(7, b"ping")?;
+/// client.send(7, b"ping")?;
 /// let answer = client.receive()?;
 /// assert_eq!(answer.tag(), 7);
 /// # Ok(()) }
@@ -50,17 +50,17 @@ impl Client {
     }
 
     /// Sends a copy of `payload` as request `tag`.
-    pub fn request(&self, tag: u64, payload: &[u8]) -> Result<(), SendError> {
+    pub fn send(&self, tag: u64, payload: &[u8]) -> Result<(), SendError> {
         self.check_room()?;
         let loan = self.core.loan_copy(payload)?;
-        self.send_request(tag, loan)
+        self.send_loan(tag, loan)
     }
 
     /// Sends a loaned chunk as request `tag` (zero-copy). Errors:
     /// [`SendError::NoServer`], [`SendError::QueueFull`] (every server's inbox
     /// is full, or this client has `queue_depth` requests outstanding). On
     /// error the chunk returns to the pool.
-    pub fn send_request(&self, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
+    pub fn send_loan(&self, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
         self.send_with_window(tag, loan, 0)
     }
 

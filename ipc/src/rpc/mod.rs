@@ -125,7 +125,7 @@ mod tests {
         let server = ex.server().expect("server");
         let c1 = ex.client().expect("first client");
         let slot = c1.core.index;
-        c1.request(7, b"c1").expect("request");
+        c1.send(7, b"c1").expect("request");
         let req = server.try_receive().expect("receive").expect("a request");
         let reply = req.reply;
         let op = server.core.enter().expect("enter");
@@ -134,7 +134,7 @@ mod tests {
         drop(c1);
         let c2 = ex.client().expect("second client");
         assert_eq!(c2.core.index, slot, "the slot is re-used");
-        c2.request(7, b"c2").expect("request");
+        c2.send(7, b"c2").expect("request");
         let (chunk, len, owner) = loan.into_raw();
         let d = Descriptor {
             chunk,
@@ -246,7 +246,7 @@ mod tests {
         c1.request_stream(5, b"list", 2).expect("request");
         let req = server.try_receive().expect("receive").expect("a request");
         let mut stream = req.respond_stream().expect("stream");
-        stream.send_copy(b"one").expect("first part");
+        stream.send(b"one").expect("first part");
         // Between the window check and the push of the next part:
         drop(c1);
         let c2 = ex.client().expect("second client");

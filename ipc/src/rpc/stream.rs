@@ -5,7 +5,7 @@ use super::*;
 /// A chunked response being sent: chunks loaned from the exchange, written
 /// in place and pushed straight into the requesting client's inbox. At most
 /// the stream's window of chunks are sent and not yet released by the
-/// client: [`send`](Self::send) waits for the client (or is told, with
+/// client: [`send_loan`](Self::send_loan) waits for the client (or is told, with
 /// [`is_ready`](Self::is_ready) and a [`WaitSet`](crate::WaitSet), so a
 /// server can serve others meanwhile). [`end`](Self::end) finishes it;
 /// dropping it unfinished, or [`abort`](Self::abort), tells the client
@@ -88,7 +88,8 @@ impl<'a> ResponseStream<'a> {
         (self.sent.saturating_sub(released) >= self.window).then_some(Blocked::Window)
     }
 
-    /// True when [`send`](Self::send) would not wait: the window has room
+    /// True when [`send`](Self::send) or [`send_loan`](Self::send_loan)
+    /// would not wait: the window has room
     /// (or the stream is over: cancelled, client gone).
     pub fn is_ready(&self) -> bool {
         !matches!(self.blocked(), Some(Blocked::Window))
@@ -100,14 +101,14 @@ impl<'a> ResponseStream<'a> {
     /// [`StreamError::ClientGone`](crate::StreamError::ClientGone) once its
     /// port closed or its process died (checked every
     /// [`SERVER_CHECK_INTERVAL`] while waiting).
-    pub fn send(&mut self, loan: Loan<'_>) -> Result<(), crate::StreamError> {
+    pub fn send_loan(&mut self, loan: Loan<'_>) -> Result<(), crate::StreamError> {
         self.send_until(loan, None)
     }
 
-    /// [`send`](Self::send) waiting at most `timeout` for the window;
+    /// [`send_loan`](Self::send_loan) waiting at most `timeout` for the window;
     /// [`StreamError::Timeout`](crate::StreamError::Timeout) after (the
     /// stream stays usable).
-    pub fn send_timeout(
+    pub fn send_loan_timeout(
         &mut self,
         loan: Loan<'_>,
         timeout: Duration,
@@ -116,9 +117,9 @@ impl<'a> ResponseStream<'a> {
     }
 
     /// Sends a copy of `bytes` as the next part.
-    pub fn send_copy(&mut self, bytes: &[u8]) -> Result<(), crate::StreamError> {
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), crate::StreamError> {
         let loan = self.server.core.loan_copy(bytes)?;
-        self.send(loan)
+        self.send_loan(loan)
     }
 
     pub(super) fn send_until(

@@ -13,7 +13,7 @@ use super::*;
 /// ```compile_fail,E0277
 /// fn needs_send<T: Send>(_: T) {}
 /// fn try_it(worker: &shmex::Worker) {
-///     let delivery = worker.take().unwrap();
+///     let delivery = worker.receive().unwrap();
 ///     needs_send(delivery); // error: `Worker` cannot be shared between threads
 /// }
 /// ```
@@ -102,7 +102,7 @@ impl Delivery<'_> {
 /// any thread.
 ///
 /// **Ack and nack are carried out by the worker**, on its thread, at its next
-/// operation (any call on the worker: a blocked `take` wakes up for them) or
+/// operation (any call on the worker: a blocked `receive` wakes up for them) or
 /// when the worker is dropped (before it requeues what it still holds). So
 /// [`ack`](Self::ack) and [`nack`](Self::nack) return nothing: an ack that
 /// reaches the worker after the task's ack deadline finds it taken back (and

@@ -240,8 +240,10 @@ mod tests {
             .expect("create");
         let submitter = ex.submitter().expect("submitter");
         let worker = ex.worker(1).expect("worker");
-        submitter.submit(0, 1, b"a").expect("submit");
-        let id = worker.try_take().expect("take").expect("a task").id();
+        submitter
+            .send(crate::Submit::new().tag(1), b"a")
+            .expect("submit");
+        let id = worker.try_receive().expect("take").expect("a task").id();
         // The free queue's slot 0 (first of the task slots): the submit popped
         // position 0; make it look as if that consumer stopped before
         // releasing the slot (sequence 1: published, not yet read).
@@ -256,9 +258,11 @@ mod tests {
         // The stopped consumer resumes and releases its slot.
         seq.store(2, Ordering::Relaxed);
         // Both entries serve again: the parked one was pushed back.
-        submitter.submit(0, 2, b"b").expect("second submit");
         submitter
-            .submit(0, 3, b"c")
+            .send(crate::Submit::new().tag(2), b"b")
+            .expect("second submit");
+        submitter
+            .send(crate::Submit::new().tag(3), b"c")
             .expect("third submit: the acked entry is back");
         drop((submitter, worker, ex, node));
         let left = crate::Namespace::new(crate::DEFAULT_ROOT, ns).segment_files();

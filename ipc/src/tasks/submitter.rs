@@ -20,27 +20,26 @@ impl Submitter {
         self.core.loan(len)
     }
 
-    /// Submits a copy of `payload` at `priority` (0 ..
-    /// [`PRIORITIES`], higher first) with `tag`. [`SendError::QueueFull`]
+    /// Submits a copy of `payload` with the priority (0 ..
+    /// [`PRIORITIES`], higher first) and tag set in `task`. [`SendError::QueueFull`]
     /// when the ledger is full.
-    pub fn submit(&self, priority: u8, tag: u64, payload: &[u8]) -> Result<(), SendError> {
+    pub fn send(&self, task: crate::Submit, payload: &[u8]) -> Result<(), SendError> {
         let loan = self.core.loan_copy(payload)?;
-        self.submit_loan(priority, tag, loan)
+        self.send_loan(task, loan)
     }
 
-    /// Like [`submit`](Self::submit), but while the queue is full it waits
+    /// Like [`send`](Self::send), but while the queue is full it waits
     /// (backing off up to 1 ms between attempts) for at most `timeout`.
-    pub fn submit_timeout(
+    pub fn send_timeout(
         &self,
-        priority: u8,
-        tag: u64,
+        task: crate::Submit,
         payload: &[u8],
         timeout: Duration,
     ) -> Result<(), SendError> {
         let deadline = Instant::now().checked_add(timeout);
         let mut pause = Duration::from_micros(10);
         loop {
-            match self.submit(priority, tag, payload) {
+            match self.send(task, payload) {
                 Err(SendError::QueueFull) => {}
                 other => return other,
             }
@@ -55,15 +54,16 @@ impl Submitter {
         }
     }
 
-    /// Submits a loaned chunk (zero-copy). On error the chunk returns to the
-    /// pool.
+    /// Submits a loaned chunk (zero-copy) with the priority and tag set in
+    /// `task`. On error the chunk returns to the pool.
     ///
     /// [`SendError::Corrupt`] also when the ready queue stays stalled behind
     /// a worker that stopped between taking a queue slot and releasing it
     /// (it died there): the task is then recorded in the ledger but on no
     /// queue until the reclaim pass that retires the dead worker rebuilds
     /// the queues, so it may still be delivered (at least once).
-    pub fn submit_loan(&self, priority: u8, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
+    pub fn send_loan(&self, task: crate::Submit, loan: Loan<'_>) -> Result<(), SendError> {
+        let crate::Submit { priority, tag } = task;
         loan.check_owner(&self.core.ex)?;
         if priority >= PRIORITIES {
             return Err(SendError::InvalidPriority { priority });

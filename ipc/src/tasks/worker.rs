@@ -54,7 +54,7 @@ impl Worker {
     /// The next task if one is ready and this worker is under its prefetch
     /// limit (never blocks). Also takes back deliveries (of any worker) whose
     /// ack deadline passed.
-    pub fn try_take(&self) -> Result<Option<Delivery<'_>>, RecvError> {
+    pub fn try_receive(&self) -> Result<Option<Delivery<'_>>, RecvError> {
         let ex: &ExchangeInner = &self.core.ex;
         let _op = self.core.enter()?;
         let now = now_ms();
@@ -173,7 +173,7 @@ impl Worker {
         })
     }
 
-    /// True when [`try_take`](Self::try_take) may find a task (or the
+    /// True when [`try_receive`](Self::try_receive) may find a task (or the
     /// exchange went down).
     pub(super) fn ready(&self) -> bool {
         let ex = &self.core.ex;
@@ -192,7 +192,7 @@ impl Worker {
         let sweep = Duration::from_millis((self.core.ex.ack_timeout_ms() / 4).clamp(1, 100));
         let mut phantom = crate::waitset::Phantom::default();
         loop {
-            if let Some(d) = self.try_take()? {
+            if let Some(d) = self.try_receive()? {
                 return Ok(d);
             }
             if self.held() >= self.prefetch {
@@ -206,7 +206,7 @@ impl Worker {
             // submitter that died between claiming a queue slot and
             // publishing it leaves the queue looking non-empty for good. So
             // the deadline is checked whether or not the wait said ready,
-            // and a readiness that `try_take` keeps not confirming backs off
+            // and a readiness that `try_receive` keeps not confirming backs off
             // and starts a reclaim pass (which rebuilds the queues).
             if !forever && crate::waitset::expired(deadline) {
                 return Err(RecvError::Timeout);
@@ -219,7 +219,7 @@ impl Worker {
 
     /// Blocks until a task is ready. Fails at once with
     /// [`RecvError::PrefetchLimit`] when the worker already holds its limit.
-    pub fn take(&self) -> Result<Delivery<'_>, RecvError> {
+    pub fn receive(&self) -> Result<Delivery<'_>, RecvError> {
         self.take_until(None)
     }
 
@@ -229,7 +229,7 @@ impl Worker {
     /// wait that keeps finding such phantom tasks backs off (sleeps up to
     /// 1 ms per round) and starts a reclaim pass every 100 ms, which rebuilds
     /// the queues once the dead submitter is found.
-    pub fn take_timeout(&self, timeout: Duration) -> Result<Delivery<'_>, RecvError> {
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Delivery<'_>, RecvError> {
         self.take_until(Some(timeout))
     }
 
@@ -269,7 +269,7 @@ impl Worker {
 
     /// Takes the oldest dead letter off the dead-letter queue, if any: its
     /// payload, tag and delivery count. Dropping it frees it.
-    pub fn take_dead_letter(&self) -> Result<Option<DeadLetter<'_>>, RecvError> {
+    pub fn try_receive_dead_letter(&self) -> Result<Option<DeadLetter<'_>>, RecvError> {
         let ex: &ExchangeInner = &self.core.ex;
         let _op = self.core.enter()?;
         let dead = ex.task_queue(DEAD_QUEUE).ok_or(Corrupt("no task region"))?;
