@@ -520,7 +520,7 @@ pub enum StreamError {
     /// The client's port closed, or its process died.
     #[error("the client is gone")]
     ClientGone,
-    /// The request is a plain one ([`Client::request`](crate::Client::request)):
+    /// The request is a plain one ([`Client::send`](crate::Client::send)):
     /// its client reserved room for one response, not for a stream.
     #[error("the request is not a stream request")]
     NotAStreamRequest,
@@ -528,7 +528,7 @@ pub enum StreamError {
     /// `STREAM_SLOTS` streams at once).
     #[error("the client already receives its maximum of streams")]
     TooManyStreams,
-    /// The window stayed full past the deadline of `send_timeout`.
+    /// The window stayed full past the deadline of `send_loan_timeout`.
     #[error("timed out waiting for the client to release chunks")]
     Timeout,
     /// Loaning or sending the chunk failed.
@@ -552,7 +552,7 @@ pub enum StreamError {
 ///     let node = Node::builder("example").namespace(namespace).create()?; // NodeError
 ///     let ex = node.create_exchange("news", Pattern::PublishSubscribe, Limits::default())?; // OpenError
 ///     let subscriber = ex.subscriber("#", 0)?; // PortError
-///     ex.publisher()?.publish("weather", b"sunny")?; // SendError
+///     ex.publisher()?.send("weather", b"sunny")?; // SendError
 ///     let sample = subscriber.receive()?; // RecvError
 ///     Ok(sample.to_vec())
 /// }

@@ -37,7 +37,7 @@
 //! let ex = node.create_exchange("time", Pattern::RequestResponse, Limits::default())?;
 //! let server = ex.server()?;
 //! let client = ex.client()?;
-//! client.request(7, b"what time is it?")?;
+//! client.send(7, b"what time is it?")?;
 //! let request = server.receive()?;
 //! assert_eq!(&request[..], b"what time is it?");
 //! request.respond(b"noon")?;
@@ -61,7 +61,7 @@
 //! client.request_stream(1, b"get", 4)?;
 //! let mut stream = server.receive()?.respond_stream()?;
 //! for part in [&b"first "[..], b"second"] {
-//!     stream.send_copy(part)?;
+//!     stream.send(part)?;
 //! }
 //! stream.end()?;
 //! let mut whole = Vec::new();
@@ -88,7 +88,7 @@
 //! let ex = node.create_exchange("shop", Pattern::RequestResponse, Limits::default())?;
 //! let server = ex.server()?;
 //! let client = ex.client()?;
-//! client.request(3, b"buy tea")?;
+//! client.send(3, b"buy tea")?;
 //! server.receive()?.ask(b"how many?")?;
 //! let question = client.receive()?;
 //! assert!(question.is_question());
@@ -112,7 +112,7 @@
 //! let ex = node.create_exchange("greetings", Pattern::PublishSubscribe, Limits::default())?;
 //! let sub = ex.subscriber("hello.#", 1)?;
 //! let publisher = ex.publisher()?;
-//! publisher.publish("hello.world", b"hi")?;
+//! publisher.send("hello.world", b"hi")?;
 //! let sample = sub.receive()?;
 //! assert_eq!(&sample[..], b"hi");
 //! assert_eq!(sample.key(), Some("hello.world"));
@@ -146,13 +146,13 @@
 //! again, up to `max_deliveries` times, then dead-lettered.
 //!
 //! ```
-//! use shmex::{Limits, Node, Pattern};
+//! use shmex::{Limits, Node, Pattern, Submit};
 //! let node = Node::builder("example").namespace(format!("doc-tasks-{}", std::process::id())).create()?;
 //! let ex = node.create_exchange("jobs", Pattern::Tasks, Limits::default())?;
 //! let submitter = ex.submitter()?;
 //! let worker = ex.worker(1)?;
-//! submitter.submit(0, 10, b"resize a.png")?;
-//! let task = worker.take()?;
+//! submitter.send(Submit::new().tag(10), b"resize a.png")?;
+//! let task = worker.receive()?;
 //! assert_eq!((task.tag(), task.payload()), (10, &b"resize a.png"[..]));
 //! task.ack()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -199,6 +199,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod deprecated;
 mod error;
 mod exchange;
 mod fanin;
@@ -210,6 +211,7 @@ mod reclaim;
 mod rpc;
 mod sample;
 mod segment;
+mod submit;
 mod sys;
 mod tasks;
 pub mod topic;
@@ -239,6 +241,7 @@ pub use owned::{OwnedLoan, OwnedSample};
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER_CHECK_INTERVAL};
 pub use sample::{Loan, Sample, SenderId};
+pub use submit::Submit;
 pub use tasks::{
     DeadLetter, Delivery, OwnedDelivery, Submitter, TaskId, TaskStats, Worker, WorkerStats,
     PASS_OVER, PRIORITIES,

@@ -353,7 +353,7 @@ impl Drop for OwnedSample {
 /// A loaned chunk that is `Send` and `'static`: made by
 /// [`Loan::into_owned`](crate::Loan::into_owned), written on any thread, then
 /// sent through the port it came from
-/// ([`Publisher::publish_owned`](crate::Publisher::publish_owned)) on that
+/// ([`Publisher::send_owned`](crate::Publisher::send_owned)) on that
 /// port's thread. Dropping it unsent returns the chunk to the pool, when and
 /// as an [`OwnedSample`]'s drop does (also after the port is gone, and on a
 /// crash).

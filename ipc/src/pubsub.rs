@@ -62,7 +62,7 @@ pub struct Published {
 /// ```no_run
 /// # fn f(ex: &shmex::Exchange) -> Result<(), Box<dyn std::error::Error>> {
 /// let publisher = ex.publisher()?;
-/// let report = publisher.publish("sensors.kitchen.temp", b"21.5")?;
+/// let report = publisher.send("sensors.kitchen.temp", b"21.5")?;
 /// println!("{} delivered, {} missed", report.delivered, report.missed);
 /// # Ok(()) }
 /// ```
@@ -84,22 +84,22 @@ impl Publisher {
     }
 
     /// Publishes a copy of `payload` under routing `key`.
-    pub fn publish(&self, key: &str, payload: &[u8]) -> Result<Published, SendError> {
+    pub fn send(&self, key: &str, payload: &[u8]) -> Result<Published, SendError> {
         let loan = self.core.loan_copy(payload)?;
-        self.publish_loan(key, loan)
+        self.send_loan(key, loan)
     }
 
     /// Publishes an owned loan ([`Loan::into_owned`]) of this publisher as
-    /// [`publish_loan`](Self::publish_loan) does; [`SendError::ForeignLoan`]
+    /// [`send_loan`](Self::send_loan) does; [`SendError::ForeignLoan`]
     /// for another port's (that loan is dropped).
-    pub fn publish_owned(&self, key: &str, loan: OwnedLoan) -> Result<Published, SendError> {
-        self.publish_loan(key, loan.into_loan(&self.core)?)
+    pub fn send_owned(&self, key: &str, loan: OwnedLoan) -> Result<Published, SendError> {
+        self.send_loan(key, loan.into_loan(&self.core)?)
     }
 
     /// Publishes a loaned chunk under routing `key` (zero-copy): every
     /// matching subscriber receives the same chunk. With no match the chunk
     /// returns to the pool and `delivered` is 0.
-    pub fn publish_loan(&self, key: &str, loan: Loan<'_>) -> Result<Published, SendError> {
+    pub fn send_loan(&self, key: &str, loan: Loan<'_>) -> Result<Published, SendError> {
         loan.check_owner(&self.core.ex)?;
         let ex = &self.core.ex;
         let mut subs = self.subscribers.borrow_mut();
@@ -285,7 +285,7 @@ mod tests {
     /// new subscriber received a publication its pattern does not match.
     /// The stall is made deterministic by holding the publisher's operation
     /// open across the detach and the new attach, and pushing to the target
-    /// it resolved before (what `publish_loan` does after its lookup).
+    /// it resolved before (what `send_loan` does after its lookup).
     #[test]
     fn a_late_publication_to_a_reused_slot_is_not_delivered() {
         let ns = format!("unit-reuse-{}", std::process::id());

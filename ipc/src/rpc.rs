@@ -62,7 +62,7 @@ impl Exchange {
 /// ```no_run
 /// # fn f(ex: &shmex::Exchange) -> Result<(), Box<dyn std::error::Error>> {
 /// let client = ex.client()?;
-/// client.request(7, b"ping")?;
+/// client.send(7, b"ping")?;
 /// let answer = client.receive()?;
 /// assert_eq!(answer.tag(), 7);
 /// # Ok(()) }
@@ -112,17 +112,17 @@ impl Client {
     }
 
     /// Sends a copy of `payload` as request `tag`.
-    pub fn request(&self, tag: u64, payload: &[u8]) -> Result<(), SendError> {
+    pub fn send(&self, tag: u64, payload: &[u8]) -> Result<(), SendError> {
         self.check_room()?;
         let loan = self.core.loan_copy(payload)?;
-        self.send_request(tag, loan)
+        self.send_loan(tag, loan)
     }
 
     /// Sends a loaned chunk as request `tag` (zero-copy). Errors:
     /// [`SendError::NoServer`], [`SendError::QueueFull`] (every server's inbox
     /// is full, or this client has `queue_depth` requests outstanding). On
     /// error the chunk returns to the pool.
-    pub fn send_request(&self, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
+    pub fn send_loan(&self, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
         self.send_with_window(tag, loan, 0)
     }
 
@@ -858,7 +858,7 @@ impl Drop for Request<'_> {
 /// A chunked response being sent: chunks loaned from the exchange, written
 /// in place and pushed straight into the requesting client's inbox. At most
 /// the stream's window of chunks are sent and not yet released by the
-/// client: [`send`](Self::send) waits for the client (or is told, with
+/// client: [`send_loan`](Self::send_loan) waits for the client (or is told, with
 /// [`is_ready`](Self::is_ready) and a [`WaitSet`](crate::WaitSet), so a
 /// server can serve others meanwhile). [`end`](Self::end) finishes it;
 /// dropping it unfinished, or [`abort`](Self::abort), tells the client
@@ -941,7 +941,8 @@ impl<'a> ResponseStream<'a> {
         (self.sent.saturating_sub(released) >= self.window).then_some(Blocked::Window)
     }
 
-    /// True when [`send`](Self::send) would not wait: the window has room
+    /// True when [`send`](Self::send) or [`send_loan`](Self::send_loan)
+    /// would not wait: the window has room
     /// (or the stream is over: cancelled, client gone).
     pub fn is_ready(&self) -> bool {
         !matches!(self.blocked(), Some(Blocked::Window))
@@ -953,14 +954,14 @@ impl<'a> ResponseStream<'a> {
     /// [`StreamError::ClientGone`](crate::StreamError::ClientGone) once its
     /// port closed or its process died (checked every
     /// [`SERVER_CHECK_INTERVAL`] while waiting).
-    pub fn send(&mut self, loan: Loan<'_>) -> Result<(), crate::StreamError> {
+    pub fn send_loan(&mut self, loan: Loan<'_>) -> Result<(), crate::StreamError> {
         self.send_until(loan, None)
     }
 
-    /// [`send`](Self::send) waiting at most `timeout` for the window;
+    /// [`send_loan`](Self::send_loan) waiting at most `timeout` for the window;
     /// [`StreamError::Timeout`](crate::StreamError::Timeout) after (the
     /// stream stays usable).
-    pub fn send_timeout(
+    pub fn send_loan_timeout(
         &mut self,
         loan: Loan<'_>,
         timeout: Duration,
@@ -969,9 +970,9 @@ impl<'a> ResponseStream<'a> {
     }
 
     /// Sends a copy of `bytes` as the next part.
-    pub fn send_copy(&mut self, bytes: &[u8]) -> Result<(), crate::StreamError> {
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), crate::StreamError> {
         let loan = self.server.core.loan_copy(bytes)?;
-        self.send(loan)
+        self.send_loan(loan)
     }
 
     fn send_until(
@@ -1197,7 +1198,7 @@ mod tests {
         let server = ex.server().expect("server");
         let c1 = ex.client().expect("first client");
         let slot = c1.core.index;
-        c1.request(7, b"c1").expect("request");
+        c1.send(7, b"c1").expect("request");
         let req = server.try_receive().expect("receive").expect("a request");
         let reply = req.reply;
         let op = server.core.enter().expect("enter");
@@ -1206,7 +1207,7 @@ mod tests {
         drop(c1);
         let c2 = ex.client().expect("second client");
         assert_eq!(c2.core.index, slot, "the slot is re-used");
-        c2.request(7, b"c2").expect("request");
+        c2.send(7, b"c2").expect("request");
         let (chunk, len, owner) = loan.into_raw();
         let d = Descriptor {
             chunk,
@@ -1318,7 +1319,7 @@ mod tests {
         c1.request_stream(5, b"list", 2).expect("request");
         let req = server.try_receive().expect("receive").expect("a request");
         let mut stream = req.respond_stream().expect("stream");
-        stream.send_copy(b"one").expect("first part");
+        stream.send(b"one").expect("first part");
         // Between the window check and the push of the next part:
         drop(c1);
         let c2 = ex.client().expect("second client");

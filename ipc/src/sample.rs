@@ -109,7 +109,7 @@ impl<'a> Loan<'a> {
 
     /// Turns it into an [`OwnedLoan`]: `Send`, `'static`, droppable on any
     /// thread, sent through its port with e.g.
-    /// [`Publisher::publish_owned`](crate::Publisher::publish_owned).
+    /// [`Publisher::send_owned`](crate::Publisher::send_owned).
     pub fn into_owned(mut self) -> OwnedLoan {
         let chunk = std::mem::replace(&mut self.chunk, Descriptor::NO_CHUNK);
         OwnedLoan::new(self.core.keeper(), chunk, self.len)

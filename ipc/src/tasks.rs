@@ -613,27 +613,26 @@ impl Submitter {
         self.core.loan(len)
     }
 
-    /// Submits a copy of `payload` at `priority` (0 ..
-    /// [`PRIORITIES`], higher first) with `tag`. [`SendError::QueueFull`]
+    /// Submits a copy of `payload` with the priority (0 ..
+    /// [`PRIORITIES`], higher first) and tag set in `task`. [`SendError::QueueFull`]
     /// when the ledger is full.
-    pub fn submit(&self, priority: u8, tag: u64, payload: &[u8]) -> Result<(), SendError> {
+    pub fn send(&self, task: crate::Submit, payload: &[u8]) -> Result<(), SendError> {
         let loan = self.core.loan_copy(payload)?;
-        self.submit_loan(priority, tag, loan)
+        self.send_loan(task, loan)
     }
 
-    /// Like [`submit`](Self::submit), but while the queue is full it waits
+    /// Like [`send`](Self::send), but while the queue is full it waits
     /// (backing off up to 1 ms between attempts) for at most `timeout`.
-    pub fn submit_timeout(
+    pub fn send_timeout(
         &self,
-        priority: u8,
-        tag: u64,
+        task: crate::Submit,
         payload: &[u8],
         timeout: Duration,
     ) -> Result<(), SendError> {
         let deadline = Instant::now().checked_add(timeout);
         let mut pause = Duration::from_micros(10);
         loop {
-            match self.submit(priority, tag, payload) {
+            match self.send(task, payload) {
                 Err(SendError::QueueFull) => {}
                 other => return other,
             }
@@ -648,15 +647,16 @@ impl Submitter {
         }
     }
 
-    /// Submits a loaned chunk (zero-copy). On error the chunk returns to the
-    /// pool.
+    /// Submits a loaned chunk (zero-copy) with the priority and tag set in
+    /// `task`. On error the chunk returns to the pool.
     ///
     /// [`SendError::Corrupt`] also when the ready queue stays stalled behind
     /// a worker that stopped between taking a queue slot and releasing it
     /// (it died there): the task is then recorded in the ledger but on no
     /// queue until the reclaim pass that retires the dead worker rebuilds
     /// the queues, so it may still be delivered (at least once).
-    pub fn submit_loan(&self, priority: u8, tag: u64, loan: Loan<'_>) -> Result<(), SendError> {
+    pub fn send_loan(&self, task: crate::Submit, loan: Loan<'_>) -> Result<(), SendError> {
+        let crate::Submit { priority, tag } = task;
         loan.check_owner(&self.core.ex)?;
         if priority >= PRIORITIES {
             return Err(SendError::InvalidPriority { priority });
@@ -752,7 +752,7 @@ impl Worker {
     /// The next task if one is ready and this worker is under its prefetch
     /// limit (never blocks). Also takes back deliveries (of any worker) whose
     /// ack deadline passed.
-    pub fn try_take(&self) -> Result<Option<Delivery<'_>>, RecvError> {
+    pub fn try_receive(&self) -> Result<Option<Delivery<'_>>, RecvError> {
         let ex: &ExchangeInner = &self.core.ex;
         let _op = self.core.enter()?;
         let now = now_ms();
@@ -871,7 +871,7 @@ impl Worker {
         })
     }
 
-    /// True when [`try_take`](Self::try_take) may find a task (or the
+    /// True when [`try_receive`](Self::try_receive) may find a task (or the
     /// exchange went down).
     fn ready(&self) -> bool {
         let ex = &self.core.ex;
@@ -890,7 +890,7 @@ impl Worker {
         let sweep = Duration::from_millis((self.core.ex.ack_timeout_ms() / 4).clamp(1, 100));
         let mut phantom = crate::waitset::Phantom::default();
         loop {
-            if let Some(d) = self.try_take()? {
+            if let Some(d) = self.try_receive()? {
                 return Ok(d);
             }
             if self.held() >= self.prefetch {
@@ -904,7 +904,7 @@ impl Worker {
             // submitter that died between claiming a queue slot and
             // publishing it leaves the queue looking non-empty for good. So
             // the deadline is checked whether or not the wait said ready,
-            // and a readiness that `try_take` keeps not confirming backs off
+            // and a readiness that `try_receive` keeps not confirming backs off
             // and starts a reclaim pass (which rebuilds the queues).
             if !forever && crate::waitset::expired(deadline) {
                 return Err(RecvError::Timeout);
@@ -917,7 +917,7 @@ impl Worker {
 
     /// Blocks until a task is ready. Fails at once with
     /// [`RecvError::PrefetchLimit`] when the worker already holds its limit.
-    pub fn take(&self) -> Result<Delivery<'_>, RecvError> {
+    pub fn receive(&self) -> Result<Delivery<'_>, RecvError> {
         self.take_until(None)
     }
 
@@ -927,7 +927,7 @@ impl Worker {
     /// wait that keeps finding such phantom tasks backs off (sleeps up to
     /// 1 ms per round) and starts a reclaim pass every 100 ms, which rebuilds
     /// the queues once the dead submitter is found.
-    pub fn take_timeout(&self, timeout: Duration) -> Result<Delivery<'_>, RecvError> {
+    pub fn receive_timeout(&self, timeout: Duration) -> Result<Delivery<'_>, RecvError> {
         self.take_until(Some(timeout))
     }
 
@@ -967,7 +967,7 @@ impl Worker {
 
     /// Takes the oldest dead letter off the dead-letter queue, if any: its
     /// payload, tag and delivery count. Dropping it frees it.
-    pub fn take_dead_letter(&self) -> Result<Option<DeadLetter<'_>>, RecvError> {
+    pub fn try_receive_dead_letter(&self) -> Result<Option<DeadLetter<'_>>, RecvError> {
         let ex: &ExchangeInner = &self.core.ex;
         let _op = self.core.enter()?;
         let dead = ex.task_queue(DEAD_QUEUE).ok_or(Corrupt("no task region"))?;
@@ -1049,7 +1049,7 @@ impl Waitable for Worker {
 /// ```compile_fail,E0277
 /// fn needs_send<T: Send>(_: T) {}
 /// fn try_it(worker: &shmex::Worker) {
-///     let delivery = worker.take().unwrap();
+///     let delivery = worker.receive().unwrap();
 ///     needs_send(delivery); // error: `Worker` cannot be shared between threads
 /// }
 /// ```
@@ -1138,7 +1138,7 @@ impl Delivery<'_> {
 /// any thread.
 ///
 /// **Ack and nack are carried out by the worker**, on its thread, at its next
-/// operation (any call on the worker: a blocked `take` wakes up for them) or
+/// operation (any call on the worker: a blocked `receive` wakes up for them) or
 /// when the worker is dropped (before it requeues what it still holds). So
 /// [`ack`](Self::ack) and [`nack`](Self::nack) return nothing: an ack that
 /// reaches the worker after the task's ack deadline finds it taken back (and
@@ -1391,8 +1391,10 @@ mod tests {
             .expect("create");
         let submitter = ex.submitter().expect("submitter");
         let worker = ex.worker(1).expect("worker");
-        submitter.submit(0, 1, b"a").expect("submit");
-        let id = worker.try_take().expect("take").expect("a task").id();
+        submitter
+            .send(crate::Submit::new().tag(1), b"a")
+            .expect("submit");
+        let id = worker.try_receive().expect("take").expect("a task").id();
         // The free queue's slot 0 (first of the task slots): the submit popped
         // position 0; make it look as if that consumer stopped before
         // releasing the slot (sequence 1: published, not yet read).
@@ -1407,9 +1409,11 @@ mod tests {
         // The stopped consumer resumes and releases its slot.
         seq.store(2, Ordering::Relaxed);
         // Both entries serve again: the parked one was pushed back.
-        submitter.submit(0, 2, b"b").expect("second submit");
         submitter
-            .submit(0, 3, b"c")
+            .send(crate::Submit::new().tag(2), b"b")
+            .expect("second submit");
+        submitter
+            .send(crate::Submit::new().tag(3), b"c")
             .expect("third submit: the acked entry is back");
         drop((submitter, worker, ex, node));
         let left = crate::Namespace::new(crate::DEFAULT_ROOT, ns).segment_files();

@@ -540,15 +540,15 @@ impl<T: Payload> TypedPublisher<T> {
         TypedLoan::new(self.inner.loan(size_of::<T>())?)
     }
 
-    /// Publishes a loan under routing `key` ([`Publisher::publish_loan`]):
+    /// Publishes a loan under routing `key` ([`Publisher::send_loan`]):
     /// zero-copy.
-    pub fn publish_loan(&self, key: &str, loan: TypedLoan<'_, T>) -> Result<Published, SendError> {
-        self.inner.publish_loan(key, loan.loan)
+    pub fn send_loan(&self, key: &str, loan: TypedLoan<'_, T>) -> Result<Published, SendError> {
+        self.inner.send_loan(key, loan.loan)
     }
 
     /// Publishes `value` under routing `key`, written straight into a chunk.
-    pub fn publish(&self, key: &str, value: &T) -> Result<Published, SendError> {
-        self.publish_loan(key, self.loan_uninit()?.write(*value))
+    pub fn send(&self, key: &str, value: &T) -> Result<Published, SendError> {
+        self.send_loan(key, self.loan_uninit()?.write(*value))
     }
 
     /// Loans a chunk for `n` values of `T` (a variable-length array), to
@@ -562,12 +562,12 @@ impl<T: Payload> TypedPublisher<T> {
 
     /// Publishes a slice loan under routing `key`: zero-copy. Receivers
     /// take it with [`TypedSubscriber::receive_slice`].
-    pub fn publish_slice_loan(
+    pub fn send_slice_loan(
         &self,
         key: &str,
         loan: TypedLoan<'_, [T]>,
     ) -> Result<Published, SendError> {
-        self.inner.publish_loan(key, loan.loan)
+        self.inner.send_loan(key, loan.loan)
     }
 
     /// The byte publisher underneath.
@@ -694,7 +694,7 @@ typed_receiver!(
     /// A subscriber of a publish-subscribe exchange of `T`.
     TypedSubscriber,
     Subscriber,
-    "TypedPublisher::publish_slice_loan"
+    "TypedPublisher::send_slice_loan"
 );
 
 typed_receiver!(
