@@ -90,7 +90,7 @@ fn json_lists_node_and_exchanges() {
         // Three chunks in use: two loans held, one publication queued.
         let _l1 = publisher.loan(10).unwrap();
         let _l2 = publisher.loan(10).unwrap();
-        assert_eq!(publisher.publish("a.b", b"queued").unwrap().delivered, 1);
+        assert_eq!(publisher.send("a.b", b"queued").unwrap().delivered, 1);
 
         let v = ls_json(&shmex(&["ls", "--json"], &ns));
         let nodes = v.get("nodes");
