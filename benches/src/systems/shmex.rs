@@ -2,15 +2,15 @@
 //!
 //! - `pubsub-rtt`: two publish-subscribe exchanges (`ping`, `pong`), one
 //!   publisher and one subscriber (pattern `rtt`, key `rtt`) on each; every
-//!   message is a loaned chunk written in place (`loan` + `publish_loan`).
+//!   message is a loaned chunk written in place (`loan` + `send_loan`).
 //! - `reqresp-rtt`: one request-response exchange, a client here and a
-//!   server in the peer (`send_request` of a loan, `respond_loan`).
+//!   server in the peer (`send_loan` of a loan, `respond_loan`).
 //! - `stream` / `fanin`: one fan-in exchange, the consumer here and one
 //!   producer per peer (`send_loan`), retrying on a full pool or queue.
 //! - `tasks`: one task exchange (a ledger of 256 tasks), the submitter here
-//!   (`loan` + `submit_loan`, retrying on a full queue) and one worker per
+//!   (`loan` + `send_loan`, retrying on a full queue) and one worker per
 //!   peer. A worker takes what is ready up to its prefetch limit
-//!   (`try_take` until it returns nothing), then acks each by id, and
+//!   (`try_receive` until it returns nothing), then acks each by id, and
 //!   again. A batch is `n` tasks per worker plus one stop task per worker
 //!   (a worker ends its batch at the first stop task it takes; all stop
 //!   tasks queue behind the work); it ends when the exchange has counted
@@ -38,7 +38,7 @@ use crate::{
 };
 use ::shmex::{
     Client, Consumer, Exchange, Limits, Node, Pattern, Producer, Publisher, RecvError, SendError,
-    Server, Submitter, Subscriber, TaskId, Worker,
+    Server, Submit, Submitter, Subscriber, TaskId, Worker,
 };
 use std::time::Duration;
 
@@ -231,7 +231,7 @@ impl DriverSide for Driver {
                     self.seq += 1;
                     let mut loan = publisher.loan(size)?;
                     write_payload(&mut loan, self.seq, touched);
-                    let report = publisher.publish_loan(KEY, loan)?;
+                    let report = publisher.send_loan(KEY, loan)?;
                     if report.delivered != 1 {
                         return Err(err(format!("publish reached {report:?}")));
                     }
@@ -254,7 +254,7 @@ impl DriverSide for Driver {
                     self.seq += 1;
                     let mut loan = client.loan(size)?;
                     write_payload(&mut loan, self.seq, touched);
-                    client.send_request(self.seq, loan)?;
+                    client.send_loan(self.seq, loan)?;
                     let response = recv(mode, || client.try_receive(), || client.receive())?;
                     check_seq(response.tag(), self.seq)?;
                     check_seq(read_payload(&response, touched), self.seq)?;
@@ -387,7 +387,7 @@ fn submit(submitter: &Submitter, tag: u64, seq: u64, size: usize, touched: bool)
             Err(e) => return Err(e.into()),
         };
         write_payload(&mut loan, seq, touched);
-        match submitter.submit_loan(0, tag, loan) {
+        match submitter.send_loan(Submit::new().tag(tag), loan) {
             Ok(()) => return Ok(()),
             Err(SendError::QueueFull) => spin_pause(),
             Err(e) => return Err(e.into()),
@@ -506,7 +506,7 @@ impl PeerSide for Peer {
                     drop(sample);
                     let mut loan = publisher.loan(size)?;
                     write_payload(&mut loan, self.seq, touched);
-                    let report = publisher.publish_loan(KEY, loan)?;
+                    let report = publisher.send_loan(KEY, loan)?;
                     if report.delivered != 1 {
                         return Err(err(format!("publish reached {report:?}")));
                     }
@@ -543,7 +543,7 @@ impl PeerSide for Peer {
                             }
                         };
                         fill_words(&mut loan, self.seq);
-                        stream.send(loan)?;
+                        stream.send_loan(loan)?;
                     }
                     stream.end()?;
                 }
@@ -577,7 +577,7 @@ impl PeerSide for Peer {
                 let mut stopped = false;
                 while !stopped {
                     // Take what is ready, up to the prefetch limit...
-                    while let Some(task) = worker.try_take()? {
+                    while let Some(task) = worker.try_receive()? {
                         held.push(task.id());
                         if task.tag() == STOP {
                             // ...but no further than the first stop task:
