@@ -957,9 +957,11 @@ fn dead_letters() {
     ns.assert_clean();
 }
 
-/// Tasks of mixed priorities submitted before any worker takes: a single
-/// worker receives the priority 3 ones first (in submission order), then 2,
-/// 1, 0. Priority 4 is refused and costs no chunk.
+/// Tasks of mixed priorities submitted before any worker takes (by `send`,
+/// `send_timeout` and `send_loan`, each with its `Submit` options): a
+/// single worker process receives each with its priority and tag, the
+/// priority 3 ones first (in submission order), then 2, 1, 0. Priority 4 is
+/// refused and costs no chunk.
 #[test]
 fn priority_order() {
     let _cpu = cpu_shared();
@@ -972,12 +974,19 @@ fn priority_order() {
     let submitter = ex.submitter().expect("submitter");
     let prio = |tag: u64| ((tag * 7 + tag / 3) % 4) as u8;
     for tag in 0..40u64 {
-        submitter
-            .send(
-                Submit::new().priority(prio(tag)).tag(tag),
-                &task_payload(tag),
-            )
-            .expect("submit");
+        // Each way of sending carries the `Submit` options to the worker.
+        let task = Submit::new().priority(prio(tag)).tag(tag);
+        let payload = task_payload(tag);
+        match tag % 3 {
+            0 => submitter.send(task, &payload),
+            1 => submitter.send_timeout(task, &payload, TIMEOUT),
+            _ => {
+                let mut loan = submitter.loan(payload.len()).expect("loan");
+                loan.copy_from_slice(&payload);
+                submitter.send_loan(task, loan)
+            }
+        }
+        .expect("submit");
     }
     for bad in [4u8, 200] {
         match submitter.send(Submit::new().priority(bad).tag(99), &task_payload(99)) {
