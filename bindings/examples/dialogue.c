@@ -67,7 +67,7 @@ static int customer(const char *ns) {
     CHECK(shmex_client_create(ex, &client));
 
     int rc;
-    for (int tries = 0; (rc = shmex_client_request(client, 9, TEXT("transfer 100"))) == SHMEX_E_NO_SERVER && tries < 1000; tries++) {
+    for (int tries = 0; (rc = shmex_client_send(client, 9, TEXT("transfer 100"))) == SHMEX_E_NO_SERVER && tries < 1000; tries++) {
         struct timespec t = {0, 10000000L};
         nanosleep(&t, NULL);
     }

@@ -111,7 +111,7 @@ static int rpc_client(const char *ns, long warmup, long rounds) {
     for (long i = 0; i < warmup + rounds; i++) {
         uint64_t seq = (uint64_t)i, start = now_ns();
         int rc;
-        while ((rc = shmex_client_request(client, seq, &seq, sizeof seq)) == SHMEX_E_NO_SERVER)
+        while ((rc = shmex_client_send(client, seq, &seq, sizeof seq)) == SHMEX_E_NO_SERVER)
             sleep_ms(1);
         CHECK(rc);
         shmex_sample *answer = NULL;
@@ -183,7 +183,7 @@ static int pubsub_echo(const char *ns, long total) {
         CHECK(shmex_sample_release(ping));
         shmex_published report = {0, 0};
         while (report.delivered == 0) /* waits for the other side's subscription */
-            CHECK(shmex_publisher_publish(s.out, "x", &v, sizeof v, &report));
+            CHECK(shmex_publisher_send(s.out, "x", &v, sizeof v, &report));
     }
     close_side(&s);
     return 0;
@@ -198,7 +198,7 @@ static int pubsub_driver(const char *ns, long warmup, long rounds) {
         uint64_t seq = (uint64_t)i, start = now_ns();
         shmex_published report = {0, 0};
         while (report.delivered == 0)
-            CHECK(shmex_publisher_publish(s.out, "x", &seq, sizeof seq, &report));
+            CHECK(shmex_publisher_send(s.out, "x", &seq, sizeof seq, &report));
         uint64_t v;
         shmex_sample *pong = spin_receive(s.in, &v);
         CHECK(shmex_sample_release(pong));

@@ -59,7 +59,7 @@ static int publish(const char *ns, int count) {
             CHECK(shmex_publisher_loan(publisher, sizeof *r, &loan, (void **)&r));
             r->seq = (uint32_t)i;
             r->celsius = 20.0f + (float)i / 2;
-            CHECK(shmex_publisher_publish_loan(publisher, key, loan, &report));
+            CHECK(shmex_publisher_send_loan(publisher, key, loan, &report));
             /* The first reading waits for a subscriber: no match is not an error. */
             if (i == 0 && report.delivered == 0)
                 sleep_ms(10);

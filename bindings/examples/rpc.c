@@ -75,7 +75,7 @@ static int call(const char *ns, int count) {
         int n = snprintf(question, sizeof question, "what time is it? #%d", i);
         int rc;
         /* NO_SERVER until the server registered: a send says whether it was accepted. */
-        for (int tries = 0; (rc = shmex_client_request(client, (uint64_t)i, question, (size_t)n)) == SHMEX_E_NO_SERVER && tries < 1000; tries++)
+        for (int tries = 0; (rc = shmex_client_send(client, (uint64_t)i, question, (size_t)n)) == SHMEX_E_NO_SERVER && tries < 1000; tries++)
             sleep_ms(10);
         CHECK(rc);
 

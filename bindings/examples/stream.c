@@ -69,7 +69,7 @@ static int serve(const char *ns) {
         CHECK(shmex_stream_loan(stream, len, &loan, &data));
         memcpy(data, part, len);
         /* Waits while the client holds a full window of unreleased parts. */
-        CHECK(shmex_stream_send(stream, loan, 10000));
+        CHECK(shmex_stream_send_loan(stream, loan, 10000));
     }
     CHECK(shmex_stream_end(stream));
     CHECK(shmex_server_free(server));

@@ -58,7 +58,7 @@ static int work(const char *ns, int id) {
     for (;;) {
         shmex_delivery *task;
         shmex_delivery_info info;
-        CHECK(shmex_worker_take(worker, 10000, &task, &info));
+        CHECK(shmex_worker_receive(worker, 10000, &task, &info));
         printf("%s: task %llu (priority %u, delivery %u): %.*s\n", name, (unsigned long long)info.tag,
                info.priority, info.deliveries, (int)info.len, (const char *)info.data);
         if (info.tag >= STOP) {
@@ -93,7 +93,7 @@ static int work_until_hang(const char *ns, uint64_t hang) {
     for (;;) {
         shmex_delivery *task;
         shmex_delivery_info info;
-        CHECK(shmex_worker_take(worker, SHMEX_FOREVER, &task, &info));
+        CHECK(shmex_worker_receive(worker, SHMEX_FOREVER, &task, &info));
         if (info.tag == hang) {
             printf("hanging %llu\n", (unsigned long long)info.tag);
             fflush(stdout);
@@ -150,10 +150,10 @@ int main(int argc, char **argv) {
         char job[32];
         int len = snprintf(job, sizeof job, "job %llu", (unsigned long long)tag);
         /* Priority 1..3 (higher first); waits up to 1 s while the queue is full. */
-        CHECK(shmex_submitter_submit(submitter, (uint8_t)(1 + tag % SHMEX_MAX_PRIORITY), tag, job, (size_t)len, 1000));
+        CHECK(shmex_submitter_send(submitter, (uint8_t)(1 + tag % SHMEX_MAX_PRIORITY), tag, job, (size_t)len, 1000));
     }
     for (uint64_t w = 0; w < WORKERS; w++) /* lowest priority: after every job */
-        CHECK(shmex_submitter_submit(submitter, 0, STOP + w, "stop", 4, 1000));
+        CHECK(shmex_submitter_send(submitter, 0, STOP + w, "stop", 4, 1000));
 
     int rc = 0;
     for (int id = 0; id < WORKERS; id++) {
@@ -173,7 +173,7 @@ int main(int argc, char **argv) {
     shmex_dead_letter *dead;
     shmex_dead_letter_info info;
     CHECK(shmex_worker_create(ex, 1, &janitor));
-    CHECK(shmex_worker_take_dead_letter(janitor, &dead, &info));
+    CHECK(shmex_worker_try_receive_dead_letter(janitor, &dead, &info));
     if (dead == NULL || info.tag != 13) {
         fprintf(stderr, "expected task 13 on the dead-letter queue\n");
         rc = 1;

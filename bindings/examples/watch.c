@@ -104,7 +104,7 @@ int main(int argc, char **argv) {
     CHECK(shmex_client_create(orders, &client));
     CHECK(shmex_waitset_add(set, client, &c));
     int rc;
-    while ((rc = shmex_client_request(client, 1, "2 coffees", 9)) == SHMEX_E_NO_SERVER) {
+    while ((rc = shmex_client_send(client, 1, "2 coffees", 9)) == SHMEX_E_NO_SERVER) {
         struct timespec t = {0, 10000000L};
         nanosleep(&t, NULL);
     }
@@ -128,7 +128,7 @@ int main(int argc, char **argv) {
             CHECK(shmex_watch_try_event(watch, &event));
     }
     printf("orders went down\n");
-    rc = shmex_client_request(client, 2, "1 tea", 5);
+    rc = shmex_client_send(client, 2, "1 tea", 5);
     printf("a new request: %s\n", shmex_error_string(rc));
 
     CHECK(shmex_waitset_free(set)); /* before its members */

@@ -1014,18 +1014,18 @@ int shmex_client_loan(struct shmex_client *client,
  * `SHMEX_E_NO_SERVER`, `SHMEX_E_QUEUE_FULL` (every server's inbox is full,
  * or the client has `queue_depth` requests outstanding), never a silent drop.
  */
-int shmex_client_request(struct shmex_client *client,
-                         uint64_t tag,
-                         const void *data,
-                         size_t len);
+int shmex_client_send(struct shmex_client *client,
+                      uint64_t tag,
+                      const void *data,
+                      size_t len);
 
 /**
  * Sends a loaned chunk as request `tag` (zero-copy). The loan is consumed,
  * whatever the outcome (on error its chunk goes back to the pool).
  */
-int shmex_client_send_request(struct shmex_client *client,
-                              uint64_t tag,
-                              struct shmex_loan *loan);
+int shmex_client_send_loan(struct shmex_client *client,
+                           uint64_t tag,
+                           struct shmex_loan *loan);
 
 /**
  * Sends a copy of the payload as request `tag`, welcoming a chunked
@@ -1220,17 +1220,17 @@ int shmex_stream_loan(struct shmex_stream *stream,
  * stream usable; `SHMEX_E_CANCELLED` (the client cancelled) and
  * `SHMEX_E_CLIENT_GONE` end it (abort it then).
  */
-int shmex_stream_send(struct shmex_stream *stream,
-                      struct shmex_loan *loan,
-                      int64_t timeout_ms);
+int shmex_stream_send_loan(struct shmex_stream *stream,
+                           struct shmex_loan *loan,
+                           int64_t timeout_ms);
 
 /**
  * Sends a copy of the payload as the next part, waiting while the window
  * is full.
  */
-int shmex_stream_send_copy(struct shmex_stream *stream,
-                           const void *data,
-                           size_t len);
+int shmex_stream_send(struct shmex_stream *stream,
+                      const void *data,
+                      size_t len);
 
 /**
  * `*ready` is 1 when a send would not wait (the window has room, or the
@@ -1278,21 +1278,21 @@ int shmex_publisher_loan(struct shmex_publisher *publisher,
  * words). `*report` (may be NULL) says how many subscribers got it and how
  * many missed it (full inbox). No match is not an error: `delivered` is 0.
  */
-int shmex_publisher_publish(struct shmex_publisher *publisher,
-                            const char *key,
-                            const void *data,
-                            size_t len,
-                            struct shmex_published *report);
+int shmex_publisher_send(struct shmex_publisher *publisher,
+                         const char *key,
+                         const void *data,
+                         size_t len,
+                         struct shmex_published *report);
 
 /**
  * Publishes a loaned chunk under routing `key` (zero-copy: every matching
  * subscriber reads the same chunk). The loan is consumed whatever the
  * outcome.
  */
-int shmex_publisher_publish_loan(struct shmex_publisher *publisher,
-                                 const char *key,
-                                 struct shmex_loan *loan,
-                                 struct shmex_published *report);
+int shmex_publisher_send_loan(struct shmex_publisher *publisher,
+                              const char *key,
+                              struct shmex_loan *loan,
+                              struct shmex_published *report);
 
 /**
  * Subscribes to a publish-subscribe exchange with topic `pattern` (e.g.
@@ -1419,26 +1419,27 @@ int shmex_submitter_loan(struct shmex_submitter *submitter,
 
 /**
  * Submits a copy of the payload at `priority` (0 ..= SHMEX_MAX_PRIORITY)
- * with `tag`. While the queue is full it waits at most `timeout_ms`
+ * with `tag` (positional here: C has no named arguments; Rust takes them
+ * as `shmex::Submit`). While the queue is full it waits at most `timeout_ms`
  * (0: not at all; `SHMEX_FOREVER`: no limit), then fails with
  * `SHMEX_E_QUEUE_FULL`.
  */
-int shmex_submitter_submit(struct shmex_submitter *submitter,
-                           uint8_t priority,
-                           uint64_t tag,
-                           const void *data,
-                           size_t len,
-                           int64_t timeout_ms);
+int shmex_submitter_send(struct shmex_submitter *submitter,
+                         uint8_t priority,
+                         uint64_t tag,
+                         const void *data,
+                         size_t len,
+                         int64_t timeout_ms);
 
 /**
  * Submits a loaned chunk (zero-copy); the loan is consumed whatever the
  * outcome.
  * `SHMEX_E_QUEUE_FULL` at once when the queue is full.
  */
-int shmex_submitter_submit_loan(struct shmex_submitter *submitter,
-                                uint8_t priority,
-                                uint64_t tag,
-                                struct shmex_loan *loan);
+int shmex_submitter_send_loan(struct shmex_submitter *submitter,
+                              uint8_t priority,
+                              uint64_t tag,
+                              struct shmex_loan *loan);
 
 /**
  * Attaches a worker that holds at most `prefetch_limit` unacknowledged
@@ -1459,19 +1460,19 @@ int shmex_worker_free(struct shmex_worker *worker);
  * prefetch limit (never blocks): `*delivery`, or NULL. `*info` (may be
  * NULL) describes it.
  */
-int shmex_worker_try_take(struct shmex_worker *worker,
-                          struct shmex_delivery **delivery,
-                          struct shmex_delivery_info *info);
+int shmex_worker_try_receive(struct shmex_worker *worker,
+                             struct shmex_delivery **delivery,
+                             struct shmex_delivery_info *info);
 
 /**
  * Blocks until a task is ready, at most `timeout_ms` milliseconds
  * (`SHMEX_FOREVER`: no limit; `SHMEX_E_TIMEOUT` after).
  * `SHMEX_E_PREFETCH_LIMIT` at once when the worker holds its limit.
  */
-int shmex_worker_take(struct shmex_worker *worker,
-                      int64_t timeout_ms,
-                      struct shmex_delivery **delivery,
-                      struct shmex_delivery_info *info);
+int shmex_worker_receive(struct shmex_worker *worker,
+                         int64_t timeout_ms,
+                         struct shmex_delivery **delivery,
+                         struct shmex_delivery_info *info);
 
 /**
  * Acks task `id` (from `shmex_delivery_info.id`), e.g. after its delivery
@@ -1527,9 +1528,9 @@ int shmex_delivery_release(struct shmex_delivery *delivery);
  * `*dead_letter`, or NULL when there is none. `*info` (may be NULL)
  * describes it.
  */
-int shmex_worker_take_dead_letter(struct shmex_worker *worker,
-                                  struct shmex_dead_letter **dead_letter,
-                                  struct shmex_dead_letter_info *info);
+int shmex_worker_try_receive_dead_letter(struct shmex_worker *worker,
+                                         struct shmex_dead_letter **dead_letter,
+                                         struct shmex_dead_letter_info *info);
 
 /**
  * Fills `*info` with the dead letter's payload, tag and counts.
@@ -1614,6 +1615,95 @@ int shmex_waitset_wait(struct shmex_waitset *waitset,
  * Frees the wait set; its members can be freed again.
  */
 int shmex_waitset_free(struct shmex_waitset *waitset);
+
+/**
+ * Renamed to `shmex_client_send`.
+ */
+__attribute__((deprecated("renamed to shmex_client_send")))
+int shmex_client_request(struct shmex_client *client,
+                         uint64_t tag,
+                         const void *data,
+                         size_t len);
+
+/**
+ * Renamed to `shmex_client_send_loan`.
+ */
+__attribute__((deprecated("renamed to shmex_client_send_loan")))
+int shmex_client_send_request(struct shmex_client *client,
+                              uint64_t tag,
+                              struct shmex_loan *loan);
+
+/**
+ * Renamed to `shmex_stream_send` (the name of the loan form before).
+ */
+__attribute__((deprecated("renamed to shmex_stream_send")))
+int shmex_stream_send_copy(struct shmex_stream *stream,
+                           const void *data,
+                           size_t len);
+
+/**
+ * Renamed to `shmex_publisher_send`.
+ */
+__attribute__((deprecated("renamed to shmex_publisher_send")))
+int shmex_publisher_publish(struct shmex_publisher *publisher,
+                            const char *key,
+                            const void *data,
+                            size_t len,
+                            struct shmex_published *report);
+
+/**
+ * Renamed to `shmex_publisher_send_loan`.
+ */
+__attribute__((deprecated("renamed to shmex_publisher_send_loan")))
+int shmex_publisher_publish_loan(struct shmex_publisher *publisher,
+                                 const char *key,
+                                 struct shmex_loan *loan,
+                                 struct shmex_published *report);
+
+/**
+ * Renamed to `shmex_submitter_send`.
+ */
+__attribute__((deprecated("renamed to shmex_submitter_send")))
+int shmex_submitter_submit(struct shmex_submitter *submitter,
+                           uint8_t priority,
+                           uint64_t tag,
+                           const void *data,
+                           size_t len,
+                           int64_t timeout_ms);
+
+/**
+ * Renamed to `shmex_submitter_send_loan`.
+ */
+__attribute__((deprecated("renamed to shmex_submitter_send_loan")))
+int shmex_submitter_submit_loan(struct shmex_submitter *submitter,
+                                uint8_t priority,
+                                uint64_t tag,
+                                struct shmex_loan *loan);
+
+/**
+ * Renamed to `shmex_worker_try_receive`.
+ */
+__attribute__((deprecated("renamed to shmex_worker_try_receive")))
+int shmex_worker_try_take(struct shmex_worker *worker,
+                          struct shmex_delivery **delivery,
+                          struct shmex_delivery_info *info);
+
+/**
+ * Renamed to `shmex_worker_receive`.
+ */
+__attribute__((deprecated("renamed to shmex_worker_receive")))
+int shmex_worker_take(struct shmex_worker *worker,
+                      int64_t timeout_ms,
+                      struct shmex_delivery **delivery,
+                      struct shmex_delivery_info *info);
+
+/**
+ * Renamed to `shmex_worker_try_receive_dead_letter`.
+ */
+__attribute__((deprecated("renamed to shmex_worker_try_receive_dead_letter")))
+int shmex_worker_take_dead_letter(struct shmex_worker *worker,
+                                  struct shmex_dead_letter **dead_letter,
+                                  struct shmex_dead_letter_info *info);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -66,7 +66,9 @@ pub mod watch;
 // Waiting on several ports.
 pub mod waitset;
 // Internals: argument checks and the handle tables.
+// The C names renamed in this release, deprecated.
 mod args;
+pub mod deprecated;
 mod handles;
 
 /// Waits for ever (a timeout argument).

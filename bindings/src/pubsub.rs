@@ -107,7 +107,7 @@ pub unsafe extern "C" fn shmex_publisher_loan(
 /// words). `*report` (may be NULL) says how many subscribers got it and how
 /// many missed it (full inbox). No match is not an error: `delivered` is 0.
 #[no_mangle]
-pub unsafe extern "C" fn shmex_publisher_publish(
+pub unsafe extern "C" fn shmex_publisher_send(
     publisher: *mut shmex_publisher,
     key: *const c_char,
     data: *const c_void,
@@ -120,7 +120,7 @@ pub unsafe extern "C" fn shmex_publisher_publish(
         let payload = unsafe { args::bytes(data, len) }?;
         let report = unsafe { Out::optional(report) };
         handles::with_port(handles::of(publisher), Kind::Publisher, |locked| {
-            let p = publisher_of(locked).publish(key, payload)?;
+            let p = publisher_of(locked).send(key, payload)?;
             set_opt(report, p.into());
             Ok(())
         })
@@ -131,7 +131,7 @@ pub unsafe extern "C" fn shmex_publisher_publish(
 /// subscriber reads the same chunk). The loan is consumed whatever the
 /// outcome.
 #[no_mangle]
-pub unsafe extern "C" fn shmex_publisher_publish_loan(
+pub unsafe extern "C" fn shmex_publisher_send_loan(
     publisher: *mut shmex_publisher,
     key: *const c_char,
     loan: *mut shmex_loan,
@@ -144,7 +144,7 @@ pub unsafe extern "C" fn shmex_publisher_publish_loan(
             let report = unsafe { Out::optional(report) };
             handles::with_port(handles::of(publisher), Kind::Publisher, |locked| {
                 let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
-                let p = publisher_of(locked).publish_loan(key, l)?;
+                let p = publisher_of(locked).send_loan(key, l)?;
                 set_opt(report, p.into());
                 Ok(())
             })

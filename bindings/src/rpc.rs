@@ -103,7 +103,7 @@ pub unsafe extern "C" fn shmex_client_loan(
 /// `SHMEX_E_NO_SERVER`, `SHMEX_E_QUEUE_FULL` (every server's inbox is full,
 /// or the client has `queue_depth` requests outstanding), never a silent drop.
 #[no_mangle]
-pub unsafe extern "C" fn shmex_client_request(
+pub unsafe extern "C" fn shmex_client_send(
     client: *mut shmex_client,
     tag: u64,
     data: *const c_void,
@@ -113,7 +113,7 @@ pub unsafe extern "C" fn shmex_client_request(
         // SAFETY: NULL or `len` readable bytes, by the header's contract.
         let payload = unsafe { args::bytes(data, len) }?;
         handles::with_port(handles::of(client), Kind::Client, |locked| {
-            Ok(client_of(locked).request(tag, payload)?)
+            Ok(client_of(locked).send(tag, payload)?)
         })
     })
 }
@@ -121,7 +121,7 @@ pub unsafe extern "C" fn shmex_client_request(
 /// Sends a loaned chunk as request `tag` (zero-copy). The loan is consumed,
 /// whatever the outcome (on error its chunk goes back to the pool).
 #[no_mangle]
-pub extern "C" fn shmex_client_send_request(
+pub extern "C" fn shmex_client_send_loan(
     client: *mut shmex_client,
     tag: u64,
     loan: *mut shmex_loan,
@@ -130,7 +130,7 @@ pub extern "C" fn shmex_client_send_request(
         handles::consuming_loan(handles::of(loan), || {
             handles::with_port(handles::of(client), Kind::Client, |locked| {
                 let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
-                Ok(client_of(locked).send_request(tag, l)?)
+                Ok(client_of(locked).send_loan(tag, l)?)
             })
         })
     })

@@ -54,7 +54,7 @@ pub unsafe extern "C" fn shmex_stream_loan(
 /// stream usable; `SHMEX_E_CANCELLED` (the client cancelled) and
 /// `SHMEX_E_CLIENT_GONE` end it (abort it then).
 #[no_mangle]
-pub extern "C" fn shmex_stream_send(
+pub extern "C" fn shmex_stream_send_loan(
     stream: *mut shmex_stream,
     loan: *mut shmex_loan,
     timeout_ms: i64,
@@ -64,8 +64,8 @@ pub extern "C" fn shmex_stream_send(
             with_stream(stream, |s, locked| {
                 let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
                 match args::timeout(timeout_ms) {
-                    Some(t) => Ok(s.send_timeout(l, t)?),
-                    None => Ok(s.send(l)?),
+                    Some(t) => Ok(s.send_loan_timeout(l, t)?),
+                    None => Ok(s.send_loan(l)?),
                 }
             })
         })
@@ -75,7 +75,7 @@ pub extern "C" fn shmex_stream_send(
 /// Sends a copy of the payload as the next part, waiting while the window
 /// is full.
 #[no_mangle]
-pub unsafe extern "C" fn shmex_stream_send_copy(
+pub unsafe extern "C" fn shmex_stream_send(
     stream: *mut shmex_stream,
     data: *const c_void,
     len: usize,
@@ -83,7 +83,7 @@ pub unsafe extern "C" fn shmex_stream_send_copy(
     ffi(|| {
         // SAFETY: NULL or `len` readable bytes, by the header's contract.
         let payload = unsafe { args::bytes(data, len) }?;
-        with_stream(stream, |s, _| Ok(s.send_copy(payload)?))
+        with_stream(stream, |s, _| Ok(s.send(payload)?))
     })
 }
 

@@ -10,7 +10,7 @@ use crate::args::{self, set_opt, Out};
 use crate::error::{ffi, Result};
 use crate::handles::{self, Child, Kind, Locked, Port};
 use crate::sample::{data_ptr, expect_loan, port_loan, shmex_loan};
-use shmex_rs::{DeadLetter, Delivery, Submitter, TaskId, Worker};
+use shmex_rs::{DeadLetter, Delivery, Submit, Submitter, TaskId, Worker};
 use std::ffi::{c_int, c_void};
 
 /// The submitting side of a task exchange. Single-threaded.
@@ -100,11 +100,12 @@ pub unsafe extern "C" fn shmex_submitter_loan(
 }
 
 /// Submits a copy of the payload at `priority` (0 ..= SHMEX_MAX_PRIORITY)
-/// with `tag`. While the queue is full it waits at most `timeout_ms`
+/// with `tag` (positional here: C has no named arguments; Rust takes them
+/// as `shmex::Submit`). While the queue is full it waits at most `timeout_ms`
 /// (0: not at all; `SHMEX_FOREVER`: no limit), then fails with
 /// `SHMEX_E_QUEUE_FULL`.
 #[no_mangle]
-pub unsafe extern "C" fn shmex_submitter_submit(
+pub unsafe extern "C" fn shmex_submitter_send(
     submitter: *mut shmex_submitter,
     priority: u8,
     tag: u64,
@@ -117,10 +118,11 @@ pub unsafe extern "C" fn shmex_submitter_submit(
         let payload = unsafe { args::bytes(data, len) }?;
         handles::with_port(handles::of(submitter), Kind::Submitter, |locked| {
             let s = submitter_of(locked);
+            let task = Submit::new().priority(priority).tag(tag);
             match args::timeout(timeout_ms) {
-                Some(t) if t.is_zero() => Ok(s.submit(priority, tag, payload)?),
-                Some(t) => Ok(s.submit_timeout(priority, tag, payload, t)?),
-                None => Ok(s.submit_timeout(priority, tag, payload, std::time::Duration::MAX)?),
+                Some(t) if t.is_zero() => Ok(s.send(task, payload)?),
+                Some(t) => Ok(s.send_timeout(task, payload, t)?),
+                None => Ok(s.send_timeout(task, payload, std::time::Duration::MAX)?),
             }
         })
     })
@@ -130,7 +132,7 @@ pub unsafe extern "C" fn shmex_submitter_submit(
 /// outcome.
 /// `SHMEX_E_QUEUE_FULL` at once when the queue is full.
 #[no_mangle]
-pub extern "C" fn shmex_submitter_submit_loan(
+pub extern "C" fn shmex_submitter_send_loan(
     submitter: *mut shmex_submitter,
     priority: u8,
     tag: u64,
@@ -140,7 +142,7 @@ pub extern "C" fn shmex_submitter_submit_loan(
         handles::consuming_loan(handles::of(loan), || {
             handles::with_port(handles::of(submitter), Kind::Submitter, |locked| {
                 let l = expect_loan(locked.claim(handles::of(loan), Kind::Loan)?);
-                Ok(submitter_of(locked).submit_loan(priority, tag, l)?)
+                Ok(submitter_of(locked).send_loan(Submit::new().priority(priority).tag(tag), l)?)
             })
         })
     })
@@ -219,9 +221,9 @@ fn take(
     handles::with_port(handles::of(worker), Kind::Worker, |locked| {
         let w = worker_of(locked);
         let got = match timeout {
-            None => w.try_take()?,
-            Some(None) => Some(w.take()?),
-            Some(Some(t)) => Some(w.take_timeout(t)?),
+            None => w.try_receive()?,
+            Some(None) => Some(w.receive()?),
+            Some(Some(t)) => Some(w.receive_timeout(t)?),
         };
         match got {
             Some(d) => {
@@ -238,7 +240,7 @@ fn take(
 /// prefetch limit (never blocks): `*delivery`, or NULL. `*info` (may be
 /// NULL) describes it.
 #[no_mangle]
-pub unsafe extern "C" fn shmex_worker_try_take(
+pub unsafe extern "C" fn shmex_worker_try_receive(
     worker: *mut shmex_worker,
     delivery: *mut *mut shmex_delivery,
     info: *mut shmex_delivery_info,
@@ -250,7 +252,7 @@ pub unsafe extern "C" fn shmex_worker_try_take(
 /// (`SHMEX_FOREVER`: no limit; `SHMEX_E_TIMEOUT` after).
 /// `SHMEX_E_PREFETCH_LIMIT` at once when the worker holds its limit.
 #[no_mangle]
-pub unsafe extern "C" fn shmex_worker_take(
+pub unsafe extern "C" fn shmex_worker_receive(
     worker: *mut shmex_worker,
     timeout_ms: i64,
     delivery: *mut *mut shmex_delivery,
@@ -382,7 +384,7 @@ fn dead_letter_info(d: &DeadLetter<'_>) -> shmex_dead_letter_info {
 /// `*dead_letter`, or NULL when there is none. `*info` (may be NULL)
 /// describes it.
 #[no_mangle]
-pub unsafe extern "C" fn shmex_worker_take_dead_letter(
+pub unsafe extern "C" fn shmex_worker_try_receive_dead_letter(
     worker: *mut shmex_worker,
     dead_letter: *mut *mut shmex_dead_letter,
     info: *mut shmex_dead_letter_info,
@@ -392,7 +394,7 @@ pub unsafe extern "C" fn shmex_worker_take_dead_letter(
         let out = unsafe { Out::new(dead_letter, "dead_letter") }?;
         let info = unsafe { Out::optional(info) };
         handles::with_port(handles::of(worker), Kind::Worker, |locked| {
-            match worker_of(locked).take_dead_letter()? {
+            match worker_of(locked).try_receive_dead_letter()? {
                 Some(d) => {
                     set_opt(info, dead_letter_info(&d));
                     out.set(handles::to_ptr(locked.adopt(Child::DeadLetter(d))?));

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{compile, CProc, TestNs};
-use shmex_rs::{Limits, Pattern, RecvError};
+use shmex_rs::{Limits, Pattern, RecvError, Submit};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -72,7 +72,7 @@ fn rust_client_to_c_server() {
     server.wait_line("ready");
     for i in 0..5u64 {
         let question = format!("hello {i}");
-        client.request(i, question.as_bytes()).unwrap();
+        client.send(i, question.as_bytes()).unwrap();
         let answer = client.receive_timeout(WAIT).unwrap();
         assert_eq!(answer.tag(), i);
         assert_eq!(&answer[..], format!("re: {question}").as_bytes());
@@ -149,13 +149,19 @@ fn c_worker_killed_mid_task_is_redelivered() {
     c_worker.wait_line("ready");
     // The C worker takes part: the Rust workers wait meanwhile.
     for tag in 0..5 {
-        submitter.submit(1, tag, b"job").unwrap();
+        submitter
+            .send(Submit::new().priority(1).tag(tag), b"job")
+            .unwrap();
         c_worker.wait_line(&format!("acked {tag}"));
     }
-    submitter.submit(1, 1000, b"job").unwrap();
+    submitter
+        .send(Submit::new().priority(1).tag(1000), b"job")
+        .unwrap();
     c_worker.wait_line("hanging 1000");
     for tag in 5..20 {
-        submitter.submit(1, tag, b"job").unwrap();
+        submitter
+            .send(Submit::new().priority(1).tag(tag), b"job")
+            .unwrap();
     }
     c_worker.kill(); // SIGKILL, holding task 1000
 
@@ -164,7 +170,7 @@ fn c_worker_killed_mid_task_is_redelivered() {
     while done.len() < 16 {
         assert!(Instant::now() < deadline, "tasks done: {done:?}");
         for w in &rust_workers {
-            match w.try_take() {
+            match w.try_receive() {
                 Ok(Some(task)) => {
                     if task.tag() == 1000 {
                         assert!(task.redelivered(), "task 1000 came back redelivered");

@@ -56,7 +56,7 @@ fn c_creates_typed_exchange_rust_joins() {
         y: -2.0,
         seq: 7,
     };
-    assert_eq!(publisher.publish_loan("points", loan).unwrap().delivered, 1);
+    assert_eq!(publisher.send_loan("points", loan).unwrap().delivered, 1);
     c.finish();
     assert!(c.seen.contains(&"got 1.5 -2 7".to_string()), "{:?}", c.seen);
     let refused = c

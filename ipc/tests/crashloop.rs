@@ -147,7 +147,7 @@ fn publisher(rng: &mut Rng) {
         match publisher.loan(16) {
             Ok(mut loan) => {
                 loan.copy_from_slice(&payload(&[seq, !seq]));
-                match publisher.publish_loan("child.flood", loan) {
+                match publisher.send_loan("child.flood", loan) {
                     Ok(_) => seq += 1,
                     Err(e) => panic!("publish: {e:?}"),
                 }
@@ -169,7 +169,7 @@ fn client() {
     let mut tag = 0u64;
     while !eof.load(Ordering::Acquire) {
         tag += 1;
-        match client.request(tag, &payload(&[tag])) {
+        match client.send(tag, &payload(&[tag])) {
             Ok(()) => {}
             Err(SendError::QueueFull | SendError::PoolExhausted { .. }) => {
                 std::thread::yield_now();
@@ -228,7 +228,7 @@ fn parent_publisher(ex: Exchange, stop: Arc<AtomicBool>, progress: Arc<Progress>
     let publisher = ex.publisher().expect("publisher");
     let mut seq = 0u64;
     while !stop.load(Ordering::Acquire) {
-        match publisher.publish(PARENT_KEY, &payload(&[seq, !seq])) {
+        match publisher.send(PARENT_KEY, &payload(&[seq, !seq])) {
             Ok(_) => {
                 seq += 1;
                 progress.published.store(seq, Ordering::Release);
@@ -301,7 +301,7 @@ fn parent_client(ex: Exchange, stop: Arc<AtomicBool>, progress: Arc<Progress>) {
     let mut tag = 0u64;
     while !stop.load(Ordering::Acquire) {
         tag += 1;
-        match client.request(tag, &payload(&[tag])) {
+        match client.send(tag, &payload(&[tag])) {
             Ok(()) => {}
             Err(SendError::QueueFull | SendError::PoolExhausted { .. }) => {
                 std::thread::sleep(Duration::from_micros(200));

@@ -54,7 +54,7 @@ fn client_probe() {
     let node = child_node("late-client");
     let ex = node.open_exchange(&env_str("EXCHANGE")).expect("open");
     let client = ex.client().expect("client");
-    report(format!("request {:?}", client.request(1, b"anyone?")));
+    report(format!("request {:?}", client.send(1, b"anyone?")));
 }
 
 /// Starts a process that attaches the receiving port of `exchange`, waits

@@ -193,7 +193,7 @@ fn creator() {
     while let Some(line) = read_parent_line() {
         if let Some(text) = line.strip_prefix("pub ") {
             let r = publisher
-                .publish(&format!("{name}.x"), text.as_bytes())
+                .send(&format!("{name}.x"), text.as_bytes())
                 .expect("publish");
             report(format!("published {}", r.delivered));
         } else if let Some(n) = line.strip_prefix("loan ") {
@@ -273,10 +273,10 @@ fn server_killed_mid_request() {
     let client = ex.client().expect("client");
     let mut server = ChildProc::spawn(&ns, "server_hold", &[("EXCHANGE", "svc".into())]);
     server.wait_for("ready");
-    client.request(1, b"first").expect("request 1");
+    client.send(1, b"first").expect("request 1");
     assert_eq!(server.wait_for("holding"), "1");
     // The only server holds request 1: request 2 waits in its inbox.
-    client.request(2, b"second").expect("request 2");
+    client.send(2, b"second").expect("request 2");
     assert_eq!(ex.chunks_free(), total - 2, "two requests in flight");
 
     let (tx, rx) = mpsc::channel();
@@ -319,10 +319,7 @@ fn server_killed_mid_request() {
     assert_eq!(client.outstanding(), 0);
     poll_pool_full(&ex);
     // The dead server no longer counts as a server.
-    assert!(matches!(
-        client.request(3, b"third"),
-        Err(SendError::NoServer)
-    ));
+    assert!(matches!(client.send(3, b"third"), Err(SendError::NoServer)));
     assert_eq!(ex.chunks_free(), total);
     drop((client, ex, node));
     ns.assert_clean();
@@ -343,9 +340,9 @@ fn server_killed_mid_request_polling_client() {
     let client = ex.client().expect("client");
     let mut server = ChildProc::spawn(&ns, "server_hold", &[("EXCHANGE", "svc".into())]);
     server.wait_for("ready");
-    client.request(1, b"first").expect("request 1");
+    client.send(1, b"first").expect("request 1");
     assert_eq!(server.wait_for("holding"), "1");
-    client.request(2, b"second").expect("request 2");
+    client.send(2, b"second").expect("request 2");
     kill9(server);
 
     let r = node.reclaim_dead().expect("reclaim");
@@ -398,7 +395,7 @@ fn subscriber_killed_holding_chunks() {
     );
     child.wait_for("ready");
     for i in 0..13u8 {
-        let r = publisher.publish("to.child", &[i; 32]).expect("publish");
+        let r = publisher.send("to.child", &[i; 32]).expect("publish");
         assert_eq!((r.delivered, r.missed), (1, 0), "publication {i}");
     }
     assert_eq!(child.wait_for("holding"), "5");
@@ -410,9 +407,9 @@ fn subscriber_killed_holding_chunks() {
     assert_eq!(node_state(&ns, "subscriber"), Some("reclaimed"));
     assert_eq!(ex.ports(), 2, "the dead subscriber's port left");
 
-    let r = publisher.publish("to.child", b"nobody").expect("publish");
+    let r = publisher.send("to.child", b"nobody").expect("publish");
     assert_eq!(r.delivered, 0, "the dead subscriber does not count");
-    let r = publisher.publish("to.parent", b"alive").expect("publish");
+    let r = publisher.send("to.parent", b"alive").expect("publish");
     assert_eq!((r.delivered, r.missed), (1, 0));
     let s = own.receive_timeout(TIMEOUT).expect("receive");
     assert_eq!(&s[..], b"alive");
@@ -515,7 +512,7 @@ fn transient_exchange_goes_down_with_its_creator() {
     assert!(!ns.exchange_path("feed").exists(), "the file is unlinked");
     assert!(matches!(sub.try_receive(), Err(RecvError::ExchangeDown)));
     assert!(matches!(
-        publisher.publish("feed.x", b"late"),
+        publisher.send("feed.x", b"late"),
         Err(SendError::ExchangeDown)
     ));
     assert!(matches!(
@@ -547,7 +544,7 @@ fn transient_exchange_goes_down_with_its_creator() {
     drop((sub, publisher, ex));
     assert!(ns.exchange_path("feed").exists());
     assert_eq!(watch.try_event(), None);
-    let r = publisher2.publish("feed.y", b"again").expect("publish");
+    let r = publisher2.send("feed.y", b"again").expect("publish");
     assert_eq!((r.delivered, r.missed), (1, 0));
     let s = sub2.receive_timeout(TIMEOUT).expect("receive");
     assert_eq!((&s[..], s.tag()), (&b"again"[..], 5));
@@ -601,7 +598,7 @@ fn persistent_exchange_survives_its_creator() {
     assert_eq!(ex.chunks_free(), total, "the creator's loans came back");
     let again = node.open_exchange("store").expect("still open-able");
     let publisher = again.publisher().expect("publisher");
-    let r = publisher.publish("store.y", b"after").expect("publish");
+    let r = publisher.send("store.y", b"after").expect("publish");
     assert_eq!((r.delivered, r.missed), (1, 0));
     let s = sub.receive_timeout(TIMEOUT).expect("receive");
     assert_eq!(&s[..], b"after");
@@ -614,7 +611,7 @@ fn persistent_exchange_survives_its_creator() {
     );
     assert!(!ns.exchange_path("store").exists());
     assert!(matches!(
-        publisher.publish("store.y", b"gone"),
+        publisher.send("store.y", b"gone"),
         Err(SendError::ExchangeDown)
     ));
     assert!(matches!(sub.try_receive(), Err(RecvError::ExchangeDown)));
@@ -659,7 +656,7 @@ fn stopped_node_is_hung_not_reclaimed() {
     assert!(r.is_empty(), "a hung node is not reclaimed: {r:?}");
     for i in 0..3 {
         let r = publisher
-            .publish("t", format!("m{i}").as_bytes())
+            .send("t", format!("m{i}").as_bytes())
             .expect("publish");
         assert_eq!(
             (r.delivered, r.missed),
@@ -708,7 +705,7 @@ fn concurrent_reclaimers_reclaim_once() {
     );
     victim.wait_for("ready");
     for i in 0..4u8 {
-        let r = publisher.publish("k", &[i; 16]).expect("publish");
+        let r = publisher.send("k", &[i; 16]).expect("publish");
         assert_eq!(r.delivered, 1);
     }
     assert_eq!(victim.wait_for("holding"), "2");

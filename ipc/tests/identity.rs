@@ -95,7 +95,7 @@ fn node_in_another_pid_namespace_is_alive_then_reclaimed() {
     let nodes = list_nodes(&ns.namespace()).expect("list");
     let sub = nodes.iter().find(|n| n.name == "sub").expect("listed");
     assert_eq!(sub.state, "alive", "{nodes:?}");
-    publisher.publish("a.b", b"hello").expect("publish");
+    publisher.send("a.b", b"hello").expect("publish");
     child.send("receive");
     assert_eq!(child.wait_for("got"), "hello");
 
@@ -174,7 +174,7 @@ fn forged_pid_in_the_registry_retires_nothing() {
         nodes.iter().any(|n| n.name == "sub" && n.state == "alive"),
         "{nodes:?}"
     );
-    publisher.publish("a.b", b"still here").expect("publish");
+    publisher.send("a.b", b"still here").expect("publish");
     child.send("receive");
     assert_eq!(child.wait_for("got"), "still here");
     drop(file);
@@ -218,7 +218,7 @@ fn a_request_reported_failed_gets_no_second_outcome() {
     let mut srv = ChildProc::spawn(&ns, "late_server", &[]);
     srv.wait_for("ready");
     let pid = srv.pid();
-    client.request(5, b"question").expect("request");
+    client.send(5, b"question").expect("request");
     srv.wait_for("got");
 
     // Make the server's registration look replaced: bump its slot's

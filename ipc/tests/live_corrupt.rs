@@ -12,7 +12,7 @@
 mod common;
 
 use common::{child_node, env_str, read_parent_line, report, ChildProc, TestNs, TIMEOUT};
-use shmex::{word_offsets, Limits, Pattern, WordOffsets};
+use shmex::{word_offsets, Limits, Pattern, Submit, WordOffsets};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
@@ -98,7 +98,7 @@ fn rpc_loop() {
     run_rounds(|| {
         tag += 1;
         outcome((|| {
-            client.request(tag, b"ping")?;
+            client.send(tag, b"ping")?;
             let req = server.receive_timeout(OP)?;
             req.respond(b"pong")?;
             client.receive_timeout(OP)?;
@@ -117,8 +117,8 @@ fn task_loop() {
     run_rounds(|| {
         tag += 1;
         outcome((|| {
-            submitter.submit_timeout(0, tag, b"task", OP)?;
-            let d = worker.take_timeout(OP)?;
+            submitter.send_timeout(Submit::new().tag(tag), b"task", OP)?;
+            let d = worker.receive_timeout(OP)?;
             d.ack()?;
             Ok::<(), Fail>(())
         })())
@@ -140,7 +140,7 @@ fn stream_loop() {
             let req = server.receive_timeout(OP)?;
             let mut stream = req.respond_stream()?;
             for _ in 0..3 {
-                stream.send_copy(b"part")?;
+                stream.send(b"part")?;
                 client.receive_timeout(OP)?;
             }
             stream.end()?;
@@ -178,7 +178,7 @@ fn stream_server() {
             break;
         }
     }
-    report(format!("sent {}", outcome(stream.send_copy(b"part"))));
+    report(format!("sent {}", outcome(stream.send(b"part"))));
     report(format!("ended {}", outcome(stream.end())));
 }
 
@@ -190,7 +190,7 @@ fn taker() {
     report("ready");
     while let Some(line) = read_parent_line() {
         if line == "take" {
-            let r = worker.take_timeout(Duration::from_millis(300));
+            let r = worker.receive_timeout(Duration::from_millis(300));
             report(format!("took {}", outcome(r.map(|_| ()))));
         }
     }
@@ -372,7 +372,7 @@ fn stream_slots_garbage() {
 
 /// Item 10: a submitter that claimed a ready-queue slot and died before
 /// publishing it (here: the parent moves the queue's tail on by one) leaves
-/// the queue looking non-empty for good. Before the fix `take_timeout`
+/// the queue looking non-empty for good. Before the fix `receive_timeout`
 /// never returned (its wait said "ready", so the deadline was not checked).
 /// Now it times out, and once the dead process's port is found, reclaim
 /// rebuilds the queue and tasks flow again.
@@ -400,7 +400,9 @@ fn worker_wait_on_unpublished_queue_slot_is_bounded_and_recovers() {
     doomed.wait_for("ready");
     doomed.kill_and_reap();
     node.reclaim_dead().expect("reclaim");
-    submitter.submit(0, 7, b"after").expect("submit");
+    submitter
+        .send(Submit::new().tag(7), b"after")
+        .expect("submit");
     taker.send("take");
     assert_eq!(taker.wait_for("took"), "ok");
     taker.finish();

@@ -100,7 +100,7 @@ fn failed_registration_falls_back_to_fences() {
     let rounds = 200;
     echo.send(&format!("serve {rounds}"));
     for i in 0..rounds {
-        client.request(i, &i.to_le_bytes()).expect("request");
+        client.send(i, &i.to_le_bytes()).expect("request");
         let resp = client.receive_timeout(TIMEOUT).expect("response");
         assert_eq!(resp.tag(), i);
         assert_eq!(&*resp, &i.to_le_bytes());

@@ -10,7 +10,7 @@
 mod common;
 
 use common::{child_node, report, ChildProc, TestNs, TIMEOUT};
-use shmex::{Limits, Pattern, Worker, PASS_OVER};
+use shmex::{Limits, Pattern, Submit, Worker, PASS_OVER};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -30,7 +30,7 @@ fn worker() {
     let ex = node.open_exchange("work").expect("open");
     let worker = ex.worker(1).expect("worker");
     report("ready");
-    let d = worker.take_timeout(TIMEOUT).expect("a task");
+    let d = worker.receive_timeout(TIMEOUT).expect("a task");
     report(format!("got {} {}", d.tag(), d.deliveries()));
     d.ack().expect("ack");
 }
@@ -45,7 +45,7 @@ fn limits() -> Limits {
 
 /// Takes (A) the one submitted task and nacks it with requeue.
 fn take_and_nack(a: &Worker) {
-    let d = a.try_take().expect("try_take").expect("the task");
+    let d = a.try_receive().expect("try_receive").expect("the task");
     assert_eq!((d.tag(), d.deliveries()), (7, 1));
     d.nack(true).expect("nack");
 }
@@ -60,15 +60,17 @@ fn nacked_task_goes_to_the_idle_worker_in_one_process() {
     let submitter = ex.submitter().expect("submitter");
     let a = ex.worker(1).expect("a");
     let b = ex.worker(1).expect("b");
-    submitter.submit(0, 7, b"job").expect("submit");
+    submitter
+        .send(Submit::new().tag(7), b"job")
+        .expect("submit");
     take_and_nack(&a);
     assert!(
-        a.try_take().expect("try_take").is_none(),
+        a.try_receive().expect("try_receive").is_none(),
         "the nacking worker took its task back although another had room"
     );
     let d = b
-        .try_take()
-        .expect("try_take")
+        .try_receive()
+        .expect("try_receive")
         .expect("B gets the nacked task");
     assert_eq!((d.tag(), d.deliveries()), (7, 2));
     d.ack().expect("ack");
@@ -85,8 +87,10 @@ fn nacked_task_goes_to_the_idle_worker_across_processes() {
         .expect("create");
     let submitter = ex.submitter().expect("submitter");
     let a = ex.worker(1).expect("a");
-    submitter.submit(0, 7, b"job").expect("submit");
-    let d = a.try_take().expect("try_take").expect("the task");
+    submitter
+        .send(Submit::new().tag(7), b"job")
+        .expect("submit");
+    let d = a.try_receive().expect("try_receive").expect("the task");
     let mut b = ChildProc::spawn(&ns, "worker", &[]);
     b.wait_for("ready");
     d.nack(true).expect("nack");
@@ -94,7 +98,7 @@ fn nacked_task_goes_to_the_idle_worker_across_processes() {
     // blocked in take, gets it.
     let start = Instant::now();
     while start.elapsed() < PASS_OVER / 2 {
-        if let Some(d) = a.try_take().expect("try_take") {
+        if let Some(d) = a.try_receive().expect("try_receive") {
             panic!(
                 "A took back the task it nacked (delivery {})",
                 d.deliveries()
@@ -117,11 +121,13 @@ fn nacked_task_comes_back_when_no_other_worker_takes_it() {
     let submitter = ex.submitter().expect("submitter");
     let a = ex.worker(1).expect("a");
     let _idle = ex.worker(1).expect("b, which never takes");
-    submitter.submit(0, 7, b"job").expect("submit");
+    submitter
+        .send(Submit::new().tag(7), b"job")
+        .expect("submit");
     take_and_nack(&a);
     let start = Instant::now();
     let d = loop {
-        if let Some(d) = a.try_take().expect("try_take") {
+        if let Some(d) = a.try_receive().expect("try_receive") {
             break d;
         }
         assert!(start.elapsed() < TIMEOUT, "the nacked task never came back");

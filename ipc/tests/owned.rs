@@ -10,7 +10,9 @@ use common::{
     child_node, env_str, payload, read_parent_line, report, wait_parent_eof, words, ChildProc,
     TestNs,
 };
-use shmex::{Limits, Node, OwnedDelivery, OwnedLoan, OwnedSample, Pattern, SendError, Subscriber};
+use shmex::{
+    Limits, Node, OwnedDelivery, OwnedLoan, OwnedSample, Pattern, SendError, Submit, Subscriber,
+};
 use std::collections::HashSet;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::mpsc;
@@ -91,9 +93,7 @@ fn publisher() {
         let n: u64 = it.next().and_then(|w| w.parse().ok()).expect("count");
         let first: u64 = it.next().and_then(|w| w.parse().ok()).expect("first");
         for seq in first..first + n {
-            let r = publisher
-                .publish(&key(seq), &content(seq))
-                .expect("publish");
+            let r = publisher.send(&key(seq), &content(seq)).expect("publish");
             let want = if seq.is_multiple_of(2) { 1 } else { 2 };
             assert_eq!((r.delivered, r.missed), (want, 0), "publication {seq}");
         }
@@ -343,9 +343,7 @@ fn a_process_killed_holding_owned_values_leaks_nothing() {
     );
     child.wait_for("ready");
     for seq in 0..hold {
-        publisher
-            .publish(&key(seq), &content(seq))
-            .expect("publish");
+        publisher.send(&key(seq), &content(seq)).expect("publish");
     }
     child.wait_for("holding");
     let status = child.kill_and_reap();
@@ -377,10 +375,12 @@ fn owned_deliveries_acked_on_another_thread() {
     let submitter = ex.submitter().expect("submitter");
     let worker = ex.worker(6).expect("worker");
     for tag in 0..6 {
-        submitter.submit(0, tag, &content(tag)).expect("submit");
+        submitter
+            .send(Submit::new().tag(tag), &content(tag))
+            .expect("submit");
     }
     let owned: Vec<OwnedDelivery> = (0..6)
-        .map(|_| worker.take().expect("take").into_owned())
+        .map(|_| worker.receive().expect("take").into_owned())
         .collect();
     std::thread::spawn(move || {
         for d in owned {
@@ -400,7 +400,7 @@ fn owned_deliveries_acked_on_another_thread() {
         0,
         "acks wait for the worker's next operation"
     );
-    assert!(worker.try_take().expect("try_take").is_none());
+    assert!(worker.try_receive().expect("try_receive").is_none());
     let s = stats(&ex);
     assert_eq!(
         (s.acked, s.dead_letters, s.in_flight, s.queued),
@@ -413,7 +413,7 @@ fn owned_deliveries_acked_on_another_thread() {
 
     // One outlives its worker: requeued by the worker's drop, acked late.
     let worker = ex.worker(1).expect("worker");
-    let late = worker.take().expect("take").into_owned();
+    let late = worker.receive().expect("take").into_owned();
     assert_eq!((late.tag(), late.deliveries()), (5, 2));
     drop(worker);
     std::thread::spawn(move || {
@@ -426,8 +426,8 @@ fn owned_deliveries_acked_on_another_thread() {
     assert_eq!((s.acked, s.queued, s.workers.len()), (4, 1, 0), "{s:?}");
 
     let worker = ex.worker(1).expect("worker");
-    worker.take().expect("take").ack().expect("ack");
-    drop(worker.take_dead_letter().expect("dead letter"));
+    worker.receive().expect("take").ack().expect("ack");
+    drop(worker.try_receive_dead_letter().expect("dead letter"));
     drop((worker, submitter));
     assert_eq!(ex.chunks_free(), total, "chunks leaked");
     drop((ex, node));
@@ -466,7 +466,7 @@ fn a_blocked_receive_carries_out_owned_releases() {
     });
     let mut held = Vec::new();
     for seq in 0u64.. {
-        match publisher.publish(&key(seq), &content(seq)) {
+        match publisher.send(&key(seq), &content(seq)) {
             Ok(r) => assert_eq!(r.delivered, 1),
             Err(SendError::PoolExhausted { .. }) => break,
             Err(e) => panic!("publish {seq}: {e}"),
@@ -490,7 +490,7 @@ fn a_blocked_receive_carries_out_owned_releases() {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    publisher.publish("stop", b"").expect("publish stop");
+    publisher.send("stop", b"").expect("publish stop");
     receiver.join().expect("receiver thread");
     drop(publisher);
     assert_eq!(ex.chunks_free(), total, "chunks leaked");

@@ -166,7 +166,7 @@ fn sequential_round_trips_on_three_chunks() {
     let mut server = ChildProc::spawn(&ns, "echo", &[]);
     server.wait_for("ready");
     for i in 0..50u64 {
-        client.request(i, &i.to_le_bytes()).expect("request");
+        client.send(i, &i.to_le_bytes()).expect("request");
         let r = client.receive_timeout(TIMEOUT).expect("response");
         assert_eq!((r.tag(), r.payload()), (i, &i.to_le_bytes()[..]));
     }

@@ -59,7 +59,7 @@ fn rounds() {
         }
         tag += 1;
         let r = (|| -> Result<(), String> {
-            client.request(tag, b"ping").map_err(|e| format!("{e:?}"))?;
+            client.send(tag, b"ping").map_err(|e| format!("{e:?}"))?;
             let req = server.receive_timeout(OP).map_err(|e| format!("{e:?}"))?;
             req.respond(b"pong").map_err(|e| format!("{e:?}"))?;
             let answer = client.receive_timeout(OP).map_err(|e| format!("{e:?}"))?;

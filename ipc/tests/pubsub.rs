@@ -79,7 +79,7 @@ fn publisher() {
     for key in KEYS {
         for _ in 0..2 {
             let r = publisher
-                .publish(key, &publication(key, seq))
+                .send(key, &publication(key, seq))
                 .expect("publish");
             report(format!(
                 "published {seq} {key} {} {}",
@@ -213,7 +213,7 @@ fn pubsub_full_queue_slow_subscriber_misses() {
     let mut missed = 0u64;
     for seq in 0..TOTAL {
         let r = publisher
-            .publish("feed.tick", &payload(&[seq]))
+            .send("feed.tick", &payload(&[seq]))
             .expect("publish");
         // The fast subscriber has taken every earlier publication (it acked
         // them), so only the slow one, once its inbox is full, can miss.
@@ -286,13 +286,13 @@ fn pubsub_unsubscribe_stops_delivery() {
     let publisher = ex.publisher().expect("publisher");
     assert_eq!(ex.ports(), 3);
 
-    let r = publisher.publish("x.1", b"first").expect("publish");
+    let r = publisher.send("x.1", b"first").expect("publish");
     assert_eq!((r.delivered, r.missed), (2, 0));
     assert_eq!(leaver.wait_for("got"), "first");
     leaver.send("unsubscribe");
     leaver.wait_for("unsubscribed");
     assert_eq!(ex.ports(), 2);
-    let r = publisher.publish("x.2", b"second").expect("publish");
+    let r = publisher.send("x.2", b"second").expect("publish");
     assert_eq!((r.delivered, r.missed), (1, 0));
 
     let stayer = stayer.finish();
@@ -314,7 +314,7 @@ fn invalid_routing_keys_are_errors_and_lose_no_chunk() {
     let _sub = ex.subscriber("#", 1).expect("subscribe");
     let publisher = ex.publisher().expect("publisher");
     for key in ["x".repeat(193), "a.*".to_string(), "#".to_string()] {
-        match publisher.publish(&key, b"payload") {
+        match publisher.send(&key, b"payload") {
             Err(shmex::SendError::InvalidKey { key: k, .. }) => assert_eq!(k, key),
             other => panic!("key {key:?}: expected InvalidKey, got {other:?}"),
         }
@@ -323,7 +323,7 @@ fn invalid_routing_keys_are_errors_and_lose_no_chunk() {
     let longest = "y".repeat(192);
     assert_eq!(
         publisher
-            .publish(&longest, b"ok")
+            .send(&longest, b"ok")
             .expect("192-byte key")
             .delivered,
         1

@@ -94,7 +94,7 @@ fn client() {
     while answered < REQUESTS {
         while next < REQUESTS && outstanding.len() < WINDOW {
             client
-                .request(tag_of(id, next), &request_payload(id, next))
+                .send(tag_of(id, next), &request_payload(id, next))
                 .unwrap_or_else(|e| panic!("client {id}: request {next} refused: {e}"));
             outstanding.insert(tag_of(id, next), next);
             next += 1;
@@ -191,7 +191,7 @@ fn probe() {
     }
     let ex = node.open_exchange(&env_str("EXCHANGE")).expect("open");
     let client = ex.client().expect("client");
-    report(format!("request {:?}", client.request(1, b"anyone?")));
+    report(format!("request {:?}", client.send(1, b"anyone?")));
     report(format!("outstanding {}", client.outstanding()));
 }
 
@@ -225,15 +225,12 @@ fn rpc_not_found_and_no_server() {
     let client = ex.client().expect("client");
     let mut server = ChildProc::spawn(&ns, "one_shot_server", &env);
     server.wait_for("ready");
-    client.request(42, b"ping").expect("request with a server");
+    client.send(42, b"ping").expect("request with a server");
     let resp = client.receive_timeout(TIMEOUT).expect("response");
     assert_eq!((resp.tag(), &resp[..]), (42, &b"gnip"[..]));
     drop(resp);
     server.finish();
-    assert!(matches!(
-        client.request(43, b"ping"),
-        Err(SendError::NoServer)
-    ));
+    assert!(matches!(client.send(43, b"ping"), Err(SendError::NoServer)));
     assert!(matches!(
         node.open_exchange("missing"),
         Err(OpenError::NotFound { .. })
@@ -271,7 +268,7 @@ fn client_until_full() {
     let error = loop {
         let seq = sent.len() as u64;
         assert!(seq < 10_000, "the queue never filled up");
-        match client.request(tag_of(id, seq), &payload(&[id, seq])) {
+        match client.send(tag_of(id, seq), &payload(&[id, seq])) {
             Ok(()) => sent.push(tag_of(id, seq)),
             Err(e) => break e,
         }
@@ -354,9 +351,9 @@ fn server_killed_mid_request_fails_its_requests() {
     let client = ex.client().expect("client");
     let mut server = ChildProc::spawn(&ns, "taking_server", &[("EXCHANGE", "svc".into())]);
     server.wait_for("ready");
-    client.request(7, b"taken").expect("request 7");
+    client.send(7, b"taken").expect("request 7");
     server.wait_for("took");
-    client.request(8, b"queued").expect("request 8");
+    client.send(8, b"queued").expect("request 8");
     server.kill();
     let mut failed = Vec::new();
     for _ in 0..2 {
@@ -374,7 +371,7 @@ fn server_killed_mid_request_fails_its_requests() {
     assert_eq!(failed, vec![7, 8]);
     assert_eq!(client.outstanding(), 0);
     assert!(matches!(client.try_receive(), Ok(None)));
-    assert!(matches!(client.request(9, b"x"), Err(SendError::NoServer)));
+    assert!(matches!(client.send(9, b"x"), Err(SendError::NoServer)));
     drop((client, ex, node));
     ns.assert_clean();
 }

@@ -31,7 +31,7 @@ fn child_entry() {
         }
         "publisher" => {
             let publisher = ex.publisher().expect("publisher");
-            publisher.publish("a.b", b"hello").expect("publish");
+            publisher.send("a.b", b"hello").expect("publish");
             report("sent");
         }
         other => panic!("unknown role {other}"),
@@ -123,7 +123,7 @@ fn request_sender_ignores_stream_window() {
             .expect("create");
         let server = ex.server().expect("server");
         let client = ex.client().expect("client");
-        client.request(1, b"plain").expect("request");
+        client.send(1, b"plain").expect("request");
         client
             .request_stream(2, b"stream", 4)
             .expect("request_stream");

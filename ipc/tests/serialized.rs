@@ -11,7 +11,7 @@ mod common;
 
 use common::{child_node, env_str, report, ChildProc, TestNs};
 use serde::{Deserialize, Serialize};
-use shmex::{Limits, Pattern, SerialError};
+use shmex::{Limits, Pattern, SerialError, Submit};
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 enum Status {
@@ -121,7 +121,7 @@ fn child_entry() {
         "garbage" => {
             let publisher = ex.publisher().expect("publisher");
             for (what, bytes) in garbage() {
-                publisher.publish(what, &bytes).expect("publish");
+                publisher.send(what, &bytes).expect("publish");
             }
             let mut x = 0x9e37_79b9_7f4a_7c15u64;
             let mut next = move || {
@@ -133,7 +133,7 @@ fn child_entry() {
             for _ in 0..500 {
                 let len = (next() % 64) as usize;
                 let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-                publisher.publish("random", &bytes).expect("publish");
+                publisher.send("random", &bytes).expect("publish");
             }
             report("sent");
         }
@@ -148,10 +148,7 @@ fn child_entry() {
 fn serialized_values_cross_pubsub() {
     let ns = TestNs::new("serde-pubsub");
     let node = ns.node("parent");
-    let limits = Limits {
-        chunk_count: ORDERS * 2,
-        ..Limits::default()
-    };
+    let limits = Limits::default().chunk_count(ORDERS * 2);
     let ex = node
         .create_exchange("orders", Pattern::PublishSubscribe, limits)
         .expect("create");
@@ -215,11 +212,7 @@ fn serialized_values_cross_request_response() {
 fn garbage_from_another_process_is_an_error() {
     let ns = TestNs::new("serde-garbage");
     let node = ns.node("parent");
-    let limits = Limits {
-        queue_depth: 1024,
-        chunk_count: 1024,
-        ..Limits::default()
-    };
+    let limits = Limits::default().queue_depth(1024).chunk_count(1024);
     let ex = node
         .create_exchange("junk", Pattern::PublishSubscribe, limits)
         .expect("create");
@@ -268,11 +261,7 @@ fn refused<T>(r: Result<T, SerialError>) -> bool {
 fn too_large_value_is_refused() {
     let ns = TestNs::new("serde-large");
     let node = ns.node("parent");
-    let limits = Limits {
-        chunk_size: 64,
-        chunk_count: 2,
-        ..Limits::default()
-    };
+    let limits = Limits::default().chunk_size(64).chunk_count(2);
     let too_large = "x".repeat(64); // 1 length byte + 64
     let fits = "x".repeat(63);
 
@@ -297,7 +286,7 @@ fn too_large_value_is_refused() {
     owned.write_serialized(&fits).expect("fits");
     assert_eq!(owned.len(), 64);
     drop(owned);
-    publisher.publish_loan("k", loan).expect("publish");
+    publisher.send_loan("k", loan).expect("publish");
     let got: String = sub.receive().expect("receive").deserialize().expect("de");
     assert_eq!(got, fits);
     let e: shmex::Error = publisher
@@ -325,10 +314,14 @@ fn too_large_value_is_refused() {
     let worker = tasks.worker(2).expect("worker");
     let submitter = tasks.submitter().expect("submitter");
     for _ in 0..3 {
-        assert!(refused(submitter.send_serialized(0, 1, &too_large)));
+        assert!(refused(
+            submitter.send_serialized(Submit::new().tag(1), &too_large)
+        ));
     }
-    submitter.send_serialized(1, 2, &fits).expect("fits");
-    let task = worker.take().expect("take");
+    submitter
+        .send_serialized(Submit::new().priority(1).tag(2), &fits)
+        .expect("fits");
+    let task = worker.receive().expect("receive");
     assert_eq!(task.deserialize::<String>().expect("de"), fits);
     let task = task.into_owned();
     assert_eq!(task.deserialize::<String>().expect("de owned"), fits);

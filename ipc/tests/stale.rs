@@ -128,7 +128,7 @@ fn recreator() {
     report(format!("ports {}", ex.ports()));
     let client = ex.client().expect("client");
     // The dead server's port must not count as a server.
-    report(format!("request {:?}", client.request(1, b"anyone?")));
+    report(format!("request {:?}", client.send(1, b"anyone?")));
 }
 
 #[test]

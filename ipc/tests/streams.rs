@@ -283,7 +283,7 @@ fn streamer() {
             }
             let mut loan = stream.loan(len).expect("loan");
             fill(&mut loan, tag, c);
-            if let Err(e) = stream.send(loan) {
+            if let Err(e) = stream.send_loan(loan) {
                 result = format!("{e:?}");
                 break;
             }
@@ -345,7 +345,7 @@ fn mux_server() {
             while s.sent() < *count && s.is_ready() {
                 let mut loan = s.loan(*len).expect("loan");
                 fill(&mut loan, s.tag(), s.sent());
-                s.send(loan).expect("a send to a ready stream");
+                s.send_loan(loan).expect("a send to a ready stream");
             }
             if s.sent() == *count {
                 let (s, _, _) = streams.swap_remove(i);
@@ -558,7 +558,7 @@ fn dialogue_client() {
     let tag = env_u64("TAG");
     let stall_at = env_u64("STALL_AT");
     client
-        .request(tag, &payload(&[1000]))
+        .send(tag, &payload(&[1000]))
         .expect("start the dialogue");
     for turn in 0.. {
         let q = client.receive_timeout(TIMEOUT).expect("a question");
@@ -691,7 +691,7 @@ fn slow_client_does_not_stall_another() {
     let mut in_flight = std::collections::BTreeSet::new();
     while answered < PLAIN {
         while next < PLAIN && in_flight.len() < 8 {
-            b.request(next, &plain_request(next)).expect("request");
+            b.send(next, &plain_request(next)).expect("request");
             in_flight.insert(next);
             next += 1;
         }
@@ -992,7 +992,7 @@ fn dialogue_of_1000_turns() {
     server.wait_for("ready");
     let tags = [0xA11CE, 0xB0B];
     for t in tags {
-        client.request(t, &payload(&[TURNS])).expect("start");
+        client.send(t, &payload(&[TURNS])).expect("start");
     }
     assert_eq!(client.outstanding(), 2);
     // Next question expected per conversation; None once it ended.
@@ -1064,7 +1064,7 @@ fn dialogue_server_killed() {
     );
     server.wait_for("ready");
     let tag = 71;
-    client.request(tag, &payload(&[1000])).expect("start");
+    client.send(tag, &payload(&[1000])).expect("start");
     for turn in 0..STALL_AT {
         let q = client.receive_timeout(TIMEOUT).expect("a question");
         assert!(q.is_question());
@@ -1187,7 +1187,7 @@ fn stream_answer_to_a_plain_request_is_refused_and_reported() {
     let mut server = ChildProc::spawn(&ns, "streamer", &[("EXCHANGE", "s".into())]);
     server.wait_for("ready");
     client
-        .request(2, &stream_order("end", 1, 64))
+        .send(2, &stream_order("end", 1, 64))
         .expect("request 2 (plain, answered with a stream)");
     assert_eq!(server.wait_for("window"), "2 0", "a plain request");
     assert_eq!(server.wait_for("stream"), "2 NotAStreamRequest");
@@ -1334,7 +1334,7 @@ fn dialogue_server_port_closed() {
     let mut server = ChildProc::spawn(&ns, "ask_and_leave", &[("EXCHANGE", "talk".into())]);
     server.wait_for("ready");
     let tag = 61;
-    client.request(tag, &payload(&[1])).expect("start");
+    client.send(tag, &payload(&[1])).expect("start");
     let q = client.receive_timeout(TIMEOUT).expect("a question");
     assert!(q.is_question());
     server.wait_for("closed");

@@ -14,7 +14,7 @@
 mod common;
 
 use common::{child_node, read_parent_line, report, ChildProc, TestNs, TIMEOUT};
-use shmex::{list_exchanges, Limits, Pattern};
+use shmex::{list_exchanges, Limits, Pattern, Submit};
 use std::time::{Duration, Instant};
 
 #[test]
@@ -35,11 +35,11 @@ fn twice() {
     let node = child_node("w");
     let ex = node.open_exchange("work").expect("open");
     let worker = ex.worker(2).expect("worker");
-    let first = worker.take_timeout(TIMEOUT).expect("the task");
+    let first = worker.receive_timeout(TIMEOUT).expect("the task");
     assert_eq!(first.payload(), b"job");
     let start = Instant::now();
     let second = loop {
-        if let Some(d) = worker.try_take().expect("try_take") {
+        if let Some(d) = worker.try_receive().expect("try_receive") {
             break d;
         }
         assert!(start.elapsed() < TIMEOUT, "never redelivered");
@@ -91,7 +91,9 @@ fn two_deliveries_of_one_task_survive_a_recount() {
         .create_exchange("work", Pattern::Tasks, limits)
         .expect("create");
     let submitter = ex.submitter().expect("submitter");
-    submitter.submit(0, 9, b"job").expect("submit");
+    submitter
+        .send(Submit::new().tag(9), b"job")
+        .expect("submit");
     drop(submitter);
     let mut w = ChildProc::spawn(&ns, "twice", &[]);
     assert_eq!(w.wait_for("twice"), "2");

@@ -23,7 +23,8 @@ use common::{
     TestNs, TIMEOUT,
 };
 use shmex::{
-    Exchange, Limits, Node, Pattern, RecvError, SendError, TaskError, TaskId, TaskStats, Worker,
+    Exchange, Limits, Node, Pattern, RecvError, SendError, Submit, TaskError, TaskId, TaskStats,
+    Worker,
 };
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -239,7 +240,7 @@ fn serve() {
     let mut first = true;
     let mut acked = 0u64;
     loop {
-        match worker.take_timeout(Duration::from_millis(20)) {
+        match worker.receive_timeout(Duration::from_millis(20)) {
             Ok(d) => {
                 check_payload(&d, d.tag());
                 assert!(worker.held() <= worker.prefetch_limit());
@@ -276,7 +277,7 @@ fn serve() {
 fn hold_one() {
     let (_node, ex) = child_exchange();
     let worker = ex.worker(prefetch()).expect("worker");
-    let d = worker.take_timeout(TIMEOUT).expect("a task");
+    let d = worker.receive_timeout(TIMEOUT).expect("a task");
     check_payload(&d, d.tag());
     report(format!("took {} {}", d.tag(), d.deliveries()));
     wait_parent_eof();
@@ -284,13 +285,13 @@ fn hold_one() {
     panic!("the parent was meant to kill this process");
 }
 
-/// Takes tasks until `try_take` says none (the prefetch limit), reports
+/// Takes tasks until `try_receive` says none (the prefetch limit), reports
 /// `holding HELD TAG...` and holds them unacked until killed.
 fn hold_batch() {
     let (_node, ex) = child_exchange();
     let worker = ex.worker(prefetch()).expect("worker");
-    let mut held = vec![worker.take_timeout(TIMEOUT).expect("a task")];
-    while let Some(d) = worker.try_take().expect("try_take") {
+    let mut held = vec![worker.receive_timeout(TIMEOUT).expect("a task")];
+    while let Some(d) = worker.try_receive().expect("try_receive") {
         held.push(d);
     }
     let tags: Vec<String> = held.iter().map(|d| d.tag().to_string()).collect();
@@ -300,9 +301,9 @@ fn hold_batch() {
     panic!("the parent was meant to kill this process");
 }
 
-/// Takes tasks in batches: everything `try_take` gives, then acks the whole
+/// Takes tasks in batches: everything `try_receive` gives, then acks the whole
 /// batch. Checks that a batch never exceeds the prefetch limit and that
-/// `take()` at the limit fails with `PrefetchLimit`. Reports `ready` and
+/// `receive()` at the limit fails with `PrefetchLimit`. Reports `ready` and
 /// `done ACKED MOST_HELD LIMIT_HITS`.
 fn batcher() {
     let (_node, ex) = child_exchange();
@@ -313,13 +314,13 @@ fn batcher() {
     report("ready");
     let (mut acked, mut most, mut hits) = (0u64, 0u32, 0u64);
     loop {
-        let mut batch = match worker.take_timeout(Duration::from_millis(20)) {
+        let mut batch = match worker.receive_timeout(Duration::from_millis(20)) {
             Ok(d) => vec![d],
             Err(RecvError::Timeout) if eof.load(Ordering::Acquire) => break,
             Err(RecvError::Timeout) => continue,
             Err(e) => panic!("take: {e:?}"),
         };
-        while let Some(d) = worker.try_take().expect("try_take") {
+        while let Some(d) = worker.try_receive().expect("try_receive") {
             batch.push(d);
         }
         let n = batch.len() as u32;
@@ -330,13 +331,13 @@ fn batcher() {
         assert_eq!(worker.held(), n, "held() disagrees with the batch");
         most = most.max(n);
         if n == limit {
-            match worker.take() {
+            match worker.receive() {
                 Err(RecvError::PrefetchLimit { limit: l }) if l == limit => hits += 1,
-                other => panic!("take() while holding {n} of {limit}: {other:?}"),
+                other => panic!("receive() while holding {n} of {limit}: {other:?}"),
             }
-            match worker.take_timeout(Duration::from_millis(1)) {
+            match worker.receive_timeout(Duration::from_millis(1)) {
                 Err(RecvError::PrefetchLimit { limit: l }) if l == limit => {}
-                other => panic!("take_timeout() while holding {n} of {limit}: {other:?}"),
+                other => panic!("receive_timeout() while holding {n} of {limit}: {other:?}"),
             }
         }
         std::thread::sleep(Duration::from_micros(100));
@@ -356,8 +357,8 @@ fn batcher() {
 fn expire_holder() {
     let (_node, ex) = child_exchange();
     let worker = ex.worker(2).expect("worker");
-    let d1 = worker.take_timeout(TIMEOUT).expect("task 1");
-    let d2 = worker.take_timeout(TIMEOUT).expect("task 2");
+    let d1 = worker.receive_timeout(TIMEOUT).expect("task 1");
+    let d2 = worker.receive_timeout(TIMEOUT).expect("task 2");
     let (id1, id2) = (d1.id(), d2.id());
     report(format!(
         "took {} {} {} {} {}",
@@ -388,7 +389,7 @@ fn nacker() {
     report("ready");
     let limit = env_u64("MAX_DELIVERIES");
     for _ in 0..limit {
-        let d = worker.take_timeout(TIMEOUT).expect("the task again");
+        let d = worker.receive_timeout(TIMEOUT).expect("the task again");
         check_payload(&d, d.tag());
         report(format!(
             "got {} {} {}",
@@ -400,11 +401,11 @@ fn nacker() {
     }
     report(format!(
         "after {:?} {}",
-        worker.try_take().expect("try_take").map(|d| d.tag()),
+        worker.try_receive().expect("try_receive").map(|d| d.tag()),
         worker.held()
     ));
     wait_parent("next");
-    let d = worker.take_timeout(TIMEOUT).expect("the second task");
+    let d = worker.receive_timeout(TIMEOUT).expect("the second task");
     report(format!(
         "got {} {} {}",
         d.tag(),
@@ -414,10 +415,13 @@ fn nacker() {
     d.nack(false).expect("nack without requeue");
     report(format!(
         "rejected {:?}",
-        worker.try_take().expect("try_take").map(|d| d.tag())
+        worker.try_receive().expect("try_receive").map(|d| d.tag())
     ));
     wait_parent("drain");
-    while let Some(dl) = worker.take_dead_letter().expect("take_dead_letter") {
+    while let Some(dl) = worker
+        .try_receive_dead_letter()
+        .expect("try_receive_dead_letter")
+    {
         check_payload(&dl, dl.tag());
         report(format!(
             "dead {} {} {}",
@@ -431,12 +435,12 @@ fn nacker() {
 }
 
 /// Takes one task, reports `took TAG`; on `ack` from the parent, waits a
-/// little (so the parent is blocked in `submit_timeout` by then), acks it
+/// little (so the parent is blocked in `send_timeout` by then), acks it
 /// and reports `acked OUTCOME`.
 fn take_then_ack() {
     let (_node, ex) = child_exchange();
     let worker = ex.worker(1).expect("worker");
-    let d = worker.take_timeout(TIMEOUT).expect("a task");
+    let d = worker.receive_timeout(TIMEOUT).expect("a task");
     report(format!("took {}", d.tag()));
     wait_parent("ack");
     std::thread::sleep(Duration::from_millis(100));
@@ -449,7 +453,7 @@ fn take_then_ack() {
 fn holder() {
     let (_node, ex) = child_exchange();
     let worker = ex.worker(1).expect("worker");
-    let d = worker.take_timeout(TIMEOUT).expect("a task");
+    let d = worker.receive_timeout(TIMEOUT).expect("a task");
     let id = d.id();
     report(format!("took {} {}", d.tag(), id.to_raw()));
     wait_parent("ack");
@@ -486,7 +490,7 @@ fn intruder() {
         "garbage_ack {}",
         outcome(worker.ack(TaskId::from_raw(u64::MAX)))
     ));
-    let d = worker.take_timeout(TIMEOUT).expect("own task");
+    let d = worker.receive_timeout(TIMEOUT).expect("own task");
     let id = d.id();
     report(format!("own_tag {}", d.tag()));
     report(format!("own_ack {}", outcome(worker.ack(id))));
@@ -501,7 +505,7 @@ fn intruder() {
 fn take_drop_leave() {
     let (node, ex) = child_exchange();
     let worker = ex.worker(1).expect("worker");
-    let d = worker.take_timeout(TIMEOUT).expect("a task");
+    let d = worker.receive_timeout(TIMEOUT).expect("a task");
     let id = d.id();
     drop(d);
     report("took");
@@ -517,12 +521,12 @@ fn take_drop_leave() {
 fn reuse_slot() {
     let (_node, ex) = child_exchange();
     let worker = ex.worker(1).expect("worker");
-    let d = worker.take_timeout(TIMEOUT).expect("a task");
+    let d = worker.receive_timeout(TIMEOUT).expect("a task");
     report(format!("own {}", d.tag()));
     let other = TaskId::from_raw(env_u64("OTHER_ID"));
     report(format!("foreign_ack {}", outcome(worker.ack(other))));
     report(format!("held {}", worker.held()));
-    let extra = worker.try_take().expect("try_take");
+    let extra = worker.try_receive().expect("try_receive");
     report(format!("extra {:?}", extra.as_ref().map(|e| e.tag())));
     drop(extra);
     report(format!("own_ack {}", outcome(d.ack())));
@@ -530,18 +534,18 @@ fn reuse_slot() {
 }
 
 /// Attaches a worker (prefetch 1), takes one task and reports `own TAG`. On
-/// `ack`, reports `held` before and after acking it, then what `try_take`
-/// and `take_timeout` give (acking whatever they give).
+/// `ack`, reports `held` before and after acking it, then what `try_receive`
+/// and `receive_timeout` give (acking whatever they give).
 fn successor() {
     let (_node, ex) = child_exchange();
     let worker = ex.worker(1).expect("worker");
-    let d = worker.take_timeout(TIMEOUT).expect("a task");
+    let d = worker.receive_timeout(TIMEOUT).expect("a task");
     report(format!("own {}", d.tag()));
     wait_parent("ack");
     report(format!("held_before {}", worker.held()));
     report(format!("own_ack {}", outcome(d.ack())));
     report(format!("held_after {}", worker.held()));
-    let next = match worker.try_take() {
+    let next = match worker.try_receive() {
         Ok(Some(d)) => {
             let tag = d.tag();
             d.ack().expect("ack");
@@ -550,8 +554,8 @@ fn successor() {
         Ok(None) => "None".to_string(),
         Err(e) => format!("Err({e:?})"),
     };
-    report(format!("try_take {next}"));
-    let next = match worker.take_timeout(Duration::from_millis(20)) {
+    report(format!("try_receive {next}"));
+    let next = match worker.receive_timeout(Duration::from_millis(20)) {
         Ok(d) => {
             let tag = d.tag();
             d.ack().expect("ack");
@@ -596,7 +600,7 @@ fn article_scenario() {
     let submitter = ex.submitter().expect("submitter");
     for tag in 1..=30u64 {
         submitter
-            .submit(1, tag, &task_payload(tag))
+            .send(Submit::new().priority(1).tag(tag), &task_payload(tag))
             .expect("submit");
     }
     assert_eq!(ex.chunks_free(), total - 30);
@@ -706,7 +710,7 @@ fn fair_share_among_equal_workers() {
     let pids: Vec<u32> = workers.iter().map(ChildProc::pid).collect();
     for tag in 0..TASKS {
         submitter
-            .submit_timeout(0, tag, &task_payload(tag), TIMEOUT)
+            .send_timeout(Submit::new().tag(tag), &task_payload(tag), TIMEOUT)
             .expect("submit");
     }
     let s = poll_acked(&ex, TASKS);
@@ -736,9 +740,9 @@ fn fair_share_among_equal_workers() {
     ns.assert_clean();
 }
 
-/// Workers with prefetch 4 take everything `try_take` gives before acking:
+/// Workers with prefetch 4 take everything `try_receive` gives before acking:
 /// none ever holds more than 4 (checked by the worker itself, by sampling
-/// `task_stats` while they run, and by `max_held` at the end), and `take()`
+/// `task_stats` while they run, and by `max_held` at the end), and `receive()`
 /// at the limit fails with `PrefetchLimit`.
 #[test]
 fn prefetch_limit_is_never_exceeded() {
@@ -755,7 +759,7 @@ fn prefetch_limit_is_never_exceeded() {
     let depth = u64::from(ex.limits().queue_depth);
     for tag in 0..depth {
         submitter
-            .submit(0, tag, &task_payload(tag))
+            .send(Submit::new().tag(tag), &task_payload(tag))
             .expect("submit");
     }
     let workers: Vec<ChildProc> = (1..=3)
@@ -778,7 +782,7 @@ fn prefetch_limit_is_never_exceeded() {
     };
     for tag in depth..TASKS {
         submitter
-            .submit_timeout(0, tag, &task_payload(tag), TIMEOUT)
+            .send_timeout(Submit::new().tag(tag), &task_payload(tag), TIMEOUT)
             .expect("submit");
         if tag % 8 == 0 {
             check(&stats(&ex));
@@ -805,7 +809,10 @@ fn prefetch_limit_is_never_exceeded() {
         hits += done[2];
     }
     assert_eq!(acked, TASKS);
-    assert!(hits > 0, "take() at the limit was never tried: {reports:?}");
+    assert!(
+        hits > 0,
+        "receive() at the limit was never tried: {reports:?}"
+    );
     poll_pool_full(&ex);
     drop((submitter, ex, node));
     ns.assert_clean();
@@ -830,7 +837,7 @@ fn unacked_delivery_is_redelivered_after_the_ack_timeout() {
     let submitter = ex.submitter().expect("submitter");
     for tag in [1, 2] {
         submitter
-            .submit(2, tag, &task_payload(tag))
+            .send(Submit::new().priority(2).tag(tag), &task_payload(tag))
             .expect("submit");
     }
     let mut slow = ChildProc::spawn(&ns, "expire_holder", &worker_env("slow", "slow", 2));
@@ -879,7 +886,7 @@ fn unacked_delivery_is_redelivered_after_the_ack_timeout() {
 
 /// With `max_deliveries` 3, a task nacked with requeue three times goes to
 /// the dead-letter queue; a task nacked without requeue goes there at once.
-/// `take_dead_letter` returns both, oldest first, with their payloads and
+/// `try_receive_dead_letter` returns both, oldest first, with their payloads and
 /// delivery counts.
 #[test]
 fn dead_letters() {
@@ -890,7 +897,9 @@ fn dead_letters() {
         .create_exchange("dl", Pattern::Tasks, limits().max_deliveries(3))
         .expect("create");
     let submitter = ex.submitter().expect("submitter");
-    submitter.submit(1, 7, &task_payload(7)).expect("submit");
+    submitter
+        .send(Submit::new().priority(1).tag(7), &task_payload(7))
+        .expect("submit");
     let mut env = worker_env("dl", "nacker", 1);
     env.push(("MAX_DELIVERIES", "3".to_string()));
     let mut child = ChildProc::spawn(&ns, "nacker", &env);
@@ -912,7 +921,9 @@ fn dead_letters() {
     );
     assert_eq!(s.redelivered, 2, "deliveries 2 and 3: {s:?}");
 
-    submitter.submit(3, 8, &task_payload(8)).expect("submit");
+    submitter
+        .send(Submit::new().priority(3).tag(8), &task_payload(8))
+        .expect("submit");
     child.send("next");
     assert_eq!(child.wait_for("got"), "8 1 false");
     assert_eq!(child.wait_for("rejected"), "None");
@@ -934,9 +945,11 @@ fn dead_letters() {
     ns.assert_clean();
 }
 
-/// Tasks of mixed priorities submitted before any worker takes: a single
-/// worker receives the priority 3 ones first (in submission order), then 2,
-/// 1, 0. Priority 4 is refused and costs no chunk.
+/// Tasks of mixed priorities submitted before any worker takes (by `send`,
+/// `send_timeout` and `send_loan`, each with its `Submit` options): a
+/// single worker process receives each with its priority and tag, the
+/// priority 3 ones first (in submission order), then 2, 1, 0. Priority 4 is
+/// refused and costs no chunk.
 #[test]
 fn priority_order() {
     let _cpu = cpu_shared();
@@ -949,19 +962,29 @@ fn priority_order() {
     let submitter = ex.submitter().expect("submitter");
     let prio = |tag: u64| ((tag * 7 + tag / 3) % 4) as u8;
     for tag in 0..40u64 {
-        submitter
-            .submit(prio(tag), tag, &task_payload(tag))
-            .expect("submit");
+        // Each way of sending carries the `Submit` options to the worker.
+        let task = Submit::new().priority(prio(tag)).tag(tag);
+        let payload = task_payload(tag);
+        match tag % 3 {
+            0 => submitter.send(task, &payload),
+            1 => submitter.send_timeout(task, &payload, TIMEOUT),
+            _ => {
+                let mut loan = submitter.loan(payload.len()).expect("loan");
+                loan.copy_from_slice(&payload);
+                submitter.send_loan(task, loan)
+            }
+        }
+        .expect("submit");
     }
     for bad in [4u8, 200] {
-        match submitter.submit(bad, 99, &task_payload(99)) {
+        match submitter.send(Submit::new().priority(bad).tag(99), &task_payload(99)) {
             Err(SendError::InvalidPriority { priority }) => assert_eq!(priority, bad),
             other => panic!("priority {bad}: {other:?}"),
         }
     }
     let loan = submitter.loan(8).expect("loan");
     assert!(matches!(
-        submitter.submit_loan(4, 99, loan),
+        submitter.send_loan(Submit::new().priority(4).tag(99), loan),
         Err(SendError::InvalidPriority { priority: 4 })
     ));
     assert_eq!(
@@ -992,8 +1015,8 @@ fn priority_order() {
 }
 
 /// A queue of depth 8 takes 8 tasks; the 9th submit is `QueueFull`, and so
-/// is `submit_timeout` while nobody acks (a delivered task still occupies
-/// its entry). `submit_timeout` succeeds once a worker process acks one
+/// is `send_timeout` while nobody acks (a delivered task still occupies
+/// its entry). `send_timeout` succeeds once a worker process acks one
 /// meanwhile.
 #[test]
 fn full_queue() {
@@ -1011,19 +1034,23 @@ fn full_queue() {
     let submitter = ex.submitter().expect("submitter");
     for tag in 1..=8u64 {
         submitter
-            .submit(0, tag, &task_payload(tag))
+            .send(Submit::new().tag(tag), &task_payload(tag))
             .expect("submit");
     }
     assert!(matches!(
-        submitter.submit(0, 9, &task_payload(9)),
+        submitter.send(Submit::new().tag(9), &task_payload(9)),
         Err(SendError::QueueFull)
     ));
     assert!(matches!(
-        submitter.submit(3, 9, &task_payload(9)),
+        submitter.send(Submit::new().priority(3).tag(9), &task_payload(9)),
         Err(SendError::QueueFull)
     ));
     assert!(matches!(
-        submitter.submit_timeout(0, 9, &task_payload(9), Duration::from_millis(20)),
+        submitter.send_timeout(
+            Submit::new().tag(9),
+            &task_payload(9),
+            Duration::from_millis(20)
+        ),
         Err(SendError::QueueFull)
     ));
     let s = stats(&ex);
@@ -1039,16 +1066,20 @@ fn full_queue() {
     let s = stats(&ex);
     assert_eq!((s.queued, s.in_flight), (7, 1), "{s:?}");
     assert!(matches!(
-        submitter.submit(0, 9, &task_payload(9)),
+        submitter.send(Submit::new().tag(9), &task_payload(9)),
         Err(SendError::QueueFull)
     ));
     assert!(matches!(
-        submitter.submit_timeout(0, 9, &task_payload(9), Duration::from_millis(20)),
+        submitter.send_timeout(
+            Submit::new().tag(9),
+            &task_payload(9),
+            Duration::from_millis(20)
+        ),
         Err(SendError::QueueFull)
     ));
     child.send("ack");
     submitter
-        .submit_timeout(0, 9, &task_payload(9), TIMEOUT)
+        .send_timeout(Submit::new().tag(9), &task_payload(9), TIMEOUT)
         .expect("room once the worker acked");
     assert_eq!(child.wait_for("acked"), "Ok");
     let s = stats(&ex);
@@ -1062,7 +1093,7 @@ fn full_queue() {
     // Drain in the parent: tasks 2..=9 in order.
     let worker: Worker = ex.worker(8).expect("worker");
     let mut tags = Vec::new();
-    while let Some(d) = worker.try_take().expect("try_take") {
+    while let Some(d) = worker.try_receive().expect("try_receive") {
         check_payload(&d, d.tag());
         tags.push(d.tag());
         d.ack().expect("ack");
@@ -1087,7 +1118,7 @@ fn acking_what_is_not_held() {
     let submitter = ex.submitter().expect("submitter");
     for tag in [1, 2] {
         submitter
-            .submit(0, tag, &task_payload(tag))
+            .send(Submit::new().tag(tag), &task_payload(tag))
             .expect("submit");
     }
     let mut holder = ChildProc::spawn(&ns, "holder", &worker_env("nh", "holder", 1));
@@ -1162,7 +1193,7 @@ fn worker_killed_holding_several_tasks() {
     let submitter = ex.submitter().expect("submitter");
     for tag in 1..=8u64 {
         submitter
-            .submit(0, tag, &task_payload(tag))
+            .send(Submit::new().tag(tag), &task_payload(tag))
             .expect("submit");
     }
     let mut doomed = ChildProc::spawn(&ns, "hold_batch", &worker_env("kh", "doomed", 4));
@@ -1238,7 +1269,7 @@ fn delivery_of_a_departed_worker_is_not_its_successors() {
     let submitter = ex.submitter().expect("submitter");
     for tag in 1..=3u64 {
         submitter
-            .submit(0, tag, &task_payload(tag))
+            .send(Submit::new().tag(tag), &task_payload(tag))
             .expect("submit");
     }
     let mut first = ChildProc::spawn(&ns, "take_drop_leave", &worker_env("ru", "first", 1));
@@ -1301,7 +1332,7 @@ fn reclaim_does_not_charge_a_departed_workers_delivery_to_its_successor() {
     let submitter = ex.submitter().expect("submitter");
     for tag in 1..=2u64 {
         submitter
-            .submit(0, tag, &task_payload(tag))
+            .send(Submit::new().tag(tag), &task_payload(tag))
             .expect("submit");
     }
     let mut first = ChildProc::spawn(&ns, "take_drop_leave", &worker_env("rr", "first", 1));
@@ -1334,7 +1365,7 @@ fn reclaim_does_not_charge_a_departed_workers_delivery_to_its_successor() {
     let held_before = second.wait_for("held_before");
     let own_ack = second.wait_for("own_ack");
     let held_after = second.wait_for("held_after");
-    let try_take = second.wait_for("try_take");
+    let try_receive = second.wait_for("try_receive");
     let take = second.wait_for("take");
     let r = second.finish();
     eprintln!(
@@ -1347,7 +1378,7 @@ fn reclaim_does_not_charge_a_departed_workers_delivery_to_its_successor() {
         (held_before.as_str(), held_after.as_str()),
         ("1", "0"),
         "the worker on port {second_port:?} holds one delivery, then none, but reclaim \
-         charged it with the departed worker's (port {first_port:?}); try_take: {try_take}, \
+         charged it with the departed worker's (port {first_port:?}); try_receive: {try_receive}, \
          take: {take}"
     );
     assert_ne!(

@@ -312,7 +312,7 @@ fn child_entry() {
             wait_parent();
             // The parent truncated the segment: the next touch faults.
             for _ in 0..1000 {
-                let _ = publisher.publish("k", &[1u8; 1000]);
+                let _ = publisher.send("k", &[1u8; 1000]);
                 while let Ok(Some(_)) = subscriber.try_receive() {}
             }
             say("survived");

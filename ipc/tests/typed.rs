@@ -57,7 +57,7 @@ fn child_entry() {
             };
             let at = mapping_offset(&node_path(&node, &name), &*loan as *const Point as usize);
             report(format!("offset {}", at.expect("loan inside the segment")));
-            let sent = publisher.publish_loan("points", loan).expect("publish");
+            let sent = publisher.send_loan("points", loan).expect("publish");
             report(format!("delivered {}", sent.delivered));
         }
         "producer" => {
@@ -327,10 +327,7 @@ fn untyped_open_of_typed_exchange_works() {
         y: 4.0,
         seq: 9,
     };
-    assert_eq!(
-        publisher.publish("points", &p).expect("publish").delivered,
-        1
-    );
+    assert_eq!(publisher.send("points", &p).expect("publish").delivered, 1);
     assert_eq!(child.finish().one("got"), "3 4 9");
     drop(publisher);
     drop(ex);

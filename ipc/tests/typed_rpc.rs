@@ -9,7 +9,7 @@
 mod common;
 
 use common::{child_node, env_str, env_u64, report, ChildProc, TestNs};
-use shmex::{FailReason, Limits, OpenError, Pattern, RecvError, TypeInfo, TypedReply};
+use shmex::{FailReason, Limits, OpenError, Pattern, RecvError, Submit, TypeInfo, TypedReply};
 use std::path::Path;
 
 /// The request of these tests.
@@ -129,7 +129,7 @@ fn child_entry() {
             report(format!("response_type {}", ex.response_type()));
             let client = ex.client().expect("client");
             let q = Query { a: 3, b: 4, seq: 1 };
-            client.request(2, bytemuck::bytes_of(&q)).expect("request");
+            client.send(2, bytemuck::bytes_of(&q)).expect("request");
             let r = client.receive_timeout(common::TIMEOUT).expect("receive");
             let a: &Answer = r.as_pod().expect("an Answer's bytes");
             report(format!("answer {} {}", a.sum, a.seq));
@@ -413,10 +413,12 @@ fn typed_tasks_across_processes_with_ack_and_nack() {
             expected += n * 3;
         }
         if n % 2 == 0 {
-            submitter.send(0, n, &job).expect("send");
+            submitter.send(Submit::new().tag(n), &job).expect("send");
         } else {
             let loan = submitter.loan_uninit().expect("loan").write(job);
-            submitter.send_loan(1, n, loan).expect("send loan");
+            submitter
+                .send_loan(Submit::new().priority(1).tag(n), loan)
+                .expect("send loan");
         }
     }
     let report = child.finish();
@@ -451,7 +453,7 @@ fn wrong_length_payloads_are_errors_not_views() {
         .expect("create");
     let (server, client) = (ex.server().expect("server"), ex.client().expect("client"));
     let raw_client = ex.untyped().client().expect("untyped client");
-    raw_client.request(1, b"short").expect("request");
+    raw_client.send(1, b"short").expect("request");
     assert!(matches!(
         server.receive_timeout(common::TIMEOUT),
         Err(RecvError::Corrupt(_))
@@ -483,8 +485,8 @@ fn wrong_length_payloads_are_errors_not_views() {
         .untyped()
         .submitter()
         .expect("untyped submitter")
-        .submit(0, 7, &[1u8; 24])
-        .expect("submit");
+        .send(Submit::new().tag(7), &[1u8; 24])
+        .expect("send");
     assert!(matches!(
         worker.receive_timeout(common::TIMEOUT),
         Err(RecvError::Corrupt(_))

@@ -91,7 +91,7 @@ fn client() {
     let node = child_node("client");
     let rr = node.open_exchange(&env_str("RR")).expect("open rr");
     let client = rr.client().expect("client");
-    client.request(7, b"hello").expect("request");
+    client.send(7, b"hello").expect("request");
     let resp = client.receive_timeout(TIMEOUT).expect("response");
     report(format!(
         "response {} {}",
@@ -105,7 +105,7 @@ fn publisher() {
     let node = child_node("publisher");
     let ps = node.open_exchange(&env_str("PS")).expect("open ps");
     let publisher = ps.publisher().expect("publisher");
-    let r = publisher.publish("events.door", b"open").expect("publish");
+    let r = publisher.send("events.door", b"open").expect("publish");
     report(format!("delivered {}", r.delivered));
 }
 

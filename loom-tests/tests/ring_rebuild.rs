@@ -3,8 +3,8 @@
 //! against the live users the pause must keep out. A two-entry ledger: entry
 //! 0 is delivered to a worker that died (task A), entry 1 is free. A live
 //! submitter submits task C (pop free, `reserve`, `write_body`, `publish`,
-//! push on the ready queue, as `Submitter::submit_loan`) and a live worker
-//! takes one task (pop ready, `claim`, as `Worker::try_take`), each inside
+//! push on the ready queue, as `Submitter::send_loan`) and a live worker
+//! takes one task (pop ready, `claim`, as `Worker::try_receive`), each inside
 //! `gate::enter`/`exit`, waiting on the control lock while paused. Reclaim pauses, waits
 //! until both ports are idle, runs `TaskEntry::resolve_dead` on every entry
 //! and `Ledger::rebuild_queues` (what `ExchangeInner::reclaim_tasks` runs),
@@ -127,7 +127,7 @@ impl Ex {
         }
     }
 
-    /// `Submitter::submit_loan`'s steps; true once published. A failed step
+    /// `Submitter::send_loan`'s steps; true once published. A failed step
     /// gives up, as the runtime's submit reports an error.
     fn submit(&self) -> bool {
         let Ok(Some(i)) = self.q(FREE).pop() else {
@@ -148,7 +148,7 @@ impl Ex {
         true
     }
 
-    /// `Worker::try_take`'s steps for priority 0: the tag it claimed.
+    /// `Worker::try_receive`'s steps for priority 0: the tag it claimed.
     fn take(&self) -> Option<u64> {
         let q = self.q(READY);
         while let Ok(Some(i)) = q.pop() {

@@ -88,7 +88,7 @@ fn json_lists_node_and_exchanges() {
         // Three chunks in use: two loans held, one publication queued.
         let _l1 = publisher.loan(10).unwrap();
         let _l2 = publisher.loan(10).unwrap();
-        assert_eq!(publisher.publish("a.b", b"queued").unwrap().delivered, 1);
+        assert_eq!(publisher.send("a.b", b"queued").unwrap().delivered, 1);
 
         let v = ls_json(&shmex(&["ls", "--json"], &ns));
         let nodes = v.get("nodes");
@@ -214,12 +214,7 @@ fn payload_types_are_listed() {
             .root("/dev/shm")
             .create()
             .unwrap();
-        let point = TypeInfo {
-            name: "Point3".into(),
-            size: 12,
-            align: 4,
-            hash: 0xfedc_ba98_7654_3210,
-        };
+        let point = TypeInfo::new("Point3", 12, 4, 0xfedc_ba98_7654_3210);
         let _points = node
             .create_exchange_of(
                 "points",

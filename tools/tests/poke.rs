@@ -824,11 +824,11 @@ fn call_stream_reports_what_went_wrong() {
         assert_eq!(request.stream_window(), 4);
         let mut stream = request.respond_stream().unwrap();
         for k in 0..3 {
-            stream.send_copy(&part(k * 100)).unwrap();
+            stream.send(&part(k * 100)).unwrap();
         }
         let mut bad = part(300);
         bad[50] ^= 0xff;
-        stream.send_copy(&bad).unwrap();
+        stream.send(&bad).unwrap();
         let call = call.finish();
         call.assert_code(1, "call --verify");
         let expected = pattern_byte(350);
@@ -846,8 +846,8 @@ fn call_stream_reports_what_went_wrong() {
         let call = Proc::start(&ns, &["call", "f", "a", "--stream", "--tag", "5"]);
         let request = server.receive_timeout(wait).unwrap();
         let mut stream = request.respond_stream().unwrap();
-        stream.send_copy(&part(0)).unwrap();
-        stream.send_copy(&part(100)).unwrap();
+        stream.send(&part(0)).unwrap();
+        stream.send(&part(100)).unwrap();
         stream.abort();
         let call = call.finish();
         call.assert_code(1, "aborted stream");
@@ -878,7 +878,7 @@ fn call_stream_reports_what_went_wrong() {
         let call = Proc::start(&ns, &["call", "f", "t", "--stream", "--timeout-ms", "200"]);
         let request = server.receive_timeout(wait).unwrap();
         let mut stream = request.respond_stream().unwrap();
-        stream.send_copy(&part(0)).unwrap();
+        stream.send(&part(0)).unwrap();
         let call = call.finish();
         call.assert_code(1, "timeout");
         assert!(

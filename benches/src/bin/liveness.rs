@@ -138,7 +138,7 @@ fn child_main(args: &[String]) -> Result<()> {
 }
 
 /// A node with the default heartbeat that holds `loans` loaned chunks and,
-/// with `publish`, a received sample and a queued publication; then sleeps
+/// with `send`, a received sample and a queued publication; then sleeps
 /// until killed (or until its stdin closes).
 fn victim(ns: &str, root: &str, exchange: &str, loans: usize, publish: bool) -> Result<()> {
     let node = Node::builder("victim").namespace(ns).root(root).create()?;
@@ -156,7 +156,7 @@ fn victim(ns: &str, root: &str, exchange: &str, loans: usize, publish: bool) -> 
     let mut samples = Vec::new();
     if let Some(sub) = &subscriber {
         for seq in 0..2u64 {
-            publisher.publish("liveness.victim", &seq.to_le_bytes())?;
+            publisher.send("liveness.victim", &seq.to_le_bytes())?;
         }
         // One sample in hand, one left queued in the inbox.
         if let Some(s) = sub.try_receive()? {

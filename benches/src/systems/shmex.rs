@@ -2,19 +2,19 @@
 //!
 //! - `pubsub-rtt`: two publish-subscribe exchanges (`ping`, `pong`), one
 //!   publisher and one subscriber (pattern `rtt`, key `rtt`) on each; every
-//!   message is a loaned chunk written in place (`loan` + `publish_loan`).
+//!   message is a loaned chunk written in place (`loan` + `send_loan`).
 //!   `shmex-typed` does the same on typed exchanges of `u64`: a message is
 //!   a slice of `size / 8` of them, loaned and written in place
-//!   (`loan_slice_uninit` + `publish_slice_loan`), read in place with
+//!   (`loan_slice_uninit` + `send_slice_loan`), read in place with
 //!   `receive_slice`: the same chunks, seen as `[u64]` instead of `[u8]`.
 //! - `reqresp-rtt`: one request-response exchange, a client here and a
-//!   server in the peer (`send_request` of a loan, `respond_loan`).
+//!   server in the peer (`send_loan` of a loan, `respond_loan`).
 //! - `stream` / `fanin`: one fan-in exchange, the consumer here and one
 //!   producer per peer (`send_loan`), retrying on a full pool or queue.
 //! - `tasks`: one task exchange (a ledger of 256 tasks), the submitter here
-//!   (`loan` + `submit_loan`, retrying on a full queue) and one worker per
+//!   (`loan` + `send_loan`, retrying on a full queue) and one worker per
 //!   peer. A worker takes what is ready up to its prefetch limit
-//!   (`try_take` until it returns nothing), then acks each by id, and
+//!   (`try_receive` until it returns nothing), then acks each by id, and
 //!   again. A batch is `n` tasks per worker plus one stop task per worker
 //!   (a worker ends its batch at the first stop task it takes; all stop
 //!   tasks queue behind the work); it ends when the exchange has counted
@@ -42,7 +42,8 @@ use crate::{
 };
 use ::shmex::{
     Client, Consumer, Exchange, Limits, Node, Pattern, Producer, Publisher, RecvError, SendError,
-    Server, Submitter, Subscriber, TaskId, TypedExchange, TypedPublisher, TypedSubscriber, Worker,
+    Server, Submit, Submitter, Subscriber, TaskId, TypedExchange, TypedPublisher, TypedSubscriber,
+    Worker,
 };
 use std::time::Duration;
 
@@ -253,7 +254,7 @@ impl DriverSide for Driver {
                 self.seq += 1;
                 let mut loan = publisher.loan(size)?;
                 write_payload(&mut loan, self.seq, touched);
-                check_delivered(publisher.publish_loan(KEY, loan)?)?;
+                check_delivered(publisher.send_loan(KEY, loan)?)?;
                 let sample = recv(mode, || subscriber.try_receive(), || subscriber.receive())?;
                 check_seq(read_payload(&sample, touched), self.seq)
             }),
@@ -265,7 +266,7 @@ impl DriverSide for Driver {
                 self.seq += 1;
                 let mut loan = publisher.loan_slice_uninit(size / 8)?.assume_init();
                 write_payload(bytemuck::cast_slice_mut(&mut loan), self.seq, touched);
-                check_delivered(publisher.publish_slice_loan(KEY, loan)?)?;
+                check_delivered(publisher.send_slice_loan(KEY, loan)?)?;
                 let sample = recv(
                     mode,
                     || subscriber.try_receive_slice(),
@@ -283,7 +284,7 @@ impl DriverSide for Driver {
                     self.seq += 1;
                     let mut loan = client.loan(size)?;
                     write_payload(&mut loan, self.seq, touched);
-                    client.send_request(self.seq, loan)?;
+                    client.send_loan(self.seq, loan)?;
                     let response = recv(mode, || client.try_receive(), || client.receive())?;
                     check_seq(response.tag(), self.seq)?;
                     check_seq(read_payload(&response, touched), self.seq)?;
@@ -447,7 +448,7 @@ fn submit(submitter: &Submitter, tag: u64, seq: u64, size: usize, touched: bool)
             Err(e) => return Err(e.into()),
         };
         write_payload(&mut loan, seq, touched);
-        match submitter.submit_loan(0, tag, loan) {
+        match submitter.send_loan(Submit::new().tag(tag), loan) {
             Ok(()) => return Ok(()),
             Err(SendError::QueueFull) => spin_pause(),
             Err(e) => return Err(e.into()),
@@ -580,7 +581,7 @@ impl PeerSide for Peer {
                     drop(sample);
                     let mut loan = publisher.loan(size)?;
                     write_payload(&mut loan, self.seq, touched);
-                    check_delivered(publisher.publish_loan(KEY, loan)?)?;
+                    check_delivered(publisher.send_loan(KEY, loan)?)?;
                 }
             }
             PeerPorts::TypedPubsub {
@@ -602,7 +603,7 @@ impl PeerSide for Peer {
                     drop(sample);
                     let mut loan = publisher.loan_slice_uninit(size / 8)?.assume_init();
                     write_payload(bytemuck::cast_slice_mut(&mut loan), self.seq, touched);
-                    check_delivered(publisher.publish_slice_loan(KEY, loan)?)?;
+                    check_delivered(publisher.send_slice_loan(KEY, loan)?)?;
                 }
             }
             PeerPorts::Reqresp { server, .. } => {
@@ -636,7 +637,7 @@ impl PeerSide for Peer {
                             }
                         };
                         fill_words(&mut loan, self.seq);
-                        stream.send(loan)?;
+                        stream.send_loan(loan)?;
                     }
                     stream.end()?;
                 }
@@ -670,7 +671,7 @@ impl PeerSide for Peer {
                 let mut stopped = false;
                 while !stopped {
                     // Take what is ready, up to the prefetch limit...
-                    while let Some(task) = worker.try_take()? {
+                    while let Some(task) = worker.try_receive()? {
                         held.push(task.id());
                         if task.tag() == STOP {
                             // ...but no further than the first stop task:

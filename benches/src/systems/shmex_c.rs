@@ -1,7 +1,7 @@
 //! shmex from C: the C↔C ping-pong of the C bindings,
 //! `bindings/examples/pingpong.c`, as it is (8-byte payloads, both sides
-//! spin-polling with `try_receive`; `rpc`: `shmex_client_request` +
-//! `shmex_request_respond`, `pubsub`: `shmex_publisher_publish` on two
+//! spin-polling with `try_receive`; `rpc`: `shmex_client_send` +
+//! `shmex_request_respond`, `pubsub`: `shmex_publisher_send` on two
 //! exchanges).
 //!
 //! pingpong forks its own echoing side and times every round trip itself

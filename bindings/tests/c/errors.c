@@ -88,17 +88,17 @@ static void arguments_and_handles(const char *ns, shmex_node *node) {
     OK(shmex_client_create(ex, &client));
     OK(shmex_server_create(ex, &server));
     EXPECT(shmex_server_free((shmex_server *)client), SHMEX_E_STALE_HANDLE);
-    EXPECT(shmex_client_request((shmex_client *)(uintptr_t)0x12345678, 1, "x", 1), SHMEX_E_STALE_HANDLE);
-    EXPECT(shmex_client_request((shmex_client *)ex, 1, "x", 1), SHMEX_E_STALE_HANDLE);
+    EXPECT(shmex_client_send((shmex_client *)(uintptr_t)0x12345678, 1, "x", 1), SHMEX_E_STALE_HANDLE);
+    EXPECT(shmex_client_send((shmex_client *)ex, 1, "x", 1), SHMEX_E_STALE_HANDLE);
     OK(shmex_client_free(client));
     EXPECT(shmex_client_free(client), SHMEX_E_STALE_HANDLE);
-    EXPECT(shmex_client_request(client, 1, "x", 1), SHMEX_E_STALE_HANDLE);
+    EXPECT(shmex_client_send(client, 1, "x", 1), SHMEX_E_STALE_HANDLE);
     OK(shmex_client_create(ex, &client));
 
     /* Lengths: NULL data with a length, payloads larger than a chunk. */
-    EXPECT(shmex_client_request(client, 1, NULL, 5), SHMEX_E_NULL);
+    EXPECT(shmex_client_send(client, 1, NULL, 5), SHMEX_E_NULL);
     static char big[4097];
-    EXPECT(shmex_client_request(client, 1, big, sizeof big), SHMEX_E_PAYLOAD_TOO_LARGE);
+    EXPECT(shmex_client_send(client, 1, big, sizeof big), SHMEX_E_PAYLOAD_TOO_LARGE);
     shmex_loan *loan;
     void *data;
     EXPECT(shmex_client_loan(client, 4097, &loan, &data), SHMEX_E_PAYLOAD_TOO_LARGE);
@@ -116,10 +116,10 @@ static void arguments_and_handles(const char *ns, shmex_node *node) {
     EXPECT(shmex_client_free(client), SHMEX_E_BUSY);
     shmex_loan *server_loan;
     OK(shmex_server_loan(server, 8, &server_loan, NULL));
-    EXPECT(shmex_client_send_request(client, 1, server_loan), SHMEX_E_INVALID_ARGUMENT);
+    EXPECT(shmex_client_send_loan(client, 1, server_loan), SHMEX_E_INVALID_ARGUMENT);
     EXPECT(shmex_loan_release(server_loan), SHMEX_E_STALE_HANDLE);
     memcpy(data, "ping", 4);
-    OK(shmex_client_send_request(client, 5, loan)); /* consumes the loan */
+    OK(shmex_client_send_loan(client, 5, loan)); /* consumes the loan */
     EXPECT(shmex_loan_release(loan), SHMEX_E_STALE_HANDLE);
 
     /* The request and its answer; a request whose answer was dropped. */
@@ -140,7 +140,7 @@ static void arguments_and_handles(const char *ns, shmex_node *node) {
     OK(shmex_sample_release(sample));
     EXPECT(shmex_sample_get_info(sample, &info), SHMEX_E_STALE_HANDLE);
 
-    OK(shmex_client_request(client, 6, "drop me", 7));
+    OK(shmex_client_send(client, 6, "drop me", 7));
     OK(shmex_server_receive(server, 1000, &request, NULL, NULL));
     OK(shmex_request_release(request)); /* unanswered */
     shmex_failure failure = {0, 99};
@@ -156,7 +156,7 @@ static void arguments_and_handles(const char *ns, shmex_node *node) {
 
     /* Queue full: a client has at most queue_depth requests outstanding. */
     int rc = SHMEX_OK, sent = 0;
-    while ((rc = shmex_client_request(client, 100 + (uint64_t)sent, "q", 1)) == SHMEX_OK)
+    while ((rc = shmex_client_send(client, 100 + (uint64_t)sent, "q", 1)) == SHMEX_OK)
         sent++;
     EXPECT(rc, SHMEX_E_QUEUE_FULL);
     TRUE(sent == 64);
@@ -187,21 +187,21 @@ static void streams(shmex_node *node) {
     OK(shmex_server_receive(server, 1000, &request, &rinfo, NULL));
     TRUE(rinfo.stream_window == 2);
     OK(shmex_request_respond_stream(request, &stream));
-    OK(shmex_stream_send_copy(stream, "a", 1));
-    OK(shmex_stream_send_copy(stream, "b", 1));
+    OK(shmex_stream_send(stream, "a", 1));
+    OK(shmex_stream_send(stream, "b", 1));
     int ready;
     uint64_t sent;
     OK(shmex_stream_status(stream, &ready, &sent));
     TRUE(!ready && sent == 2);
     shmex_loan *loan;
     OK(shmex_stream_loan(stream, 1, &loan, NULL));
-    EXPECT(shmex_stream_send(stream, loan, 20), SHMEX_E_TIMEOUT);
+    EXPECT(shmex_stream_send_loan(stream, loan, 20), SHMEX_E_TIMEOUT);
     OK(shmex_client_receive(client, 1000, &sample, &info, NULL));
     TRUE(info.kind == SHMEX_SAMPLE_STREAM_CHUNK && info.len == 1 && *(const char *)info.data == 'a');
     OK(shmex_sample_release(sample));
     OK(shmex_stream_status(stream, &ready, NULL));
     TRUE(ready);
-    OK(shmex_stream_send_copy(stream, "c", 1));
+    OK(shmex_stream_send(stream, "c", 1));
     OK(shmex_stream_end(stream));
     EXPECT(shmex_stream_end(stream), SHMEX_E_STALE_HANDLE);
     const char *expect = "bc";
@@ -232,12 +232,12 @@ static void streams(shmex_node *node) {
     TRUE(cancelled == 1);
     OK(shmex_client_cancel(client, 77, &cancelled));
     TRUE(cancelled == 0);
-    EXPECT(shmex_stream_send_copy(stream, "x", 1), SHMEX_E_CANCELLED);
+    EXPECT(shmex_stream_send(stream, "x", 1), SHMEX_E_CANCELLED);
     OK(shmex_stream_abort(stream));
 
     /* A plain request cannot be answered with a stream: dropped, and the
      * client told. */
-    OK(shmex_client_request(client, 5, "f", 1));
+    OK(shmex_client_send(client, 5, "f", 1));
     OK(shmex_server_receive(server, 1000, &request, &rinfo, NULL));
     TRUE(rinfo.stream_window == 0);
     EXPECT(shmex_request_respond_stream(request, &stream), SHMEX_E_NOT_A_STREAM_REQUEST);
@@ -247,7 +247,7 @@ static void streams(shmex_node *node) {
 
     /* Dialogue: a question, answered with a loan; answering a non-question
      * is refused. */
-    OK(shmex_client_request(client, 4, "hi", 2));
+    OK(shmex_client_send(client, 4, "hi", 2));
     OK(shmex_server_receive(server, 1000, &request, NULL, NULL));
     OK(shmex_request_ask(request, "who?", 4));
     shmex_sample *question;
@@ -291,11 +291,11 @@ static void pubsub_and_fanin(shmex_node *node) {
     EXPECT(shmex_subscriber_create(ex, long_pattern, 0, &sub), SHMEX_E_INVALID_ARGUMENT);
     OK(shmex_subscriber_create(ex, "a.*", 3, &sub));
     OK(shmex_publisher_create(ex, &pub));
-    EXPECT(shmex_publisher_publish(pub, "a.*", "x", 1, &report), SHMEX_E_INVALID_ARGUMENT);
-    EXPECT(shmex_publisher_publish(pub, NULL, "x", 1, &report), SHMEX_E_NULL);
-    OK(shmex_publisher_publish(pub, "b.c", "x", 1, &report));
+    EXPECT(shmex_publisher_send(pub, "a.*", "x", 1, &report), SHMEX_E_INVALID_ARGUMENT);
+    EXPECT(shmex_publisher_send(pub, NULL, "x", 1, &report), SHMEX_E_NULL);
+    OK(shmex_publisher_send(pub, "b.c", "x", 1, &report));
     TRUE(report.delivered == 0 && report.missed == 0);
-    OK(shmex_publisher_publish(pub, "a.c", "y", 1, &report));
+    OK(shmex_publisher_send(pub, "a.c", "y", 1, &report));
     TRUE(report.delivered == 1);
     OK(shmex_subscriber_receive(sub, 1000, &sample, &info));
     const char *key;
@@ -306,8 +306,8 @@ static void pubsub_and_fanin(shmex_node *node) {
 
     /* Full inbox: the publication is missed, and counted on both sides. */
     for (int i = 0; i < 64; i++)
-        OK(shmex_publisher_publish(pub, "a.c", "z", 1, NULL));
-    OK(shmex_publisher_publish(pub, "a.c", "z", 1, &report));
+        OK(shmex_publisher_send(pub, "a.c", "z", 1, NULL));
+    OK(shmex_publisher_send(pub, "a.c", "z", 1, &report));
     TRUE(report.delivered == 0 && report.missed == 1);
     uint64_t gaps;
     OK(shmex_subscriber_gaps(sub, &gaps));
@@ -362,17 +362,17 @@ static void tasks(shmex_node *node) {
     OK(shmex_exchange_create(node, "jobs", SHMEX_PATTERN_TASKS, &limits, &ex));
     OK(shmex_submitter_create(ex, &submitter));
     OK(shmex_worker_create(ex, 1, &worker));
-    EXPECT(shmex_submitter_submit(submitter, SHMEX_MAX_PRIORITY + 1, 1, "x", 1, 0), SHMEX_E_INVALID_ARGUMENT);
+    EXPECT(shmex_submitter_send(submitter, SHMEX_MAX_PRIORITY + 1, 1, "x", 1, 0), SHMEX_E_INVALID_ARGUMENT);
     for (uint64_t t = 0; t < 4; t++)
-        OK(shmex_submitter_submit(submitter, 1, t, "x", 1, 0));
-    EXPECT(shmex_submitter_submit(submitter, 1, 5, "x", 1, 0), SHMEX_E_QUEUE_FULL);
-    EXPECT(shmex_submitter_submit(submitter, 1, 5, "x", 1, 20), SHMEX_E_QUEUE_FULL);
+        OK(shmex_submitter_send(submitter, 1, t, "x", 1, 0));
+    EXPECT(shmex_submitter_send(submitter, 1, 5, "x", 1, 0), SHMEX_E_QUEUE_FULL);
+    EXPECT(shmex_submitter_send(submitter, 1, 5, "x", 1, 20), SHMEX_E_QUEUE_FULL);
 
-    OK(shmex_worker_take(worker, 1000, &task, &info));
+    OK(shmex_worker_receive(worker, 1000, &task, &info));
     TRUE(info.tag == 0 && info.deliveries == 1 && !info.redelivered);
     shmex_delivery *second;
-    EXPECT(shmex_worker_take(worker, 1000, &second, NULL), SHMEX_E_PREFETCH_LIMIT);
-    OK(shmex_worker_try_take(worker, &second, NULL));
+    EXPECT(shmex_worker_receive(worker, 1000, &second, NULL), SHMEX_E_PREFETCH_LIMIT);
+    OK(shmex_worker_try_receive(worker, &second, NULL));
     TRUE(second == NULL);
     uint32_t held;
     OK(shmex_worker_held(worker, &held));
@@ -385,12 +385,12 @@ static void tasks(shmex_node *node) {
 
     /* Nack with requeue: redelivered (after the others, queued before it);
      * nack without: a dead letter. */
-    OK(shmex_worker_take(worker, 1000, &task, &info));
+    OK(shmex_worker_receive(worker, 1000, &task, &info));
     TRUE(info.tag == 1);
     OK(shmex_delivery_nack(task, 1));
     int seen = 0;
     for (int i = 0; i < 3; i++) {
-        OK(shmex_worker_take(worker, 1000, &task, &info));
+        OK(shmex_worker_receive(worker, 1000, &task, &info));
         seen |= 1 << info.tag;
         if (info.tag == 1) {
             TRUE(info.redelivered && info.deliveries == 2);
@@ -405,13 +405,13 @@ static void tasks(shmex_node *node) {
     TRUE(seen == (1 << 1 | 1 << 2 | 1 << 3));
     shmex_dead_letter *dead;
     shmex_dead_letter_info dinfo;
-    OK(shmex_worker_take_dead_letter(worker, &dead, &dinfo));
+    OK(shmex_worker_try_receive_dead_letter(worker, &dead, &dinfo));
     TRUE(dead != NULL && dinfo.tag == 1 && dinfo.deliveries == 2);
     OK(shmex_dead_letter_release(dead));
-    OK(shmex_worker_take_dead_letter(worker, &dead, NULL));
+    OK(shmex_worker_try_receive_dead_letter(worker, &dead, NULL));
     TRUE(dead == NULL);
 
-    EXPECT(shmex_worker_take(worker, 10, &task, NULL), SHMEX_E_TIMEOUT);
+    EXPECT(shmex_worker_receive(worker, 10, &task, NULL), SHMEX_E_TIMEOUT);
     shmex_task_stats stats;
     OK(shmex_exchange_task_stats(ex, &stats));
     TRUE(stats.acked == 3 && stats.queued == 0 && stats.in_flight == 0 && stats.workers == 1);
@@ -456,7 +456,7 @@ static void waitsets_and_watches(shmex_node *node) {
     OK(shmex_watch_try_event(watch, &event));
     TRUE(event == SHMEX_EVENT_NONE);
     EXPECT(shmex_waitset_wait(set, 10, ready, 4, &n), SHMEX_E_TIMEOUT);
-    OK(shmex_publisher_publish(pub, "k", "x", 1, NULL));
+    OK(shmex_publisher_send(pub, "k", "x", 1, NULL));
     OK(shmex_waitset_wait(set, 1000, ready, 4, &n)); /* the subscriber */
     TRUE(n == 1 && ready[0] == s);
     shmex_sample *sample;
@@ -468,7 +468,7 @@ static void waitsets_and_watches(shmex_node *node) {
     OK(shmex_node_remove_exchange(node, "news"));
     OK(shmex_watch_wait(watch, 1000, &event));
     TRUE(event == SHMEX_EVENT_DOWN);
-    EXPECT(shmex_publisher_publish(pub, "k", "x", 1, NULL), SHMEX_E_EXCHANGE_DOWN);
+    EXPECT(shmex_publisher_send(pub, "k", "x", 1, NULL), SHMEX_E_EXCHANGE_DOWN);
     EXPECT(shmex_subscriber_try_receive(sub, &sample, NULL), SHMEX_E_EXCHANGE_DOWN);
     EXPECT(shmex_watch_wait(watch, 10, &event), SHMEX_E_TIMEOUT);
 

@@ -148,9 +148,9 @@ struct row {
     X(shmex_client_free, CLIENT, 0, KINDS, shmex_client_free(h))                             \
     X(shmex_client_loan, CLIENT, 0, KINDS,                                                    \
       shmex_client_loan(h, 4, OUT(0, shmex_loan **), OUT(1, void **)))                       \
-    X(shmex_client_request, CLIENT, 0, KINDS, shmex_client_request(h, 9, "x", 1))           \
-    X(shmex_client_send_request, CLIENT, 0, KINDS, shmex_client_send_request(h, 9, F(CLIENT))) \
-    X(shmex_client_send_request, LOAN, 1, CLIENT, shmex_client_send_request(L(CLIENT), 9, h)) \
+    X(shmex_client_send, CLIENT, 0, KINDS, shmex_client_send(h, 9, "x", 1))           \
+    X(shmex_client_send_loan, CLIENT, 0, KINDS, shmex_client_send_loan(h, 9, F(CLIENT))) \
+    X(shmex_client_send_loan, LOAN, 1, CLIENT, shmex_client_send_loan(L(CLIENT), 9, h)) \
     X(shmex_client_request_stream, CLIENT, 0, KINDS, shmex_client_request_stream(h, 9, "x", 1, 2)) \
     X(shmex_client_cancel, CLIENT, 0, KINDS, shmex_client_cancel(h, 9, OUT(0, int *)))      \
     X(shmex_client_answer, CLIENT, 0, KINDS, shmex_client_answer(h, c.question, "x", 1))     \
@@ -189,9 +189,9 @@ struct row {
     X(shmex_request_release, REQUEST, 0, KINDS, shmex_request_release(h))                    \
     X(shmex_stream_loan, STREAM, 0, KINDS,                                                    \
       shmex_stream_loan(h, 4, OUT(0, shmex_loan **), OUT(1, void **)))                       \
-    X(shmex_stream_send, STREAM, 0, KINDS, shmex_stream_send(h, F(SERVER), 0))               \
-    X(shmex_stream_send, LOAN, 1, SERVER, shmex_stream_send(L(STREAM), h, 0))                \
-    X(shmex_stream_send_copy, STREAM, 0, KINDS, shmex_stream_send_copy(h, "x", 1))           \
+    X(shmex_stream_send_loan, STREAM, 0, KINDS, shmex_stream_send_loan(h, F(SERVER), 0))               \
+    X(shmex_stream_send_loan, LOAN, 1, SERVER, shmex_stream_send_loan(L(STREAM), h, 0))                \
+    X(shmex_stream_send, STREAM, 0, KINDS, shmex_stream_send(h, "x", 1))           \
     X(shmex_stream_status, STREAM, 0, KINDS,                                                  \
       shmex_stream_status(h, OUT(0, int *), OUT(1, uint64_t *)))                              \
     X(shmex_stream_end, STREAM, 0, KINDS, shmex_stream_end(h))                               \
@@ -201,12 +201,12 @@ struct row {
     X(shmex_publisher_free, PUBLISHER, 0, KINDS, shmex_publisher_free(h))                    \
     X(shmex_publisher_loan, PUBLISHER, 0, KINDS,                                              \
       shmex_publisher_loan(h, 4, OUT(0, shmex_loan **), OUT(1, void **)))                    \
-    X(shmex_publisher_publish, PUBLISHER, 0, KINDS,                                           \
-      shmex_publisher_publish(h, "k", "x", 1, OUT(0, shmex_published *)))                    \
-    X(shmex_publisher_publish_loan, PUBLISHER, 0, KINDS,                                      \
-      shmex_publisher_publish_loan(h, "k", F(PUBLISHER), OUT(0, shmex_published *)))         \
-    X(shmex_publisher_publish_loan, LOAN, 1, PUBLISHER,                                       \
-      shmex_publisher_publish_loan(L(PUBLISHER), "k", h, OUT(0, shmex_published *)))         \
+    X(shmex_publisher_send, PUBLISHER, 0, KINDS,                                           \
+      shmex_publisher_send(h, "k", "x", 1, OUT(0, shmex_published *)))                    \
+    X(shmex_publisher_send_loan, PUBLISHER, 0, KINDS,                                      \
+      shmex_publisher_send_loan(h, "k", F(PUBLISHER), OUT(0, shmex_published *)))         \
+    X(shmex_publisher_send_loan, LOAN, 1, PUBLISHER,                                       \
+      shmex_publisher_send_loan(L(PUBLISHER), "k", h, OUT(0, shmex_published *)))         \
     X(shmex_subscriber_create, EXCHANGE, 0, KINDS,                                            \
       shmex_subscriber_create(h, "#", 0, OUT(0, shmex_subscriber **)))                        \
     X(shmex_subscriber_free, SUBSCRIBER, 0, KINDS, shmex_subscriber_free(h))                 \
@@ -235,17 +235,17 @@ struct row {
     X(shmex_submitter_free, SUBMITTER, 0, KINDS, shmex_submitter_free(h))                    \
     X(shmex_submitter_loan, SUBMITTER, 0, KINDS,                                              \
       shmex_submitter_loan(h, 4, OUT(0, shmex_loan **), OUT(1, void **)))                    \
-    X(shmex_submitter_submit, SUBMITTER, 0, KINDS, shmex_submitter_submit(h, 1, 9, "x", 1, 0)) \
-    X(shmex_submitter_submit_loan, SUBMITTER, 0, KINDS,                                       \
-      shmex_submitter_submit_loan(h, 1, 9, F(SUBMITTER)))                                     \
-    X(shmex_submitter_submit_loan, LOAN, 1, SUBMITTER,                                        \
-      shmex_submitter_submit_loan(L(SUBMITTER), 1, 9, h))                                     \
+    X(shmex_submitter_send, SUBMITTER, 0, KINDS, shmex_submitter_send(h, 1, 9, "x", 1, 0)) \
+    X(shmex_submitter_send_loan, SUBMITTER, 0, KINDS,                                       \
+      shmex_submitter_send_loan(h, 1, 9, F(SUBMITTER)))                                     \
+    X(shmex_submitter_send_loan, LOAN, 1, SUBMITTER,                                        \
+      shmex_submitter_send_loan(L(SUBMITTER), 1, 9, h))                                     \
     X(shmex_worker_create, EXCHANGE, 0, KINDS, shmex_worker_create(h, 1, OUT(0, shmex_worker **))) \
     X(shmex_worker_free, WORKER, 0, KINDS, shmex_worker_free(h))                             \
-    X(shmex_worker_try_take, WORKER, 0, KINDS,                                                \
-      shmex_worker_try_take(h, OUT(0, shmex_delivery **), OUT(1, shmex_delivery_info *)))    \
-    X(shmex_worker_take, WORKER, 0, KINDS,                                                    \
-      shmex_worker_take(h, 0, OUT(0, shmex_delivery **), OUT(1, shmex_delivery_info *)))     \
+    X(shmex_worker_try_receive, WORKER, 0, KINDS,                                                \
+      shmex_worker_try_receive(h, OUT(0, shmex_delivery **), OUT(1, shmex_delivery_info *)))    \
+    X(shmex_worker_receive, WORKER, 0, KINDS,                                                    \
+      shmex_worker_receive(h, 0, OUT(0, shmex_delivery **), OUT(1, shmex_delivery_info *)))     \
     X(shmex_worker_ack, WORKER, 0, KINDS, shmex_worker_ack(h, 1))                            \
     X(shmex_worker_nack, WORKER, 0, KINDS, shmex_worker_nack(h, 1, 1))                       \
     X(shmex_worker_held, WORKER, 0, KINDS, shmex_worker_held(h, OUT(0, uint32_t *)))         \
@@ -254,8 +254,8 @@ struct row {
     X(shmex_delivery_ack, DELIVERY, 0, KINDS, shmex_delivery_ack(h))                         \
     X(shmex_delivery_nack, DELIVERY, 0, KINDS, shmex_delivery_nack(h, 1))                    \
     X(shmex_delivery_release, DELIVERY, 0, KINDS, shmex_delivery_release(h))                 \
-    X(shmex_worker_take_dead_letter, WORKER, 0, KINDS,                                        \
-      shmex_worker_take_dead_letter(h, OUT(0, shmex_dead_letter **), OUT(1, shmex_dead_letter_info *))) \
+    X(shmex_worker_try_receive_dead_letter, WORKER, 0, KINDS,                                        \
+      shmex_worker_try_receive_dead_letter(h, OUT(0, shmex_dead_letter **), OUT(1, shmex_dead_letter_info *))) \
     X(shmex_dead_letter_get_info, DEAD_LETTER, 0, KINDS,                                      \
       shmex_dead_letter_get_info(h, OUT(0, shmex_dead_letter_info *)))                        \
     X(shmex_dead_letter_release, DEAD_LETTER, 0, KINDS, shmex_dead_letter_release(h))        \
@@ -437,26 +437,26 @@ int main(int argc, char **argv) {
     shmex_delivery *deliveries[2];
     shmex_dead_letter *dead[2];
     for (int i = 0; i < 2; i++) {
-        OK(shmex_publisher_publish(c.live[PUBLISHER], "k", "x", 1, NULL));
+        OK(shmex_publisher_send(c.live[PUBLISHER], "k", "x", 1, NULL));
         OK(shmex_subscriber_receive(c.live[SUBSCRIBER], 1000, &samples[i], NULL));
         OK(shmex_publisher_loan(c.live[PUBLISHER], 4, &loans[i], NULL));
-        OK(shmex_client_request(c.live[CLIENT], i, "q", 1));
+        OK(shmex_client_send(c.live[CLIENT], i, "q", 1));
         OK(shmex_server_receive(c.live[SERVER], 1000, &requests[i], NULL, NULL));
         shmex_request *r;
         OK(shmex_client_request_stream(c.live[CLIENT], 10 + i, "s", 1, 4));
         OK(shmex_server_receive(c.live[SERVER], 1000, &r, NULL, NULL));
         OK(shmex_request_respond_stream(r, &streams[i]));
-        OK(shmex_submitter_submit(c.live[SUBMITTER], 1, i, "t", 1, 0));
-        OK(shmex_worker_take(c.live[WORKER], 1000, &deliveries[i], NULL));
+        OK(shmex_submitter_send(c.live[SUBMITTER], 1, i, "t", 1, 0));
+        OK(shmex_worker_receive(c.live[WORKER], 1000, &deliveries[i], NULL));
         shmex_delivery *d;
-        OK(shmex_submitter_submit(c.live[SUBMITTER], 1, 20 + i, "t", 1, 0));
-        OK(shmex_worker_take(c.live[WORKER], 1000, &d, NULL));
+        OK(shmex_submitter_send(c.live[SUBMITTER], 1, 20 + i, "t", 1, 0));
+        OK(shmex_worker_receive(c.live[WORKER], 1000, &d, NULL));
         OK(shmex_delivery_nack(d, 0));
-        OK(shmex_worker_take_dead_letter(c.live[WORKER], &dead[i], NULL));
+        OK(shmex_worker_try_receive_dead_letter(c.live[WORKER], &dead[i], NULL));
         CHECK(dead[i] != NULL, "no dead letter");
     }
     shmex_request *asked;
-    OK(shmex_client_request(c.live[CLIENT], 30, "q", 1));
+    OK(shmex_client_send(c.live[CLIENT], 30, "q", 1));
     OK(shmex_server_receive(c.live[SERVER], 1000, &asked, NULL, NULL));
     OK(shmex_request_ask(asked, "?", 1));
     OK(shmex_client_receive(c.live[CLIENT], 1000, (shmex_sample **)&c.question, NULL, NULL));

@@ -190,7 +190,7 @@ impl Ctx {
         let client = node.open_exchange(RPC)?.client()?;
         for (tag, question) in (1..=SHOWN).zip(["ping", "what time is it?", "still there?"]) {
             say!(self, "sent request {tag}: {question}");
-            client.request(tag, question.as_bytes())?;
+            client.send(tag, question.as_bytes())?;
             let answer = client
                 .receive_timeout(self.timeout())
                 .context(|| format!("waiting for response {tag}"))?;
@@ -206,7 +206,7 @@ impl Ctx {
             let start = Instant::now();
             let mut loan = client.loan(8)?;
             loan.copy_from_slice(&tag.to_le_bytes());
-            client.send_request(tag, loan)?;
+            client.send_loan(tag, loan)?;
             let answer = client
                 .receive_timeout(self.timeout())
                 .context(|| format!("waiting for response {tag}"))?;
@@ -222,7 +222,7 @@ impl Ctx {
                 }
             }
         }
-        client.request(GOODBYE, b"goodbye")?;
+        client.send(GOODBYE, b"goodbye")?;
         let bye = client
             .receive_timeout(self.timeout())
             .context(|| "waiting for the answer to goodbye".into())?;
@@ -274,7 +274,7 @@ impl Ctx {
             let mut loan = pongs.loan(ping.len())?;
             loan.copy_from_slice(&ping);
             drop(ping);
-            let sent = pongs.publish_loan("pong", loan)?;
+            let sent = pongs.send_loan("pong", loan)?;
             if sent.delivered != 1 {
                 return fail(format!("pong reached {} subscribers", sent.delivered));
             }
@@ -291,7 +291,7 @@ impl Ctx {
         let node = self.node("publisher")?;
         let publisher = node.open_exchange(SENSORS)?.publisher()?;
         for (key, value, matches) in READINGS {
-            let sent = publisher.publish(key, value.as_bytes())?;
+            let sent = publisher.send(key, value.as_bytes())?;
             let want = matches.iter().filter(|&&m| m).count() as u32;
             let subscribers = match sent.delivered {
                 1 => "subscriber",
@@ -320,7 +320,7 @@ impl Ctx {
             let start = Instant::now();
             let mut loan = pings.loan(8)?;
             loan.copy_from_slice(&i.to_le_bytes());
-            let sent = pings.publish_loan("ping", loan)?;
+            let sent = pings.send_loan("ping", loan)?;
             if sent.delivered != 1 {
                 return fail(format!("ping reached {} subscribers", sent.delivered));
             }
@@ -339,7 +339,7 @@ impl Ctx {
                 }
             }
         }
-        pings.publish("ping", BYE)?;
+        pings.send("ping", BYE)?;
         let bye = pongs
             .receive_timeout(self.timeout())
             .context(|| "waiting for the last pong".into())?;
@@ -468,7 +468,7 @@ impl Ctx {
         let worker = tasks.worker(PREFETCH)?;
         say!(self, "attached (prefetch limit {PREFETCH})");
         let task = worker
-            .take_timeout(self.timeout())
+            .receive_timeout(self.timeout())
             .context(|| "waiting for a task".into())?;
         say!(
             self,
@@ -519,7 +519,7 @@ impl Ctx {
                 return fail(format!("unexpected control message {msg:?}"));
             }
             // Take what is ready, up to the prefetch limit.
-            while let Some(d) = worker.try_take()? {
+            while let Some(d) = worker.try_receive()? {
                 held.push(d);
             }
             if held.is_empty() {
@@ -527,7 +527,7 @@ impl Ctx {
                     return fail("no task and no stop for too long".into());
                 }
                 // Wake on a task or a control message; the short slice
-                // lets `try_take` sweep deliveries past their ack timeout.
+                // lets `try_receive` sweep deliveries past their ack timeout.
                 match set.wait(Some(Duration::from_millis(50))) {
                     Ok(_) | Err(WaitError::Timeout) => continue,
                     Err(e) => return Err(e.into()),
@@ -535,10 +535,10 @@ impl Ctx {
             }
             if !showed_limit && held.len() as u32 >= PREFETCH {
                 showed_limit = true;
-                match worker.take_timeout(Duration::ZERO) {
+                match worker.receive_timeout(Duration::ZERO) {
                     Err(RecvError::PrefetchLimit { limit }) => say!(
                         self,
-                        "holding {} unacked tasks: at the prefetch limit, take() refuses (limit {limit})",
+                        "holding {} unacked tasks: at the prefetch limit, receive() refuses (limit {limit})",
                         held.len()
                     ),
                     Ok(d) => {

@@ -186,7 +186,7 @@ impl Ctx {
     ) -> Result<(u64, std::time::Duration), Box<dyn std::error::Error>> {
         let start = Instant::now();
         client
-            .request(TAG, OPENING.as_bytes())
+            .send(TAG, OPENING.as_bytes())
             .context(|| "sending the request".into())?;
         let mut answered: Vec<&str> = Vec::new();
         loop {

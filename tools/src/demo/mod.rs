@@ -680,7 +680,7 @@ impl Demo {
         // throughput figure does not include process start-up.
         {
             let starter = go.publisher().map_err(|e| e.to_string())?;
-            let sent = starter.publish("go", b"go").map_err(|e| e.to_string())?;
+            let sent = starter.send("go", b"go").map_err(|e| e.to_string())?;
             report!("[demo] go: released {} producers", sent.delivered);
             if sent.delivered != PRODUCERS {
                 return Err(format!(

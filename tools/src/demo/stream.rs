@@ -218,7 +218,7 @@ impl Ctx {
                 let len = chunk.min(bytes - offset);
                 let mut loan = stream.loan(len as usize)?;
                 fill(&mut loan, tag, offset);
-                if let Err(e) = stream.send(loan) {
+                if let Err(e) = stream.send_loan(loan) {
                     outcome = Err(e);
                     break;
                 }
@@ -324,7 +324,7 @@ impl Ctx {
 
         let cancelled_after = self.cancel_a_stream(&client)?;
 
-        client.request(GOODBYE, b"goodbye")?;
+        client.send(GOODBYE, b"goodbye")?;
         let bye = client
             .receive_timeout(self.timeout())
             .context(|| "waiting for the answer to goodbye".into())?;

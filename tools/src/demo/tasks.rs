@@ -24,7 +24,7 @@
 
 use super::{check_idle, create, Demo, Role, CONTROL, RECEIPTS, TASKS};
 use crate::json::Json;
-use shmex::{Consumer, Exchange, Limits, Node, Pattern, TaskStats, WorkerStats};
+use shmex::{Consumer, Exchange, Limits, Node, Pattern, Submit, TaskStats, WorkerStats};
 use std::time::Duration;
 
 /// Each worker's prefetch limit.
@@ -158,12 +158,12 @@ pub(super) fn scenario(demo: &Demo, node: &Node) -> Result<(), String> {
         for tag in 1..=u64::from(n) {
             let payload = format!("task {tag}");
             submitter
-                .submit(0, tag, payload.as_bytes())
+                .send(Submit::new().tag(tag), payload.as_bytes())
                 .map_err(|e| format!("submitting task {tag}: {e}"))?;
         }
         if poison {
             submitter
-                .submit(0, u64::from(n) + 1, POISON)
+                .send(Submit::new().tag(u64::from(n) + 1), POISON)
                 .map_err(|e| format!("submitting the poison task: {e}"))?;
         }
     }
@@ -214,7 +214,7 @@ pub(super) fn scenario(demo: &Demo, node: &Node) -> Result<(), String> {
     })?;
     let publisher = control.publisher().map_err(|e| e.to_string())?;
     let signal = |key: &str| -> Result<(), String> {
-        let sent = publisher.publish(key, b"").map_err(|e| e.to_string())?;
+        let sent = publisher.send(key, b"").map_err(|e| e.to_string())?;
         if sent.delivered != 1 {
             return Err(format!("{key} reached {} workers", sent.delivered));
         }
@@ -394,7 +394,7 @@ fn drain_dead_letter(tasks: &Exchange, n: u32, errors: &mut Vec<String>) {
         Ok(w) => w,
         Err(e) => return errors.push(format!("cannot attach a worker: {e}")),
     };
-    match worker.take_dead_letter() {
+    match worker.try_receive_dead_letter() {
         Ok(Some(dl)) => {
             report!(
                 "[demo] dead letter: task {} ({}), delivered {} time(s)",
@@ -412,7 +412,11 @@ fn drain_dead_letter(tasks: &Exchange, n: u32, errors: &mut Vec<String>) {
         Ok(None) => errors.push("no dead letter to take".into()),
         Err(e) => errors.push(format!("taking the dead letter: {e}")),
     }
-    let second = worker.take_dead_letter().ok().flatten().map(|dl| dl.tag());
+    let second = worker
+        .try_receive_dead_letter()
+        .ok()
+        .flatten()
+        .map(|dl| dl.tag());
     if let Some(tag) = second {
         errors.push(format!("a second dead letter: task {tag}"));
     }

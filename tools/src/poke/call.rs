@@ -153,7 +153,7 @@ fn exec(o: Options) -> Result<(), Failure> {
     loop {
         let sent = match o.stream {
             Some((window, _)) => client.request_stream(o.tag, o.message.as_bytes(), window),
-            None => client.request(o.tag, o.message.as_bytes()),
+            None => client.send(o.tag, o.message.as_bytes()),
         };
         match sent {
             Ok(()) => {

@@ -128,7 +128,7 @@ fn exec(o: Options) -> Result<(), Failure> {
         if i > 0 && !o.interval.is_zero() {
             std::thread::sleep(o.interval);
         }
-        match publisher.publish(&o.key, o.message.as_bytes()) {
+        match publisher.send(&o.key, o.message.as_bytes()) {
             Ok(r) => {
                 published += 1;
                 delivered += u64::from(r.delivered);

@@ -232,7 +232,7 @@ impl Source<'_> {
             loan.copy_from_slice(self.pattern.at(self.sent, len));
             // Dropped on error: the client is told the stream was aborted
             // (when it is still there to be told).
-            stream.send(loan)?;
+            stream.send_loan(loan)?;
             self.sent += len as u64;
             self.print_line()?;
         }

@@ -15,7 +15,7 @@
 //!
 //! - **chunks leaked**: `chunks_total - chunks_free` summed over the
 //!   exchanges ([`shmex::list_exchanges`]) once nothing is in flight;
-//! - **acked tasks lost**: tasks whose `submit` returned `Ok` that were
+//! - **acked tasks lost**: tasks whose `send` returned `Ok` that were
 //!   neither acked (an `ack` that returned `Ok`) nor dead-lettered by the
 //!   end, after the drain. A victim killed between its `ack` returning `Ok`
 //!   and its report of it leaves a task *in doubt* (its last record is that

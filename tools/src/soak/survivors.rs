@@ -10,7 +10,7 @@
 //! or failed.
 
 use super::{tick, tick_bytes, Tasks, Who, STREAM_WINDOW};
-use shmex::{Exchange, RecvError, SendError, SenderId, StreamError, TaskError};
+use shmex::{Exchange, RecvError, SendError, SenderId, StreamError, Submit, TaskError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,7 +85,7 @@ pub fn publisher(ex: Exchange, stop: Stop) -> (Tally, u64) {
     let mut seq = 0u64;
     while !stopped(&stop) {
         let started = Instant::now();
-        match publisher.publish(TICK_KEY, &tick_bytes(seq)) {
+        match publisher.send(TICK_KEY, &tick_bytes(seq)) {
             Ok(_) => {
                 seq += 1;
                 t.ops += 1;
@@ -181,7 +181,7 @@ pub fn server(ex: Exchange, stop: Stop) -> Tally {
             let r = match stream.loan(16) {
                 Ok(mut loan) => {
                     loan.copy_from_slice(&tick_bytes(tag ^ i));
-                    stream.send_timeout(loan, REQUEST_TIMEOUT)
+                    stream.send_loan_timeout(loan, REQUEST_TIMEOUT)
                 }
                 Err(e) => Err(StreamError::Send(e)),
             };
@@ -231,7 +231,7 @@ pub fn client(ex: Exchange, stop: Stop) -> Tally {
         let sent = if stream {
             client.request_stream(tag, &tag.to_le_bytes(), STREAM_WINDOW)
         } else {
-            client.request(tag, &tag.to_le_bytes())
+            client.send(tag, &tag.to_le_bytes())
         };
         match sent {
             Ok(()) => {}
@@ -398,7 +398,10 @@ pub fn submitter(ex: Exchange, stop: Stop, tasks: Arc<Mutex<Tasks>>) -> Tally {
     let mut seq = 0u64;
     while !stopped(&stop) {
         let started = Instant::now();
-        match submitter.submit((seq % 3) as u8, seq, &seq.to_le_bytes()) {
+        match submitter.send(
+            Submit::new().priority((seq % 3) as u8).tag(seq),
+            &seq.to_le_bytes(),
+        ) {
             Ok(()) => {
                 if let Ok(mut tasks) = tasks.lock() {
                     tasks.submitted(seq);
@@ -449,7 +452,7 @@ pub fn worker(
             drain_deadline = Some(Instant::now() + drain_for);
         }
         let started = Instant::now();
-        let r = worker.take_timeout(SLICE);
+        let r = worker.receive_timeout(SLICE);
         t.timed(started, SLICE);
         match r {
             Ok(d) => {
@@ -486,7 +489,7 @@ pub fn worker(
         }
     }
     loop {
-        match worker.take_dead_letter() {
+        match worker.try_receive_dead_letter() {
             Ok(Some(dl)) => {
                 let (tag, deliveries) = (dl.tag(), dl.deliveries());
                 record(&mut |k| k.dead_letter(tag, deliveries));

@@ -12,7 +12,7 @@
 //! outlives the soak.
 
 use super::{tick, Rng, FANIN, PS, RR, STREAM_CHUNKS, STREAM_WINDOW, TASKS};
-use shmex::{Node, RecvError, SendError, StreamError, TaskError};
+use shmex::{Node, RecvError, SendError, StreamError, Submit, TaskError};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -113,7 +113,7 @@ fn publisher(rng: &mut Rng) -> Res {
     say(format_args!("ready"));
     let mut seq = 0u64;
     loop {
-        match publisher.publish("victim.flood", &super::tick_bytes(seq)) {
+        match publisher.send("victim.flood", &super::tick_bytes(seq)) {
             Ok(_) => seq += 1,
             Err(SendError::PoolExhausted { .. }) => std::thread::yield_now(),
             Err(e) => return Err(err("publish", e)),
@@ -136,7 +136,7 @@ fn client(rng: &mut Rng, id: u64) -> Res {
         let sent = if stream {
             client.request_stream(tag, &tag.to_le_bytes(), STREAM_WINDOW)
         } else {
-            client.request(tag, &tag.to_le_bytes())
+            client.send(tag, &tag.to_le_bytes())
         };
         match sent {
             Ok(()) => {}
@@ -197,7 +197,7 @@ fn server(rng: &mut Rng) -> Res {
             Err(e) => return Err(err("respond_stream", e)),
         };
         for i in 0..STREAM_CHUNKS {
-            match stream.send_copy(&super::tick_bytes(tag ^ i)) {
+            match stream.send(&super::tick_bytes(tag ^ i)) {
                 Ok(()) => {}
                 Err(StreamError::ClientGone | StreamError::Cancelled) => break,
                 Err(StreamError::Send(SendError::PoolExhausted { .. })) => break,
@@ -236,7 +236,10 @@ fn submitter(id: u64) -> Res {
     let mut seq = 0u64;
     loop {
         let tag = super::VICTIM_TASK | id << 24 | seq;
-        match submitter.submit((seq % 2) as u8, tag, &tag.to_le_bytes()) {
+        match submitter.send(
+            Submit::new().priority((seq % 2) as u8).tag(tag),
+            &tag.to_le_bytes(),
+        ) {
             Ok(()) => {
                 say(format_args!("s {tag}"));
                 seq += 1;
@@ -260,7 +263,7 @@ fn worker(rng: &mut Rng) -> Res {
     say(format_args!("ready"));
     let mut held = Vec::new();
     loop {
-        let d = match worker.take_timeout(SLICE) {
+        let d = match worker.receive_timeout(SLICE) {
             Ok(d) => d,
             Err(RecvError::Timeout) => continue,
             Err(RecvError::PrefetchLimit { .. }) => {
