@@ -220,6 +220,7 @@ mod namespace;
 mod node;
 mod owned;
 mod pattern;
+mod payload;
 mod pubsub;
 mod reclaim;
 mod registry;
@@ -235,12 +236,15 @@ pub mod topic;
 pub mod typed;
 pub mod typed_rpc;
 pub mod typed_tasks;
+mod umbrella;
 mod waitset;
 mod watch;
 
+#[cfg(feature = "serde")]
+pub use error::SerialError;
 pub use error::{
-    Corrupt, Error, FailReason, NodeError, OpenError, PodError, PortError, RecvError, RespondError,
-    Result, SegmentError, SendError, StreamError, TaskError, WaitError,
+    Corrupt, FailReason, NodeError, OpenError, PodError, PortError, RecvError, RespondError,
+    SegmentError, SendError, StreamError, TaskError, WaitError,
 };
 #[doc(hidden)]
 pub use exchange::word_offsets;
@@ -259,24 +263,24 @@ pub use node::{
     HUNG_AFTER,
 };
 pub use owned::{OwnedLoan, OwnedSample};
+pub use payload::{layout_hash_of, Payload, TypeInfo};
 pub use pubsub::{Published, Publisher, Subscriber};
 pub use rpc::{Client, Request, ResponseStream, Server, MAX_STREAM_WINDOW, SERVER_CHECK_INTERVAL};
 pub use sample::{Loan, Sample, SenderId};
-#[cfg(feature = "serde")]
-pub use serialized::SerialError;
 pub use submit::Submit;
 pub use tasks::{
     DeadLetter, Delivery, OwnedDelivery, Submitter, TaskId, TaskStats, Worker, WorkerStats,
     PASS_OVER, PRIORITIES,
 };
 pub use typed::{
-    layout_hash_of, Payload, TypeInfo, TypedConsumer, TypedExchange, TypedLoan, TypedProducer,
-    TypedPublisher, TypedSample, TypedSubscriber,
+    TypedConsumer, TypedExchange, TypedLoan, TypedProducer, TypedPublisher, TypedSample,
+    TypedSubscriber,
 };
 pub use typed_rpc::{
     TypedClient, TypedReply, TypedRequest, TypedResponseStream, TypedRpcExchange, TypedServer,
 };
 pub use typed_tasks::{TypedDelivery, TypedSubmitter, TypedWorker};
+pub use umbrella::{Error, Result};
 pub use waitset::{WaitNode, WaitSet, Waitable};
 pub use watch::{ExchangeEvent, Watch};
 

@@ -46,54 +46,9 @@
 
 use crate::{
     Client, Delivery, Loan, OwnedDelivery, OwnedLoan, OwnedSample, Producer, Published, Publisher,
-    Request, RespondError, Sample, SendError, Submitter,
+    Request, Sample, SerialError, Submitter,
 };
 use serde::{de::DeserializeOwned, Serialize};
-
-/// A value could not be serialized into a chunk, sent, or deserialized out
-/// of one.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SerialError {
-    /// The value's encoding is longer than a chunk: nothing was sent (the
-    /// loan, if any, keeps its length; its bytes may be overwritten).
-    #[error("the serialized value does not fit in a chunk of {max} bytes")]
-    TooLarge {
-        /// The exchange's chunk size.
-        max: usize,
-    },
-    /// The value's `Serialize` implementation failed, or uses what postcard
-    /// cannot encode (a sequence of unknown length, for one).
-    #[error("the value cannot be serialized: {0}")]
-    Encode(postcard::Error),
-    /// The payload is not an encoding of the type asked for.
-    #[error("a payload of {len} bytes is not a serialized {type_name}: {source}")]
-    Decode {
-        /// The type asked for.
-        type_name: &'static str,
-        /// Payload length.
-        len: usize,
-        /// What postcard found wrong.
-        source: postcard::Error,
-    },
-    /// The payload starts with an encoding of the type asked for, but goes
-    /// on: it was most likely written as another type.
-    #[error("a serialized {type_name} takes {used} bytes of the {len}-byte payload")]
-    TrailingBytes {
-        /// The type asked for.
-        type_name: &'static str,
-        /// Payload length.
-        len: usize,
-        /// Bytes the value's encoding took.
-        used: usize,
-    },
-    /// Loaning or sending the chunk failed.
-    #[error(transparent)]
-    Send(#[from] SendError),
-    /// Responding to the request failed.
-    #[error(transparent)]
-    Respond(#[from] RespondError),
-}
 
 /// Serializes `value` into `chunk` (a whole chunk), returning the length of
 /// its encoding.

@@ -32,7 +32,7 @@
 //! ```
 
 use crate::error::{OpenError, RecvError, RespondError, SendError, StreamError};
-use crate::typed::{check_types, typed, view, Payload, TypeInfo, TypedLoan, TypedSample};
+use crate::typed::{typed, view, Payload, TypeInfo, TypedLoan, TypedSample};
 use crate::{Client, Exchange, Limits, Node, Pattern, PortError, Request, ResponseStream, Server};
 use std::marker::PhantomData;
 use std::mem::{size_of, MaybeUninit};
@@ -101,7 +101,7 @@ impl Node {
         request: &TypeInfo,
         response: &TypeInfo,
     ) -> Result<Exchange, OpenError> {
-        check_types(self.open_exchange(name)?, request, response)
+        self.open_exchange(name)?.check_types(request, response)
     }
 }
 
