@@ -174,7 +174,7 @@ struct Row {
 const SHMEX_C_LEGEND: &str = "shmex-c: the C↔C ping-pong of the C bindings (bindings/examples/pingpong.c, cc -O2, libshmex.a), one run of it per batch, its two processes on the driver's and the peer's core; it times each round trip itself (clock_gettime from before the send to after the answer's release; its echo releases before answering, as the Rust rows do); median/p99/p99.9: medians over the rounds of each run's own figures. ÷ shmex: shmex-c ÷ shmex median (below 1 = C faster).";
 
 /// What `shmex-typed`'s rows are made of (see [`shmex_benches::systems::shmex`]).
-const SHMEX_TYPED_LEGEND: &str = "shmex-typed: the shmex pub-sub round trips on typed exchanges of u64 (TypedPublisher<u64>: loan_slice_uninit(size/8) written in place, publish_slice_loan; receive_slice read in place): the same chunks seen as [u64]; ÷ shmex: its median ÷ shmex's (1 = typing costs nothing).";
+const SHMEX_TYPED_LEGEND: &str = "shmex-typed: the shmex pub-sub round trips on typed exchanges of u64 (TypedPublisher<u64>: loan_slice_uninit(size/8) written in place, send_slice_loan; receive_slice read in place): the same chunks seen as [u64]; ÷ shmex: its median ÷ shmex's (1 = typing costs nothing).";
 
 /// A blocking round trip at least this long included a wake-up (~25 µs
 /// here); shorter ones were caught by spinning.
