@@ -162,7 +162,10 @@ pub(crate) struct Family {
     /// Empty entries of `children`.
     free: Vec<usize>,
     /// Wait sets this port belongs to.
-    pub(crate) waitsets: usize,
+    waitsets: usize,
+    /// Children (by index) that belong to wait sets, once per wait set: a
+    /// stream cannot end while a wait set holds it.
+    joined: Vec<usize>,
     /// The port, owned (from `Box::leak`), freed in `drop` after the
     /// children. Never moves and is only ever borrowed shared.
     port: NonNull<Port>,
@@ -193,6 +196,7 @@ impl Family {
             children: Vec::new(),
             free: Vec::new(),
             waitsets: 0,
+            joined: Vec::new(),
             port: NonNull::from(Box::leak(Box::new(port))),
         }
     }
@@ -212,11 +216,13 @@ pub(crate) enum Object {
     WaitSet(Vec<Member>),
 }
 
-/// A wait set's member: a port's slot and generation.
+/// A wait set's member: a port's slot and generation, and for a stream
+/// (a child of that port) its handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Member {
     slot: usize,
     generation: u32,
+    stream: Option<usize>,
 }
 
 struct SlotState {
@@ -420,6 +426,24 @@ impl Locked {
         }
     }
 
+    /// What member `m` (of this port) waits on: the port, or its stream;
+    /// `None` when it cannot wait or the stream is gone.
+    fn waitable(&self, m: Member) -> Option<&dyn Waitable> {
+        let Some(stream) = m.stream else {
+            return self.port().waitable();
+        };
+        let Some(Object::Port(f)) = &self.state.object else {
+            unreachable!("a port slot holds a family")
+        };
+        let (index, Some(i), stamp) = split(stream) else {
+            return None;
+        };
+        match f.children.get(i) {
+            Some(Some((s, Child::Stream(st)))) if index == self.index && *s == stamp => Some(st),
+            _ => None,
+        }
+    }
+
     /// The port, with its lifetime extended to `'static` so that what is
     /// borrowed from it can be stored as a child of this family.
     ///
@@ -569,7 +593,16 @@ pub(crate) fn consume<const N: usize, R>(
 ) -> Result<R> {
     let mut locked = lock_parent(handles[0].0, handles[0].1)?;
     for (i, &(h, kind)) in handles.iter().enumerate() {
-        locked.check(h, kind)?;
+        let child = locked.find(h, kind)?;
+        if locked.family().joined.contains(&child) {
+            return Err(Error::new(
+                SHMEX_E_BUSY,
+                format!(
+                    "the {} belongs to a wait set: free the wait set first",
+                    kind.c_name()
+                ),
+            ));
+        }
         if handles[..i].iter().any(|&(other, _)| other == h) {
             return Err(Error::invalid("the same handle is passed twice"));
         }
@@ -665,7 +698,15 @@ pub(crate) fn release_waitset(handle: usize) -> Result<()> {
     vacate(index, state);
     for m in members {
         if let Ok(mut locked) = lock_member(m) {
-            locked.family().waitsets -= 1;
+            let f = locked.family();
+            match m.stream.map(split) {
+                Some((_, Some(child), _)) => {
+                    if let Some(k) = f.joined.iter().position(|&j| j == child) {
+                        f.joined.swap_remove(k);
+                    }
+                }
+                _ => f.waitsets -= 1,
+            }
         }
     }
     Ok(())
@@ -677,7 +718,34 @@ pub(crate) fn member(handle: usize, kind: Kind) -> Result<Member> {
     Ok(Member {
         slot: locked.index,
         generation: locked.state.generation,
+        stream: None,
     })
+}
+
+/// The member for stream `handle`: its server's slot and generation, and
+/// the stream's handle.
+pub(crate) fn stream_member(handle: usize) -> Result<Member> {
+    let mut locked = lock_parent(handle, Kind::Stream)?;
+    locked.check(handle, Kind::Stream)?;
+    Ok(Member {
+        slot: locked.index,
+        generation: locked.state.generation,
+        stream: Some(handle),
+    })
+}
+
+/// Records that member `m` joined a wait set: until the wait set is freed,
+/// its port cannot be freed nor its stream ended (`SHMEX_E_BUSY`).
+pub(crate) fn join(m: Member) -> Result<()> {
+    let mut locked = lock_member(m)?;
+    match m.stream {
+        Some(stream) => {
+            let child = locked.find(stream, Kind::Stream)?;
+            locked.family().joined.push(child);
+        }
+        None => locked.family().waitsets += 1,
+    }
+    Ok(())
 }
 
 /// Locks the port slot of member `m`, if it still holds that port.
@@ -692,17 +760,29 @@ fn lock_member(m: Member) -> Result<Locked> {
     })
 }
 
-/// Locks the ports of `members` in slot order (so two threads locking
-/// overlapping sets cannot deadlock); the guards come back in the order of
-/// `members`, which must not repeat a port.
-pub(crate) fn lock_ports(members: &[Member]) -> Result<Vec<Locked>> {
-    let mut order: Vec<usize> = (0..members.len()).collect();
-    order.sort_by_key(|&i| members[i].slot);
-    let mut guards: Vec<Option<Locked>> = (0..members.len()).map(|_| None).collect();
-    for i in order {
-        guards[i] = Some(lock_member(members[i])?);
+/// The locked ports of some wait set members, each port once (a server
+/// and its streams share one lock).
+pub(crate) struct LockedMembers(Vec<Locked>);
+
+impl LockedMembers {
+    /// What member `m` (one of those locked) waits on.
+    pub(crate) fn waitable(&self, m: Member) -> Result<&dyn Waitable> {
+        self.0
+            .iter()
+            .find(|l| l.index == m.slot)
+            .and_then(|l| l.waitable(m))
+            .ok_or_else(|| stale_any(None))
     }
-    Ok(guards.into_iter().flatten().collect())
+}
+
+/// Locks the ports of `members` in slot order (so two threads locking
+/// overlapping sets cannot deadlock), each port once.
+pub(crate) fn lock_ports(members: &[Member]) -> Result<LockedMembers> {
+    let mut order = members.to_vec();
+    order.sort_by_key(|m| m.slot);
+    order.dedup_by_key(|m| m.slot);
+    let guards = order.into_iter().map(lock_member).collect::<Result<_>>()?;
+    Ok(LockedMembers(guards))
 }
 
 /// Converts a handle to the C pointer type.

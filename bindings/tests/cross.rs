@@ -121,6 +121,57 @@ fn c_server_streams_to_rust_client() {
     ns.assert_clean();
 }
 
+/// A C server's stream waits in a C wait set for window room
+/// (tests/c/stream_waitset.c) while this process, the client, holds a full
+/// window until the server says it waits, then releases it: the wait set
+/// wakes the server for each release, every part arrives in order.
+#[test]
+fn c_stream_waits_in_a_waitset_for_rust_releases() {
+    const PARTS: u32 = 40;
+    const WINDOW: u32 = 2;
+    let ns = TestNs::new("stream-waitset");
+    let node = ns.node("rust-client");
+    let ex = node
+        .create_exchange("files", Pattern::RequestResponse, Limits::default())
+        .unwrap();
+    let client = ex.client().unwrap();
+    let mut server = CProc::spawn(&compile("tests/c/stream_waitset.c"), &[&ns.name]);
+    server.wait_line("ready");
+    client
+        .request_stream(1, PARTS.to_string().as_bytes(), WINDOW)
+        .unwrap();
+    let mut held = Vec::new();
+    let mut n = 0;
+    loop {
+        let part = client.receive_timeout(WAIT).unwrap();
+        if part.is_stream_end() {
+            break;
+        }
+        assert!(part.is_stream_chunk());
+        assert_eq!(&part[..], format!("part {n} of {PARTS}").as_bytes());
+        n += 1;
+        held.push(part);
+        if held.len() == WINDOW as usize && n < PARTS {
+            // The server cannot send more: it says so, then waits in its
+            // wait set until these are released.
+            server.wait_line("waiting");
+            held.clear();
+        }
+    }
+    assert_eq!(n, PARTS);
+    drop(held);
+    server.finish();
+    let waited: u32 = server
+        .seen
+        .iter()
+        .find_map(|l| l.strip_prefix("waited "))
+        .and_then(|w| w.parse().ok())
+        .expect("a waited line");
+    assert!(waited >= 1, "{:?}", server.seen);
+    drop((client, ex, node));
+    ns.assert_clean();
+}
+
 /// Part `i` of `n` as `examples/stream.c` writes it.
 fn check_part(part: &[u8], i: u32, n: u32) {
     let head = format!("part {i} of {n}");
