@@ -1612,7 +1612,8 @@ int shmex_waitset_add(struct shmex_waitset *waitset,
  * under `SHMEX_FOREVER` (nothing could ever wake it). The
  * indices of the ready members go to `ready[0 .. *count]`, at most
  * `capacity` of them. The members stay locked (other threads' calls on
- * them wait) until it returns.
+ * them wait) until it returns. A wait reuses the set's buffers: after the
+ * first, it allocates nothing.
  */
 int shmex_waitset_wait(struct shmex_waitset *waitset,
                        int64_t timeout_ms,

@@ -43,11 +43,12 @@
 use crate::error::{Error, Result, SHMEX_E_BUSY, SHMEX_E_NULL, SHMEX_E_STALE_HANDLE};
 use shmex_rs::{
     Client, Consumer, DeadLetter, Delivery, Exchange, Loan, Node, Producer, Publisher, Request,
-    ResponseStream, Sample, Server, Submitter, Subscriber, Waitable, Watch, Worker,
+    ResponseStream, Sample, Server, Submitter, Subscriber, WaitSet, Waitable, Watch, Worker,
 };
 use std::ffi::CString;
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
 /// What a handle names; checked on every use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,8 +213,83 @@ pub(crate) enum Object {
     Exchange(Exchange),
     /// A port or watch with its children.
     Port(Family),
-    /// A wait set: its members.
-    WaitSet(Vec<Member>),
+    /// A wait set.
+    WaitSet(WaitSetObject),
+}
+
+/// A wait set: its members, and the buffers its waits reuse so that a wait
+/// allocates nothing once they have grown to the set's size.
+#[derive(Default)]
+pub(crate) struct WaitSetObject {
+    /// The members, by index.
+    members: Vec<Member>,
+    /// The members' ports, each once, in slot order: the lock order.
+    ports: Vec<Member>,
+    /// The locks a wait holds; empty between waits.
+    guards: Vec<Locked>,
+    /// The members as one Rust wait set, filled during a wait only: its
+    /// references borrow from the ports locked in `guards`.
+    set: WaitSet<'static>,
+    /// The indices the last wait found ready.
+    ready: Vec<usize>,
+}
+
+// SAFETY: `guards` and `set` are emptied before every call that fills them
+// returns (see `WaitSetObject::wait`), on the thread that filled them, so
+// between calls the object holds only members, indices and empty buffers;
+// it is reached only through its slot's Mutex.
+unsafe impl Send for WaitSetObject {}
+
+impl WaitSetObject {
+    /// The members, by index.
+    pub(crate) fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Appends member `m` (which [`join`]ed already); returns its index.
+    pub(crate) fn push(&mut self, m: Member) -> usize {
+        if let Err(k) = self.ports.binary_search_by_key(&m.slot, |p| p.slot) {
+            self.ports.insert(k, m);
+        }
+        self.members.push(m);
+        self.members.len() - 1
+    }
+
+    /// Locks the members' ports (in slot order, each once), waits on them
+    /// with the Rust `WaitSet`, and unlocks them; returns the ready indices.
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> Result<&[usize]> {
+        /// Empties the set, then unlocks the guards, however the wait ends.
+        struct Reset<'x> {
+            set: &'x mut WaitSet<'static>,
+            guards: &'x mut Vec<Locked>,
+        }
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.set.clear();
+                self.guards.clear();
+            }
+        }
+        let r = Reset {
+            set: &mut self.set,
+            guards: &mut self.guards,
+        };
+        r.set.clear();
+        r.guards.clear();
+        for &p in &self.ports {
+            r.guards.push(lock_member(p)?);
+        }
+        for &m in &self.members {
+            let waitable = waitable_in(r.guards, m)?;
+            // SAFETY: `waitable` borrows the port (or a child) of a family
+            // whose slot `guards` keeps locked; `Reset` empties `set` before
+            // it unlocks them, and `set` is not used past this call.
+            let waitable: &'static dyn Waitable = unsafe { std::mem::transmute(waitable) };
+            r.set.add(waitable)?;
+        }
+        r.set.wait_into(timeout, &mut self.ready)?;
+        drop(r);
+        Ok(&self.ready)
+    }
 }
 
 /// A wait set's member: a port's slot and generation, and for a stream
@@ -676,14 +752,14 @@ pub(crate) fn release(handle: usize, kind: Kind) -> Result<()> {
     Ok(())
 }
 
-/// Runs `f` on the members of wait set `handle`, under its slot's lock.
+/// Runs `f` on wait set `handle`, under its slot's lock.
 pub(crate) fn with_waitset<R>(
     handle: usize,
-    f: impl FnOnce(&mut Vec<Member>) -> Result<R>,
+    f: impl FnOnce(&mut WaitSetObject) -> Result<R>,
 ) -> Result<R> {
     let (_, mut s) = lock_object(handle, Some(Kind::WaitSet))?;
     match &mut s.object {
-        Some(Object::WaitSet(members)) => f(members),
+        Some(Object::WaitSet(w)) => f(w),
         _ => unreachable!("a WaitSet slot holds a wait set"),
     }
 }
@@ -692,7 +768,7 @@ pub(crate) fn with_waitset<R>(
 pub(crate) fn release_waitset(handle: usize) -> Result<()> {
     let (index, mut state) = lock_object(handle, Some(Kind::WaitSet))?;
     let members = match &mut state.object {
-        Some(Object::WaitSet(m)) => std::mem::take(m),
+        Some(Object::WaitSet(w)) => std::mem::take(&mut w.members),
         _ => unreachable!("a WaitSet slot holds a wait set"),
     };
     vacate(index, state);
@@ -767,12 +843,17 @@ pub(crate) struct LockedMembers(Vec<Locked>);
 impl LockedMembers {
     /// What member `m` (one of those locked) waits on.
     pub(crate) fn waitable(&self, m: Member) -> Result<&dyn Waitable> {
-        self.0
-            .iter()
-            .find(|l| l.index == m.slot)
-            .and_then(|l| l.waitable(m))
-            .ok_or_else(|| stale_any(None))
+        waitable_in(&self.0, m)
     }
+}
+
+/// What member `m` waits on, when `guards` hold its port.
+fn waitable_in(guards: &[Locked], m: Member) -> Result<&dyn Waitable> {
+    guards
+        .iter()
+        .find(|l| l.index == m.slot)
+        .and_then(|l| l.waitable(m))
+        .ok_or_else(|| stale_any(None))
 }
 
 /// Locks the ports of `members` in slot order (so two threads locking
@@ -805,12 +886,12 @@ mod tests {
 
     #[test]
     fn released_handles_are_stale_and_slots_are_reused() {
-        let a = insert(Kind::WaitSet, Object::WaitSet(Vec::new())).unwrap();
+        let a = insert(Kind::WaitSet, Object::WaitSet(WaitSetObject::default())).unwrap();
         assert_eq!(kind_of(a).unwrap(), Kind::WaitSet);
         assert_eq!(code(node(a)), SHMEX_E_STALE_HANDLE, "wrong kind");
         release_waitset(a).unwrap();
         assert_eq!(code(release_waitset(a)), SHMEX_E_STALE_HANDLE);
-        let b = insert(Kind::WaitSet, Object::WaitSet(Vec::new())).unwrap();
+        let b = insert(Kind::WaitSet, Object::WaitSet(WaitSetObject::default())).unwrap();
         assert_ne!(a, b);
         assert_eq!(code(with_waitset(a, |_| Ok(()))), SHMEX_E_STALE_HANDLE);
         assert_eq!(code(with_waitset(b, |_| Ok(()))), 0);

@@ -9,7 +9,7 @@
 
 use crate::args::{self, Out};
 use crate::error::{ffi, Error, Result, SHMEX_E_FOREIGN_PORT, SHMEX_E_STALE_HANDLE};
-use crate::handles::{self, Kind, Member, Object};
+use crate::handles::{self, Kind, Member, Object, WaitSetObject};
 use shmex_rs::WaitSet;
 use std::ffi::{c_int, c_void};
 
@@ -25,7 +25,7 @@ pub unsafe extern "C" fn shmex_waitset_create(waitset: *mut *mut shmex_waitset) 
     ffi(|| {
         // SAFETY: NULL or writable, by the header's contract.
         let out = unsafe { Out::new(waitset, "waitset") }?;
-        let h = handles::insert(Kind::WaitSet, Object::WaitSet(Vec::new()))?;
+        let h = handles::insert(Kind::WaitSet, Object::WaitSet(WaitSetObject::default()))?;
         out.set(handles::to_ptr(h));
         Ok(())
     })
@@ -55,16 +55,15 @@ pub unsafe extern "C" fn shmex_waitset_add(
             Ok(m) => m,
             Err(_) => port_member(h)?,
         };
-        let i = handles::with_waitset(handles::of(waitset), |members| {
-            if let Some(i) = members.iter().position(|m| *m == new) {
+        let i = handles::with_waitset(handles::of(waitset), |set| {
+            if let Some(i) = set.members().iter().position(|m| *m == new) {
                 return Ok(i);
             }
-            if let Some(&first) = members.first() {
+            if let Some(&first) = set.members().first() {
                 check_same_node(first, new)?;
             }
             handles::join(new)?;
-            members.push(new);
-            Ok(members.len() - 1)
+            Ok(set.push(new))
         })?;
         args::set_opt(out, i);
         Ok(())
@@ -114,7 +113,8 @@ fn check_same_node(first: Member, new: Member) -> Result<()> {
 /// under `SHMEX_FOREVER` (nothing could ever wake it). The
 /// indices of the ready members go to `ready[0 .. *count]`, at most
 /// `capacity` of them. The members stay locked (other threads' calls on
-/// them wait) until it returns.
+/// them wait) until it returns. A wait reuses the set's buffers: after the
+/// first, it allocates nothing.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_waitset_wait(
     waitset: *mut shmex_waitset,
@@ -129,20 +129,16 @@ pub unsafe extern "C" fn shmex_waitset_wait(
         if ready.is_null() && capacity > 0 {
             return Err(Error::null("ready"));
         }
-        let indices = handles::with_waitset(handles::of(waitset), |members| {
-            let locked = handles::lock_ports(members)?;
-            let mut set = WaitSet::new();
-            for &m in members.iter() {
-                set.add(locked.waitable(m)?)?;
+        let n = handles::with_waitset(handles::of(waitset), |set| {
+            let indices = set.wait(args::timeout(timeout_ms))?;
+            let n = indices.len().min(capacity);
+            for (k, &i) in indices.iter().take(n).enumerate() {
+                // SAFETY: `ready` holds `capacity` writable slots by the
+                // header's contract, and k < n <= capacity.
+                unsafe { ready.add(k).write(i) };
             }
-            Ok(set.wait(args::timeout(timeout_ms))?)
+            Ok(n)
         })?;
-        let n = indices.len().min(capacity);
-        for (k, &i) in indices.iter().take(n).enumerate() {
-            // SAFETY: `ready` holds `capacity` writable slots by the
-            // header's contract, and k < n <= capacity.
-            unsafe { ready.add(k).write(i) };
-        }
         count_out.set(n);
         Ok(())
     })

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{compile, CProc, TestNs};
+use common::{compile, compile_with, CProc, TestNs};
 use shmex_rs::{Limits, Pattern, RecvError, Submit};
 use std::time::{Duration, Instant};
 
@@ -124,7 +124,8 @@ fn c_server_streams_to_rust_client() {
 /// A C server's stream waits in a C wait set for window room
 /// (tests/c/stream_waitset.c) while this process, the client, holds a full
 /// window until the server says it waits, then releases it: the wait set
-/// wakes the server for each release, every part arrives in order.
+/// wakes the server for each release, every part arrives in order, and the
+/// server's waits allocate nothing after the first two.
 #[test]
 fn c_stream_waits_in_a_waitset_for_rust_releases() {
     const PARTS: u32 = 40;
@@ -135,7 +136,11 @@ fn c_stream_waits_in_a_waitset_for_rust_releases() {
         .create_exchange("files", Pattern::RequestResponse, Limits::default())
         .unwrap();
     let client = ex.client().unwrap();
-    let mut server = CProc::spawn(&compile("tests/c/stream_waitset.c"), &[&ns.name]);
+    let exe = compile_with(
+        "tests/c/stream_waitset.c",
+        &["-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign,--wrap=aligned_alloc"],
+    );
+    let mut server = CProc::spawn(&exe, &[&ns.name]);
     server.wait_line("ready");
     client
         .request_stream(1, PARTS.to_string().as_bytes(), WINDOW)
@@ -167,7 +172,13 @@ fn c_stream_waits_in_a_waitset_for_rust_releases() {
         .find_map(|l| l.strip_prefix("waited "))
         .and_then(|w| w.parse().ok())
         .expect("a waited line");
-    assert!(waited >= 1, "{:?}", server.seen);
+    assert!(waited > 2, "{:?}", server.seen);
+    // The waits after the first two allocated nothing.
+    assert!(
+        server.seen.iter().any(|l| l == "allocations 0"),
+        "{:?}",
+        server.seen
+    );
     drop((client, ex, node));
     ns.assert_clean();
 }

@@ -210,6 +210,14 @@ impl<'a> WaitSet<'a> {
         Ok(self.ports.len() - 1)
     }
 
+    /// Removes every port, keeping the buffer: a set refilled with at most
+    /// as many ports as before allocates nothing. Its node is forgotten
+    /// too, so ports of any node can join it again.
+    pub fn clear(&mut self) {
+        self.node = None;
+        self.ports.clear();
+    }
+
     /// Indices of the ports with something to receive now (never blocks).
     /// Allocates the returned `Vec`; [`ready_into`](Self::ready_into) reuses
     /// a buffer instead.

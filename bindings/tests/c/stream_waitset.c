@@ -11,12 +11,51 @@
  *
  * Part i is the text "part i of N" (as examples/stream.c writes it, without
  * filler).
+ *
+ * Linked with -Wl,--wrap=malloc,... (see bindings/tests/cross.rs): the
+ * allocations of this thread inside shmex_waitset_wait, after the first
+ * WARM_UP waits, are counted and printed as "allocations N" (0 expected: a
+ * wait reuses its wait set's buffers).
  */
 #include "shmex.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Allocations of this thread (every malloc-family call of libshmex.a and of
+ * this program goes through the wrappers below). */
+static _Thread_local unsigned long allocations;
+
+void *__real_malloc(size_t size);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t size);
+int __real_posix_memalign(void **p, size_t align, size_t size);
+void *__real_aligned_alloc(size_t align, size_t size);
+
+void *__wrap_malloc(size_t size) {
+    allocations++;
+    return __real_malloc(size);
+}
+void *__wrap_calloc(size_t n, size_t size) {
+    allocations++;
+    return __real_calloc(n, size);
+}
+void *__wrap_realloc(void *p, size_t size) {
+    allocations++;
+    return __real_realloc(p, size);
+}
+int __wrap_posix_memalign(void **p, size_t align, size_t size) {
+    allocations++;
+    return __real_posix_memalign(p, align, size);
+}
+void *__wrap_aligned_alloc(size_t align, size_t size) {
+    allocations++;
+    return __real_aligned_alloc(align, size);
+}
+
+/* Waits not counted: the first ones grow the wait set's buffers. */
+#define WARM_UP 2
 
 #define CHECK(call)                                                            \
     do {                                                                       \
@@ -74,6 +113,7 @@ int main(int argc, char **argv) {
     }
 
     unsigned waited = 0;
+    unsigned long counted = 0;
     for (unsigned i = 0; i < n; i++) {
         int ready;
         CHECK(shmex_stream_status(stream, &ready, NULL));
@@ -83,7 +123,10 @@ int main(int argc, char **argv) {
             waited++;
             for (;;) {
                 size_t woke[4], k, got = 0;
+                unsigned long before = allocations;
                 CHECK(shmex_waitset_wait(set, 30000, woke, 4, &k));
+                if (waited > WARM_UP)
+                    counted += allocations - before;
                 for (size_t j = 0; j < k; j++)
                     got |= woke[j] == t;
                 if (got)
@@ -114,5 +157,6 @@ int main(int argc, char **argv) {
     CHECK(shmex_exchange_free(ex));
     CHECK(shmex_node_free(node));
     printf("waited %u\n", waited);
+    printf("allocations %lu\n", counted);
     return 0;
 }
