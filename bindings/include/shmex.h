@@ -430,7 +430,9 @@ typedef struct shmex_server shmex_server;
 
 /**
  * A chunked response being sent. End it with `shmex_stream_end` or
- * `shmex_stream_abort` (both consume it).
+ * `shmex_stream_abort` (both consume it). It can join a wait set
+ * (`shmex_waitset_add`), which reports it ready when a send would not
+ * wait.
  */
 typedef struct shmex_stream shmex_stream;
 
@@ -1243,13 +1245,15 @@ int shmex_stream_status(struct shmex_stream *stream,
 /**
  * Ends the stream: the client receives `SHMEX_SAMPLE_STREAM_END` after the
  * last part. Consumes the stream. `SHMEX_E_CANCELLED`, `SHMEX_E_CLIENT_GONE`
- * when it was over already.
+ * when it was over already; `SHMEX_E_BUSY` (not consumed) while it belongs
+ * to a wait set.
  */
 int shmex_stream_end(struct shmex_stream *stream);
 
 /**
  * Aborts the stream: the client receives `SHMEX_E_REQUEST_FAILED` with
- * `SHMEX_FAIL_ABORTED` after the parts already sent. Consumes the stream.
+ * `SHMEX_FAIL_ABORTED` after the parts already sent. Consumes the stream;
+ * `SHMEX_E_BUSY` (not consumed) while it belongs to a wait set.
  */
 int shmex_stream_abort(struct shmex_stream *stream);
 
@@ -1587,8 +1591,11 @@ int shmex_waitset_create(struct shmex_waitset **waitset);
 /**
  * Adds a port to the set: any handle of a client, server, subscriber,
  * consumer, worker or watch (ports that only send have nothing to wait
- * for). `*index` (may be NULL) is its index in the set, as
- * `shmex_waitset_wait` reports it; adding a member again gives its index.
+ * for), or a stream (a `shmex_stream *`: ready when a send would not wait,
+ * see `shmex_stream_status`). `*index` (may be NULL) is its index in the
+ * set, as `shmex_waitset_wait` reports it; adding a member again gives
+ * its index. Until the set is freed, its ports cannot be freed and its
+ * streams cannot end or abort (`SHMEX_E_BUSY`).
  * `SHMEX_E_FOREIGN_PORT` when it belongs to another node than the others;
  * any other handle (a publisher, an exchange, a sample, ...) is
  * `SHMEX_E_STALE_HANDLE` like a released one.
@@ -1600,10 +1607,13 @@ int shmex_waitset_add(struct shmex_waitset *waitset,
 /**
  * Blocks until at least one member has something to receive (or an event,
  * for a watch), at most `timeout_ms` milliseconds (`SHMEX_FOREVER`: no
- * limit; `SHMEX_E_TIMEOUT` after; an empty set times out at once). The
+ * limit; `SHMEX_E_TIMEOUT` after). An empty set sleeps until the timeout,
+ * as `poll(2)` does, or fails with `SHMEX_E_INVALID_ARGUMENT` at once
+ * under `SHMEX_FOREVER` (nothing could ever wake it). The
  * indices of the ready members go to `ready[0 .. *count]`, at most
  * `capacity` of them. The members stay locked (other threads' calls on
- * them wait) until it returns.
+ * them wait) until it returns. A wait reuses the set's buffers: after the
+ * first, it allocates nothing.
  */
 int shmex_waitset_wait(struct shmex_waitset *waitset,
                        int64_t timeout_ms,

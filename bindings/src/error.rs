@@ -260,6 +260,7 @@ map_errors! {
     WaitError => |e| match &e {
         WaitError::Timeout => SHMEX_E_TIMEOUT,
         WaitError::ForeignPort => SHMEX_E_FOREIGN_PORT,
+        WaitError::Empty => SHMEX_E_INVALID_ARGUMENT,
         _ => SHMEX_E_OTHER,
     };
 }

@@ -43,11 +43,12 @@
 use crate::error::{Error, Result, SHMEX_E_BUSY, SHMEX_E_NULL, SHMEX_E_STALE_HANDLE};
 use shmex_rs::{
     Client, Consumer, DeadLetter, Delivery, Exchange, Loan, Node, Producer, Publisher, Request,
-    ResponseStream, Sample, Server, Submitter, Subscriber, Waitable, Watch, Worker,
+    ResponseStream, Sample, Server, Submitter, Subscriber, WaitSet, Waitable, Watch, Worker,
 };
 use std::ffi::CString;
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
 /// What a handle names; checked on every use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +163,10 @@ pub(crate) struct Family {
     /// Empty entries of `children`.
     free: Vec<usize>,
     /// Wait sets this port belongs to.
-    pub(crate) waitsets: usize,
+    waitsets: usize,
+    /// Children (by index) that belong to wait sets, once per wait set: a
+    /// stream cannot end while a wait set holds it.
+    joined: Vec<usize>,
     /// The port, owned (from `Box::leak`), freed in `drop` after the
     /// children. Never moves and is only ever borrowed shared.
     port: NonNull<Port>,
@@ -193,6 +197,7 @@ impl Family {
             children: Vec::new(),
             free: Vec::new(),
             waitsets: 0,
+            joined: Vec::new(),
             port: NonNull::from(Box::leak(Box::new(port))),
         }
     }
@@ -208,15 +213,92 @@ pub(crate) enum Object {
     Exchange(Exchange),
     /// A port or watch with its children.
     Port(Family),
-    /// A wait set: its members.
-    WaitSet(Vec<Member>),
+    /// A wait set.
+    WaitSet(WaitSetObject),
 }
 
-/// A wait set's member: a port's slot and generation.
+/// A wait set: its members, and the buffers its waits reuse so that a wait
+/// allocates nothing once they have grown to the set's size.
+#[derive(Default)]
+pub(crate) struct WaitSetObject {
+    /// The members, by index.
+    members: Vec<Member>,
+    /// The members' ports, each once, in slot order: the lock order.
+    ports: Vec<Member>,
+    /// The locks a wait holds; empty between waits.
+    guards: Vec<Locked>,
+    /// The members as one Rust wait set, filled during a wait only: its
+    /// references borrow from the ports locked in `guards`.
+    set: WaitSet<'static>,
+    /// The indices the last wait found ready.
+    ready: Vec<usize>,
+}
+
+// SAFETY: `guards` and `set` are emptied before every call that fills them
+// returns (see `WaitSetObject::wait`), on the thread that filled them, so
+// between calls the object holds only members, indices and empty buffers;
+// it is reached only through its slot's Mutex.
+unsafe impl Send for WaitSetObject {}
+
+impl WaitSetObject {
+    /// The members, by index.
+    pub(crate) fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Appends member `m` (which [`join`]ed already); returns its index.
+    pub(crate) fn push(&mut self, m: Member) -> usize {
+        if let Err(k) = self.ports.binary_search_by_key(&m.slot, |p| p.slot) {
+            self.ports.insert(k, m);
+        }
+        self.members.push(m);
+        self.members.len() - 1
+    }
+
+    /// Locks the members' ports (in slot order, each once), waits on them
+    /// with the Rust `WaitSet`, and unlocks them; returns the ready indices.
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> Result<&[usize]> {
+        /// Empties the set, then unlocks the guards, however the wait ends.
+        struct Reset<'x> {
+            set: &'x mut WaitSet<'static>,
+            guards: &'x mut Vec<Locked>,
+        }
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.set.clear();
+                self.guards.clear();
+            }
+        }
+        let r = Reset {
+            set: &mut self.set,
+            guards: &mut self.guards,
+        };
+        r.set.clear();
+        r.guards.clear();
+        for &p in &self.ports {
+            r.guards.push(lock_member(p)?);
+        }
+        for &m in &self.members {
+            let waitable = waitable_in(r.guards, m)?;
+            // SAFETY: `waitable` borrows the port (or a child) of a family
+            // whose slot `guards` keeps locked; `Reset` empties `set` before
+            // it unlocks them, and `set` is not used past this call.
+            let waitable: &'static dyn Waitable = unsafe { std::mem::transmute(waitable) };
+            r.set.add(waitable)?;
+        }
+        r.set.wait_into(timeout, &mut self.ready)?;
+        drop(r);
+        Ok(&self.ready)
+    }
+}
+
+/// A wait set's member: a port's slot and generation, and for a stream
+/// (a child of that port) its handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Member {
     slot: usize,
     generation: u32,
+    stream: Option<usize>,
 }
 
 struct SlotState {
@@ -420,6 +502,24 @@ impl Locked {
         }
     }
 
+    /// What member `m` (of this port) waits on: the port, or its stream;
+    /// `None` when it cannot wait or the stream is gone.
+    fn waitable(&self, m: Member) -> Option<&dyn Waitable> {
+        let Some(stream) = m.stream else {
+            return self.port().waitable();
+        };
+        let Some(Object::Port(f)) = &self.state.object else {
+            unreachable!("a port slot holds a family")
+        };
+        let (index, Some(i), stamp) = split(stream) else {
+            return None;
+        };
+        match f.children.get(i) {
+            Some(Some((s, Child::Stream(st)))) if index == self.index && *s == stamp => Some(st),
+            _ => None,
+        }
+    }
+
     /// The port, with its lifetime extended to `'static` so that what is
     /// borrowed from it can be stored as a child of this family.
     ///
@@ -569,7 +669,16 @@ pub(crate) fn consume<const N: usize, R>(
 ) -> Result<R> {
     let mut locked = lock_parent(handles[0].0, handles[0].1)?;
     for (i, &(h, kind)) in handles.iter().enumerate() {
-        locked.check(h, kind)?;
+        let child = locked.find(h, kind)?;
+        if locked.family().joined.contains(&child) {
+            return Err(Error::new(
+                SHMEX_E_BUSY,
+                format!(
+                    "the {} belongs to a wait set: free the wait set first",
+                    kind.c_name()
+                ),
+            ));
+        }
         if handles[..i].iter().any(|&(other, _)| other == h) {
             return Err(Error::invalid("the same handle is passed twice"));
         }
@@ -643,14 +752,14 @@ pub(crate) fn release(handle: usize, kind: Kind) -> Result<()> {
     Ok(())
 }
 
-/// Runs `f` on the members of wait set `handle`, under its slot's lock.
+/// Runs `f` on wait set `handle`, under its slot's lock.
 pub(crate) fn with_waitset<R>(
     handle: usize,
-    f: impl FnOnce(&mut Vec<Member>) -> Result<R>,
+    f: impl FnOnce(&mut WaitSetObject) -> Result<R>,
 ) -> Result<R> {
     let (_, mut s) = lock_object(handle, Some(Kind::WaitSet))?;
     match &mut s.object {
-        Some(Object::WaitSet(members)) => f(members),
+        Some(Object::WaitSet(w)) => f(w),
         _ => unreachable!("a WaitSet slot holds a wait set"),
     }
 }
@@ -659,13 +768,21 @@ pub(crate) fn with_waitset<R>(
 pub(crate) fn release_waitset(handle: usize) -> Result<()> {
     let (index, mut state) = lock_object(handle, Some(Kind::WaitSet))?;
     let members = match &mut state.object {
-        Some(Object::WaitSet(m)) => std::mem::take(m),
+        Some(Object::WaitSet(w)) => std::mem::take(&mut w.members),
         _ => unreachable!("a WaitSet slot holds a wait set"),
     };
     vacate(index, state);
     for m in members {
         if let Ok(mut locked) = lock_member(m) {
-            locked.family().waitsets -= 1;
+            let f = locked.family();
+            match m.stream.map(split) {
+                Some((_, Some(child), _)) => {
+                    if let Some(k) = f.joined.iter().position(|&j| j == child) {
+                        f.joined.swap_remove(k);
+                    }
+                }
+                _ => f.waitsets -= 1,
+            }
         }
     }
     Ok(())
@@ -677,7 +794,34 @@ pub(crate) fn member(handle: usize, kind: Kind) -> Result<Member> {
     Ok(Member {
         slot: locked.index,
         generation: locked.state.generation,
+        stream: None,
     })
+}
+
+/// The member for stream `handle`: its server's slot and generation, and
+/// the stream's handle.
+pub(crate) fn stream_member(handle: usize) -> Result<Member> {
+    let mut locked = lock_parent(handle, Kind::Stream)?;
+    locked.check(handle, Kind::Stream)?;
+    Ok(Member {
+        slot: locked.index,
+        generation: locked.state.generation,
+        stream: Some(handle),
+    })
+}
+
+/// Records that member `m` joined a wait set: until the wait set is freed,
+/// its port cannot be freed nor its stream ended (`SHMEX_E_BUSY`).
+pub(crate) fn join(m: Member) -> Result<()> {
+    let mut locked = lock_member(m)?;
+    match m.stream {
+        Some(stream) => {
+            let child = locked.find(stream, Kind::Stream)?;
+            locked.family().joined.push(child);
+        }
+        None => locked.family().waitsets += 1,
+    }
+    Ok(())
 }
 
 /// Locks the port slot of member `m`, if it still holds that port.
@@ -692,17 +836,34 @@ fn lock_member(m: Member) -> Result<Locked> {
     })
 }
 
-/// Locks the ports of `members` in slot order (so two threads locking
-/// overlapping sets cannot deadlock); the guards come back in the order of
-/// `members`, which must not repeat a port.
-pub(crate) fn lock_ports(members: &[Member]) -> Result<Vec<Locked>> {
-    let mut order: Vec<usize> = (0..members.len()).collect();
-    order.sort_by_key(|&i| members[i].slot);
-    let mut guards: Vec<Option<Locked>> = (0..members.len()).map(|_| None).collect();
-    for i in order {
-        guards[i] = Some(lock_member(members[i])?);
+/// The locked ports of some wait set members, each port once (a server
+/// and its streams share one lock).
+pub(crate) struct LockedMembers(Vec<Locked>);
+
+impl LockedMembers {
+    /// What member `m` (one of those locked) waits on.
+    pub(crate) fn waitable(&self, m: Member) -> Result<&dyn Waitable> {
+        waitable_in(&self.0, m)
     }
-    Ok(guards.into_iter().flatten().collect())
+}
+
+/// What member `m` waits on, when `guards` hold its port.
+fn waitable_in(guards: &[Locked], m: Member) -> Result<&dyn Waitable> {
+    guards
+        .iter()
+        .find(|l| l.index == m.slot)
+        .and_then(|l| l.waitable(m))
+        .ok_or_else(|| stale_any(None))
+}
+
+/// Locks the ports of `members` in slot order (so two threads locking
+/// overlapping sets cannot deadlock), each port once.
+pub(crate) fn lock_ports(members: &[Member]) -> Result<LockedMembers> {
+    let mut order = members.to_vec();
+    order.sort_by_key(|m| m.slot);
+    order.dedup_by_key(|m| m.slot);
+    let guards = order.into_iter().map(lock_member).collect::<Result<_>>()?;
+    Ok(LockedMembers(guards))
 }
 
 /// Converts a handle to the C pointer type.
@@ -725,12 +886,12 @@ mod tests {
 
     #[test]
     fn released_handles_are_stale_and_slots_are_reused() {
-        let a = insert(Kind::WaitSet, Object::WaitSet(Vec::new())).unwrap();
+        let a = insert(Kind::WaitSet, Object::WaitSet(WaitSetObject::default())).unwrap();
         assert_eq!(kind_of(a).unwrap(), Kind::WaitSet);
         assert_eq!(code(node(a)), SHMEX_E_STALE_HANDLE, "wrong kind");
         release_waitset(a).unwrap();
         assert_eq!(code(release_waitset(a)), SHMEX_E_STALE_HANDLE);
-        let b = insert(Kind::WaitSet, Object::WaitSet(Vec::new())).unwrap();
+        let b = insert(Kind::WaitSet, Object::WaitSet(WaitSetObject::default())).unwrap();
         assert_ne!(a, b);
         assert_eq!(code(with_waitset(a, |_| Ok(()))), SHMEX_E_STALE_HANDLE);
         assert_eq!(code(with_waitset(b, |_| Ok(()))), 0);

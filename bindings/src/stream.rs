@@ -12,7 +12,9 @@ use shmex_rs::ResponseStream;
 use std::ffi::{c_int, c_void};
 
 /// A chunked response being sent. End it with `shmex_stream_end` or
-/// `shmex_stream_abort` (both consume it).
+/// `shmex_stream_abort` (both consume it). It can join a wait set
+/// (`shmex_waitset_add`), which reports it ready when a send would not
+/// wait.
 pub struct shmex_stream {
     _private: [u8; 0],
 }
@@ -116,7 +118,8 @@ fn expect_stream(c: Child) -> ResponseStream<'static> {
 
 /// Ends the stream: the client receives `SHMEX_SAMPLE_STREAM_END` after the
 /// last part. Consumes the stream. `SHMEX_E_CANCELLED`, `SHMEX_E_CLIENT_GONE`
-/// when it was over already.
+/// when it was over already; `SHMEX_E_BUSY` (not consumed) while it belongs
+/// to a wait set.
 #[no_mangle]
 pub extern "C" fn shmex_stream_end(stream: *mut shmex_stream) -> c_int {
     ffi(|| {
@@ -127,7 +130,8 @@ pub extern "C" fn shmex_stream_end(stream: *mut shmex_stream) -> c_int {
 }
 
 /// Aborts the stream: the client receives `SHMEX_E_REQUEST_FAILED` with
-/// `SHMEX_FAIL_ABORTED` after the parts already sent. Consumes the stream.
+/// `SHMEX_FAIL_ABORTED` after the parts already sent. Consumes the stream;
+/// `SHMEX_E_BUSY` (not consumed) while it belongs to a wait set.
 #[no_mangle]
 pub extern "C" fn shmex_stream_abort(stream: *mut shmex_stream) -> c_int {
     ffi(|| {

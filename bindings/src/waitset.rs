@@ -1,14 +1,15 @@
 //! Wait sets: one thread blocks on many ports (and watches) of one node at
 //! once, like a mailbox.
 //!
-//! A wait set remembers its members; each wait locks them (in address
-//! order), waits with the Rust `WaitSet`, and unlocks them, so the members
-//! are the waiting thread's while it waits. A member cannot be freed
-//! (`SHMEX_E_BUSY`) until the wait set is.
+//! A wait set remembers its members (ports, and streams of servers); each
+//! wait locks their ports (in slot order, each once), waits with the Rust
+//! `WaitSet`, and unlocks them, so the members are the waiting thread's
+//! while it waits. A member cannot be freed, nor a stream ended
+//! (`SHMEX_E_BUSY`), until the wait set is.
 
 use crate::args::{self, Out};
 use crate::error::{ffi, Error, Result, SHMEX_E_FOREIGN_PORT, SHMEX_E_STALE_HANDLE};
-use crate::handles::{self, Kind, Member, Object};
+use crate::handles::{self, Kind, Member, Object, WaitSetObject};
 use shmex_rs::WaitSet;
 use std::ffi::{c_int, c_void};
 
@@ -24,7 +25,7 @@ pub unsafe extern "C" fn shmex_waitset_create(waitset: *mut *mut shmex_waitset) 
     ffi(|| {
         // SAFETY: NULL or writable, by the header's contract.
         let out = unsafe { Out::new(waitset, "waitset") }?;
-        let h = handles::insert(Kind::WaitSet, Object::WaitSet(Vec::new()))?;
+        let h = handles::insert(Kind::WaitSet, Object::WaitSet(WaitSetObject::default()))?;
         out.set(handles::to_ptr(h));
         Ok(())
     })
@@ -32,8 +33,11 @@ pub unsafe extern "C" fn shmex_waitset_create(waitset: *mut *mut shmex_waitset) 
 
 /// Adds a port to the set: any handle of a client, server, subscriber,
 /// consumer, worker or watch (ports that only send have nothing to wait
-/// for). `*index` (may be NULL) is its index in the set, as
-/// `shmex_waitset_wait` reports it; adding a member again gives its index.
+/// for), or a stream (a `shmex_stream *`: ready when a send would not wait,
+/// see `shmex_stream_status`). `*index` (may be NULL) is its index in the
+/// set, as `shmex_waitset_wait` reports it; adding a member again gives
+/// its index. Until the set is freed, its ports cannot be freed and its
+/// streams cannot end or abort (`SHMEX_E_BUSY`).
 /// `SHMEX_E_FOREIGN_PORT` when it belongs to another node than the others;
 /// any other handle (a publisher, an exchange, a sample, ...) is
 /// `SHMEX_E_STALE_HANDLE` like a released one.
@@ -47,53 +51,56 @@ pub unsafe extern "C" fn shmex_waitset_add(
         // SAFETY: NULL or writable, by the header's contract.
         let out = unsafe { Out::optional(index) };
         let h = handles::of(port);
-        let kind = handles::kind_of(h)?;
-        if !matches!(
-            kind,
-            Kind::Client
-                | Kind::Server
-                | Kind::Subscriber
-                | Kind::Consumer
-                | Kind::Worker
-                | Kind::Watch
-        ) {
-            return Err(Error::new(
-                SHMEX_E_STALE_HANDLE,
-                format!(
-                    "a {} cannot join a wait set: only clients, servers, subscribers, \
-                     consumers, workers and watches have something to receive",
-                    kind.c_name()
-                ),
-            ));
-        }
-        let new = handles::member(h, kind)?;
-        let i = handles::with_waitset(handles::of(waitset), |members| {
-            if let Some(i) = members.iter().position(|m| *m == new) {
+        let new = match handles::stream_member(h) {
+            Ok(m) => m,
+            Err(_) => port_member(h)?,
+        };
+        let i = handles::with_waitset(handles::of(waitset), |set| {
+            if let Some(i) = set.members().iter().position(|m| *m == new) {
                 return Ok(i);
             }
-            if let Some(&first) = members.first() {
+            if let Some(&first) = set.members().first() {
                 check_same_node(first, new)?;
             }
-            handles::with_port(h, kind, |locked| {
-                locked.family().waitsets += 1;
-                Ok(())
-            })?;
-            members.push(new);
-            Ok(members.len() - 1)
+            handles::join(new)?;
+            Ok(set.push(new))
         })?;
         args::set_opt(out, i);
         Ok(())
     })
 }
 
+/// The member for `h` when it is a port that can wait.
+fn port_member(h: usize) -> Result<Member> {
+    let kind = handles::kind_of(h)?;
+    if !matches!(
+        kind,
+        Kind::Client
+            | Kind::Server
+            | Kind::Subscriber
+            | Kind::Consumer
+            | Kind::Worker
+            | Kind::Watch
+    ) {
+        return Err(Error::new(
+            SHMEX_E_STALE_HANDLE,
+            format!(
+                "a {} cannot join a wait set: only clients, servers, subscribers, \
+                     consumers, workers, watches and streams have something to wait for",
+                kind.c_name()
+            ),
+        ));
+    }
+    handles::member(h, kind)
+}
+
 /// `SHMEX_E_FOREIGN_PORT` unless `new` belongs to the node of `first`.
 fn check_same_node(first: Member, new: Member) -> Result<()> {
-    let guards = handles::lock_ports(&[first, new])?;
+    let locked = handles::lock_ports(&[first, new])?;
     let mut trial = WaitSet::new();
-    for g in &guards {
-        let waitable = g.port().waitable().expect("members can wait");
+    for m in [first, new] {
         trial
-            .add(waitable)
+            .add(locked.waitable(m)?)
             .map_err(|e| Error::new(SHMEX_E_FOREIGN_PORT, e.to_string()))?;
     }
     Ok(())
@@ -101,10 +108,13 @@ fn check_same_node(first: Member, new: Member) -> Result<()> {
 
 /// Blocks until at least one member has something to receive (or an event,
 /// for a watch), at most `timeout_ms` milliseconds (`SHMEX_FOREVER`: no
-/// limit; `SHMEX_E_TIMEOUT` after; an empty set times out at once). The
+/// limit; `SHMEX_E_TIMEOUT` after). An empty set sleeps until the timeout,
+/// as `poll(2)` does, or fails with `SHMEX_E_INVALID_ARGUMENT` at once
+/// under `SHMEX_FOREVER` (nothing could ever wake it). The
 /// indices of the ready members go to `ready[0 .. *count]`, at most
 /// `capacity` of them. The members stay locked (other threads' calls on
-/// them wait) until it returns.
+/// them wait) until it returns. A wait reuses the set's buffers: after the
+/// first, it allocates nothing.
 #[no_mangle]
 pub unsafe extern "C" fn shmex_waitset_wait(
     waitset: *mut shmex_waitset,
@@ -119,20 +129,16 @@ pub unsafe extern "C" fn shmex_waitset_wait(
         if ready.is_null() && capacity > 0 {
             return Err(Error::null("ready"));
         }
-        let indices = handles::with_waitset(handles::of(waitset), |members| {
-            let guards = handles::lock_ports(members)?;
-            let mut set = WaitSet::new();
-            for g in &guards {
-                set.add(g.port().waitable().expect("members can wait"))?;
+        let n = handles::with_waitset(handles::of(waitset), |set| {
+            let indices = set.wait(args::timeout(timeout_ms))?;
+            let n = indices.len().min(capacity);
+            for (k, &i) in indices.iter().take(n).enumerate() {
+                // SAFETY: `ready` holds `capacity` writable slots by the
+                // header's contract, and k < n <= capacity.
+                unsafe { ready.add(k).write(i) };
             }
-            Ok(set.wait(args::timeout(timeout_ms))?)
+            Ok(n)
         })?;
-        let n = indices.len().min(capacity);
-        for (k, &i) in indices.iter().take(n).enumerate() {
-            // SAFETY: `ready` holds `capacity` writable slots by the
-            // header's contract, and k < n <= capacity.
-            unsafe { ready.add(k).write(i) };
-        }
         count_out.set(n);
         Ok(())
     })

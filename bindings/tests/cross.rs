@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{compile, CProc, TestNs};
+use common::{compile, compile_with, CProc, TestNs};
 use shmex_rs::{Limits, Pattern, RecvError, Submit};
 use std::time::{Duration, Instant};
 
@@ -117,6 +117,68 @@ fn c_server_streams_to_rust_client() {
     }
     assert_eq!(n, 40);
     server.finish();
+    drop((client, ex, node));
+    ns.assert_clean();
+}
+
+/// A C server's stream waits in a C wait set for window room
+/// (tests/c/stream_waitset.c) while this process, the client, holds a full
+/// window until the server says it waits, then releases it: the wait set
+/// wakes the server for each release, every part arrives in order, and the
+/// server's waits allocate nothing after the first two.
+#[test]
+fn c_stream_waits_in_a_waitset_for_rust_releases() {
+    const PARTS: u32 = 40;
+    const WINDOW: u32 = 2;
+    let ns = TestNs::new("stream-waitset");
+    let node = ns.node("rust-client");
+    let ex = node
+        .create_exchange("files", Pattern::RequestResponse, Limits::default())
+        .unwrap();
+    let client = ex.client().unwrap();
+    let exe = compile_with(
+        "tests/c/stream_waitset.c",
+        &["-Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign,--wrap=aligned_alloc"],
+    );
+    let mut server = CProc::spawn(&exe, &[&ns.name]);
+    server.wait_line("ready");
+    client
+        .request_stream(1, PARTS.to_string().as_bytes(), WINDOW)
+        .unwrap();
+    let mut held = Vec::new();
+    let mut n = 0;
+    loop {
+        let part = client.receive_timeout(WAIT).unwrap();
+        if part.is_stream_end() {
+            break;
+        }
+        assert!(part.is_stream_chunk());
+        assert_eq!(&part[..], format!("part {n} of {PARTS}").as_bytes());
+        n += 1;
+        held.push(part);
+        if held.len() == WINDOW as usize && n < PARTS {
+            // The server cannot send more: it says so, then waits in its
+            // wait set until these are released.
+            server.wait_line("waiting");
+            held.clear();
+        }
+    }
+    assert_eq!(n, PARTS);
+    drop(held);
+    server.finish();
+    let waited: u32 = server
+        .seen
+        .iter()
+        .find_map(|l| l.strip_prefix("waited "))
+        .and_then(|w| w.parse().ok())
+        .expect("a waited line");
+    assert!(waited > 2, "{:?}", server.seen);
+    // The waits after the first two allocated nothing.
+    assert!(
+        server.seen.iter().any(|l| l == "allocations 0"),
+        "{:?}",
+        server.seen
+    );
     drop((client, ex, node));
     ns.assert_clean();
 }

@@ -476,6 +476,10 @@ pub enum WaitError {
     /// The ports of one wait set must belong to one node (they share its wait word).
     #[error("ports of different nodes cannot share a wait set")]
     ForeignPort,
+    /// An empty wait set was asked to wait without a timeout: nothing could
+    /// ever wake it (with a timeout, it sleeps until the deadline).
+    #[error("an empty wait set cannot wait without a timeout: nothing could wake it")]
+    Empty,
 }
 
 /// A payload could not be viewed as the requested `Pod` type.

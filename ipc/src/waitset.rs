@@ -210,30 +210,94 @@ impl<'a> WaitSet<'a> {
         Ok(self.ports.len() - 1)
     }
 
+    /// Removes every port, keeping the buffer: a set refilled with at most
+    /// as many ports as before allocates nothing. Its node is forgotten
+    /// too, so ports of any node can join it again.
+    pub fn clear(&mut self) {
+        self.node = None;
+        self.ports.clear();
+    }
+
     /// Indices of the ports with something to receive now (never blocks).
+    /// Allocates the returned `Vec`; [`ready_into`](Self::ready_into) reuses
+    /// a buffer instead.
     pub fn ready(&self) -> Vec<usize> {
-        (0..self.ports.len())
-            .filter(|&i| self.ports[i].has_pending())
-            .collect()
+        let mut ready = Vec::new();
+        self.ready_into(&mut ready);
+        ready
+    }
+
+    /// Like [`ready`](Self::ready), into `ready` (cleared first): once its
+    /// capacity has grown to the set's size, it never allocates.
+    pub fn ready_into(&self, ready: &mut Vec<usize>) {
+        ready.clear();
+        ready.extend((0..self.ports.len()).filter(|&i| self.ports[i].has_pending()));
     }
 
     /// Blocks until at least one port has something to receive, or the
     /// timeout passes (`None`: no timeout). Returns the ready indices.
+    /// Allocates the returned `Vec`; [`wait_into`](Self::wait_into), the
+    /// same wait into a reused buffer, does not.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<Vec<usize>, WaitError> {
-        let Some(node) = &self.node else {
-            return Err(WaitError::Timeout);
-        };
+        let mut ready = Vec::new();
+        self.wait_into(timeout, &mut ready)?;
+        Ok(ready)
+    }
+
+    /// Blocks until at least one port has something to receive, or the
+    /// timeout passes (`None`: no timeout); the ready indices go to `ready`
+    /// (cleared first; left empty on an error). Once `ready`'s capacity
+    /// has grown to the set's size, a wait allocates nothing, so an event
+    /// loop can keep one buffer for all its wake-ups:
+    ///
+    /// ```no_run
+    /// # fn f(server: &shmex::Server) -> Result<(), shmex::WaitError> {
+    /// let mut set = shmex::WaitSet::new();
+    /// set.add(server)?;
+    /// let mut ready = Vec::with_capacity(1);
+    /// loop {
+    ///     set.wait_into(None, &mut ready)?;
+    ///     for &i in &ready { /* receive on port i */ }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// An empty set waits like `poll(2)` with no descriptors: with a
+    /// timeout it sleeps until the deadline, then returns
+    /// [`WaitError::Timeout`]. Without a timeout it returns
+    /// [`WaitError::Empty`] at once rather than block the thread forever:
+    /// the set cannot gain a port while it waits, so nothing could ever
+    /// wake it.
+    pub fn wait_into(
+        &self,
+        timeout: Option<Duration>,
+        ready: &mut Vec<usize>,
+    ) -> Result<(), WaitError> {
+        ready.clear();
         let deadline = timeout.and_then(deadline);
         let forever = timeout.is_none() || deadline.is_none();
+        let Some(node) = &self.node else {
+            let Some(deadline) = deadline.filter(|_| !forever) else {
+                return Err(WaitError::Empty);
+            };
+            // Sleeps until the deadline (`sleep` may wake early: loop).
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left);
+            }
+            return Err(WaitError::Timeout);
+        };
         let mut phantom = Phantom::default();
         loop {
             let woke = wait_until(node, deadline, || {
                 self.ports.iter().any(|p| p.has_pending())
             });
             if woke {
-                let ready = self.ready();
+                self.ready_into(ready);
                 if !ready.is_empty() {
-                    return Ok(ready);
+                    return Ok(());
                 }
             }
             // The deadline holds whatever the shared words say.

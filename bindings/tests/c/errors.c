@@ -430,6 +430,8 @@ static void waitsets_and_watches(shmex_node *node) {
     int event;
     OK(shmex_waitset_create(&set));
     EXPECT(shmex_waitset_wait(set, 0, ready, 4, &n), SHMEX_E_TIMEOUT); /* empty */
+    /* Empty and no timeout: nothing could ever wake it. */
+    EXPECT(shmex_waitset_wait(set, SHMEX_FOREVER, ready, 4, &n), SHMEX_E_INVALID_ARGUMENT);
     EXPECT(shmex_waitset_wait(set, 0, NULL, 4, &n), SHMEX_E_NULL);
     OK(shmex_watch_create(node, "news", &watch));
     int up = 1;

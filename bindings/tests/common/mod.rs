@@ -91,6 +91,12 @@ pub fn library() -> PathBuf {
 /// Compiles C program `source` (relative to the bindings folder, e.g.
 /// "examples/rpc.c") once per test binary; returns the executable.
 pub fn compile(source: &str) -> PathBuf {
+    compile_with(source, &[])
+}
+
+/// [`compile`] with extra `cc` arguments (e.g. linker options); one set of
+/// them per source in a test binary.
+pub fn compile_with(source: &str, extra: &[&str]) -> PathBuf {
     static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
     let lib = library();
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
@@ -120,6 +126,7 @@ pub fn compile(source: &str) -> PathBuf {
         .arg(crate_dir().join("include"))
         .arg(crate_dir().join(source))
         .arg(&lib)
+        .args(extra)
         .args(["-lpthread", "-ldl", "-lm", "-o"])
         .arg(&exe)
         .output();
