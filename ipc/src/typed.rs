@@ -130,8 +130,9 @@ impl Node {
     /// request-response exchange opens with
     /// [`open_rpc_exchange_of`](Self::open_rpc_exchange_of)).
     pub fn open_exchange_of(&self, name: &str, payload: &TypeInfo) -> Result<Exchange, OpenError> {
-        self.open_exchange(name)?
-            .check_types(payload, &TypeInfo::bytes())
+        let ex = self.open_exchange(name)?;
+        ex.check_types(payload, &TypeInfo::bytes())?;
+        Ok(ex)
     }
 }
 

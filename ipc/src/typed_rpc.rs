@@ -101,7 +101,9 @@ impl Node {
         request: &TypeInfo,
         response: &TypeInfo,
     ) -> Result<Exchange, OpenError> {
-        self.open_exchange(name)?.check_types(request, response)
+        let ex = self.open_exchange(name)?;
+        ex.check_types(request, response)?;
+        Ok(ex)
     }
 }
 

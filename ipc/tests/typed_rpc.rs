@@ -8,9 +8,8 @@
 
 mod common;
 
-use common::{child_node, env_str, env_u64, report, ChildProc, TestNs};
+use common::{child_node, env_str, env_u64, mapping_offset, report, ChildProc, TestNs};
 use shmex::{FailReason, Limits, OpenError, Pattern, RecvError, Submit, TypeInfo, TypedReply};
-use std::path::Path;
 
 /// The request of these tests.
 #[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
@@ -164,28 +163,6 @@ fn child_entry() {
         }
         other => panic!("unknown role {other}"),
     }
-}
-
-/// Offset into file `path` of address `addr` of this process, if `addr`
-/// lies in a mapping of that file (read from /proc/self/maps).
-fn mapping_offset(path: &Path, addr: usize) -> Option<u64> {
-    let maps = std::fs::read_to_string("/proc/self/maps").expect("/proc/self/maps");
-    let path = path.to_str()?;
-    maps.lines().find_map(|line| {
-        let mut f = line.split_whitespace();
-        let (range, _perms, offset) = (f.next()?, f.next()?, f.next()?);
-        let (_dev, _inode) = (f.next()?, f.next()?);
-        if f.next()? != path {
-            return None;
-        }
-        let (start, end) = range.split_once('-')?;
-        let start = usize::from_str_radix(start, 16).ok()?;
-        let end = usize::from_str_radix(end, 16).ok()?;
-        let offset = u64::from_str_radix(offset, 16).ok()?;
-        (start..end)
-            .contains(&addr)
-            .then(|| (addr - start) as u64 + offset)
-    })
 }
 
 /// A child client sends a `Query` written in place; the parent server reads

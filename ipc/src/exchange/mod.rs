@@ -363,7 +363,7 @@ impl Exchange {
         match Self::open_locked(node, name)? {
             Some(ex) => {
                 if let Some(payload) = payload {
-                    ex.check_payload(payload)?;
+                    ex.check_types(payload, &TypeInfo::bytes())?;
                 }
                 ex.check_matches(pattern, &limits)?;
                 Ok(ex)
@@ -372,13 +372,13 @@ impl Exchange {
         }
     }
 
-    /// `ex` if it records exactly `payload` and `response`, else
-    /// [`OpenError::TypeMismatch`] naming both sides.
+    /// [`OpenError::TypeMismatch`], naming both sides, unless it records
+    /// exactly `payload` and `response` ([`TypeInfo::bytes`] for none).
     pub(crate) fn check_types(
-        self,
+        &self,
         payload: &TypeInfo,
         response: &TypeInfo,
-    ) -> Result<Exchange, OpenError> {
+    ) -> Result<(), OpenError> {
         let (found, found_response) = (self.payload_type(), self.response_type());
         if found != *payload || found_response != *response {
             return Err(OpenError::TypeMismatch {
@@ -389,15 +389,7 @@ impl Exchange {
                 found_response: Box::new(found_response),
             });
         }
-        Ok(self)
-    }
-
-    /// [`OpenError::TypeMismatch`] unless it records exactly `expected`
-    /// and no response type.
-    pub(crate) fn check_payload(&self, expected: &TypeInfo) -> Result<(), OpenError> {
-        self.clone()
-            .check_types(expected, &TypeInfo::bytes())
-            .map(drop)
+        Ok(())
     }
 
     fn check_matches(&self, pattern: Pattern, limits: &Limits) -> Result<(), OpenError> {
